@@ -1,0 +1,184 @@
+"""``broker.toml``: providers, the model catalog and teams, validated once at start.
+
+Any problem fails loudly with the file, the key and the reason, e.g.
+``broker.toml: models[2].provider: unknown provider 'sim-gemini' (known: sim-openai, sim-anthropic)``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import date
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from broker.errors import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "broker.toml"
+
+
+class ProviderKind(StrEnum):
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    SIMULATED = "simulated"
+
+
+WireFormat = Literal["openai", "anthropic"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderConfig(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    kind: ProviderKind
+    wire: WireFormat | None = Field(
+        default=None, description="Wire format of a simulated provider: openai or anthropic."
+    )
+    base_url: str
+    api_key_env: str | None = Field(default=None, description="Name of the env var holding the key.")
+    concurrency: int = Field(default=64, ge=1, le=4096, description="Calls in flight per pool.")
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    timeout_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @property
+    def wire_format(self) -> WireFormat:
+        if self.kind is ProviderKind.SIMULATED:
+            return self.wire or "openai"
+        return self.kind.value  # type: ignore[return-value]
+
+    @property
+    def queue(self) -> str:
+        """The Celery queue this provider's worker pool consumes."""
+        return f"provider.{self.name}"
+
+
+class ModelConfig(_Strict):
+    name: str
+    provider: str
+    provider_model_id: str
+    input_price: Decimal = Field(ge=0, description="USD per 1M input tokens.")
+    output_price: Decimal = Field(ge=0, description="USD per 1M output tokens.")
+    cached_input_price: Decimal = Field(ge=0, description="USD per 1M cached input tokens.")
+    context_window: int = Field(gt=0)
+    max_output: int = Field(gt=0)
+    tier: Literal["small", "medium", "large"] = "medium"
+
+
+class TeamConfig(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    weight: float = Field(default=1.0, gt=0)
+    api_key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 hex of the key.")
+
+
+class BrokerConfig(_Strict):
+    prices_as_of: date
+    providers: list[ProviderConfig] = Field(min_length=1)
+    models: list[ModelConfig] = Field(min_length=1)
+    teams: list[TeamConfig] = Field(default_factory=list)
+
+    _providers: dict[str, ProviderConfig] = PrivateAttr(default_factory=dict)
+    _models: dict[str, ModelConfig] = PrivateAttr(default_factory=dict)
+    _teams: dict[str, TeamConfig] = PrivateAttr(default_factory=dict)
+    _teams_by_key: dict[str, TeamConfig] = PrivateAttr(default_factory=dict)
+
+    def provider(self, name: str) -> ProviderConfig:
+        return self._providers[name]
+
+    def model(self, name: str) -> ModelConfig:
+        return self._models[name]
+
+    def has_model(self, name: str) -> bool:
+        return name in self._models
+
+    def model_names(self) -> list[str]:
+        return sorted(self._models)
+
+    def team(self, team_id: str) -> TeamConfig:
+        return self._teams[team_id]
+
+    def team_by_key_hash(self, key_hash: str) -> TeamConfig | None:
+        return self._teams_by_key.get(key_hash)
+
+    def provider_for_model(self, model: str) -> ProviderConfig:
+        return self._providers[self._models[model].provider]
+
+    def model_post_init(self, _context: object) -> None:
+        self._providers = {p.name: p for p in self.providers}
+        self._models = {m.name: m for m in self.models}
+        self._teams = {t.id: t for t in self.teams}
+        self._teams_by_key = {t.api_key_sha256: t for t in self.teams}
+
+    def with_providers(self, providers: list[ProviderConfig]) -> BrokerConfig:
+        """A copy with ``providers`` replaced (e.g. simulated ones pointed at a test server)."""
+        return BrokerConfig.model_validate({**self.model_dump(), "providers": providers})
+
+
+def _loc(parts: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _check_references(config: BrokerConfig, source: str) -> None:
+    def unique(kind: str, names: list[str], key: str) -> None:
+        seen: set[str] = set()
+        for i, name in enumerate(names):
+            if name in seen:
+                raise ConfigError(source, f"{kind}[{i}].{key}", f"duplicate {key} {name!r}")
+            seen.add(name)
+
+    unique("providers", [p.name for p in config.providers], "name")
+    unique("models", [m.name for m in config.models], "name")
+    unique("teams", [t.id for t in config.teams], "id")
+    unique("teams", [t.api_key_sha256 for t in config.teams], "api_key_sha256")
+    known = sorted(p.name for p in config.providers)
+    for i, model in enumerate(config.models):
+        if model.provider not in known:
+            raise ConfigError(
+                source,
+                f"models[{i}].provider",
+                f"unknown provider {model.provider!r} (known: {', '.join(known)})",
+            )
+    for i, provider in enumerate(config.providers):
+        if provider.kind is ProviderKind.SIMULATED and provider.wire is None:
+            raise ConfigError(source, f"providers[{i}].wire", "a simulated provider needs wire")
+        if provider.kind is not ProviderKind.SIMULATED and not provider.api_key_env:
+            raise ConfigError(
+                source, f"providers[{i}].api_key_env", "a real provider needs api_key_env"
+            )
+
+
+def parse_config(data: dict, source: str = "<config>") -> BrokerConfig:
+    try:
+        config = BrokerConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(source, _loc(first["loc"]), first["msg"]) from exc
+    _check_references(config, source)
+    return config
+
+
+def load_config(path: Path | str | None = None) -> BrokerConfig:
+    """Read and validate a ``broker.toml``; the packaged default when ``path`` is None."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(str(path), "(file)", "no such file") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "(syntax)", str(exc)) from exc
+    return parse_config(data, str(path))

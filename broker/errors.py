@@ -1,0 +1,97 @@
+"""One error hierarchy for the whole broker.
+
+Errors from redis, httpx, SQLAlchemy and providers are translated where they enter our code
+(``raise ... from exc``) and never leak raw to users::
+
+    BrokerError
+    ├── ConfigError              broker.toml or settings are invalid (file, key, reason)
+    ├── InvalidRequest           a submission the API refuses (HTTP 400 / 413 / 422)
+    │   └── PayloadTooLarge      over a size limit (HTTP 413)
+    ├── AuthenticationFailed     missing or unknown API key (HTTP 401)
+    ├── NotFound                 no such job for this team (HTTP 404)
+    └── ProviderError            a provider call did not produce a usable completion
+        ├── ProviderRetryable        429, 5xx, 529, timeouts, connection errors
+        │   └── ProviderRateLimited  429 rate limit (carries retry_after)
+        ├── ProviderUnavailable      auth failure or quota exhausted: stop calling it
+        ├── ContextWindowExceeded    the prompt does not fit this model
+        ├── ProviderRejected         any other 4xx: the request itself is wrong
+        └── MalformedResponse        a 2xx body we cannot read
+"""
+
+from __future__ import annotations
+
+
+class BrokerError(Exception):
+    """Root of every error the broker raises on purpose."""
+
+
+class ConfigError(BrokerError):
+    def __init__(self, source: str, key: str, reason: str) -> None:
+        self.source, self.key, self.reason = source, key, reason
+        super().__init__(f"{source}: {key}: {reason}")
+
+
+class InvalidRequest(BrokerError):
+    status_code = 400
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.message, self.field = message, field
+        super().__init__(message)
+
+
+class PayloadTooLarge(InvalidRequest):
+    status_code = 413
+
+
+class AuthenticationFailed(BrokerError):
+    status_code = 401
+
+
+class NotFound(BrokerError):
+    status_code = 404
+
+
+class ProviderError(BrokerError):
+    """A provider call failed. ``code`` is a short machine-readable reason stored on the request."""
+
+    code = "provider_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int | None = None,
+        provider_request_id: str | None = None,
+    ) -> None:
+        self.message, self.provider = message, provider
+        self.status, self.provider_request_id = status, provider_request_id
+        super().__init__(f"{provider}: {message}")
+
+
+class ProviderRetryable(ProviderError):
+    code = "provider_retryable"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class ProviderRateLimited(ProviderRetryable):
+    code = "rate_limited"
+
+
+class ProviderUnavailable(ProviderError):
+    code = "provider_unavailable"
+
+
+class ContextWindowExceeded(ProviderError):
+    code = "context_window_exceeded"
+
+
+class ProviderRejected(ProviderError):
+    code = "provider_rejected"
+
+
+class MalformedResponse(ProviderError):
+    code = "malformed_response"

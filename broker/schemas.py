@@ -1,0 +1,118 @@
+"""Public request and response models of the HTTP API, shared by the server and the client."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from broker.states import JobStatus, Priority, RequestStatus
+
+MetadataValue = str | int | float | bool | None
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Message(_Model):
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=2_000_000)
+
+
+class RequestIn(_Model):
+    """One request of a batch."""
+
+    custom_id: str = Field(min_length=1, max_length=256, description="Unique within the batch.")
+    messages: list[Message] = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=128)
+    max_tokens: int = Field(default=256, ge=1, le=1_000_000)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    priority: Priority | None = Field(default=None, description="Defaults to the job's priority.")
+    metadata: dict[str, MetadataValue] | None = None
+
+
+class JobCreate(_Model):
+    """``POST /v1/jobs``: a batch of requests for one feature."""
+
+    feature: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    priority: Priority = Priority.MEDIUM
+    webhook_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+    metadata: dict[str, MetadataValue] | None = None
+    requests: list[RequestIn]
+
+
+class JobCounts(BaseModel):
+    total: int
+    pending: int = Field(description="Not yet in a terminal state.")
+    succeeded: int
+    failed: int
+    cancelled: int
+    expired: int
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class JobOut(BaseModel):
+    id: str
+    team: str
+    feature: str
+    priority: Priority
+    status: JobStatus
+    counts: JobCounts
+    usage: Usage
+    cost_micros: int
+    cost_usd: str
+    webhook_url: str | None = None
+    metadata: dict[str, Any] | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class JobList(BaseModel):
+    data: list[JobOut]
+    has_more: bool
+
+
+class ResultError(BaseModel):
+    code: str
+    message: str
+
+
+class ResultOut(BaseModel):
+    id: str
+    custom_id: str
+    status: RequestStatus
+    model: str = Field(description="The model asked for.")
+    model_used: str | None = None
+    provider: str | None = None
+    output: str | None = None
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    cost_micros: int | None = None
+    latency_ms: int | None = None
+    attempts: int
+    error: ResultError | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class ResultsPage(BaseModel):
+    data: list[ResultOut]
+    has_more: bool
+    next_after: int | None = Field(default=None, description="Pass as ?after= for the next page.")
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,52 @@
+"""Process settings from the environment (prefix ``BROKER_``), read once at start.
+
+``REDIS_URL`` and ``DATABASE_URL`` are honoured as well as their ``BROKER_`` forms, so the
+broker drops into platforms that set those names.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from broker.config import BrokerConfig, load_config
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BROKER_", extra="ignore", frozen=True)
+
+    config_path: Path | None = Field(default=None, description="broker.toml; packaged default if unset")
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("BROKER_REDIS_URL", "REDIS_URL")
+    )
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("BROKER_DATABASE_URL", "DATABASE_URL")
+    )
+    data_dir: Path = Field(default=Path(".broker"), description="SQLite file, logs, private Redis")
+    api_host: str = "127.0.0.1"
+    api_port: int = 8140
+    simulator_url: str | None = Field(
+        default=None, description="Overrides base_url of every simulated provider."
+    )
+    dispatch_margin: int = Field(default=8, ge=0, description="Tasks queued beyond concurrency.")
+    max_batch_size: int = Field(default=50_000, ge=1)
+    log_level: str = "INFO"
+
+    @property
+    def database_url_or_default(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @cached_property
+    def config(self) -> BrokerConfig:
+        config = load_config(self.config_path)
+        if self.simulator_url:
+            url = self.simulator_url.rstrip("/")
+            providers = [
+                p.model_copy(update={"base_url": url}) if p.kind == "simulated" else p
+                for p in config.providers
+            ]
+            config = config.with_providers(providers)
+        return config
