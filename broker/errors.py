@@ -9,6 +9,7 @@ Errors from redis, httpx, SQLAlchemy and providers are translated where they ent
     │   └── PayloadTooLarge      over a size limit (HTTP 413)
     ├── AuthenticationFailed     missing or unknown API key (HTTP 401)
     ├── NotFound                 no such job for this team (HTTP 404)
+    ├── ServiceUnavailable       Redis or the database is unreachable (HTTP 503)
     └── ProviderError            a provider call did not produce a usable completion
         ├── ProviderRetryable        429, 5xx, 529, timeouts, connection errors
         │   └── ProviderRateLimited  429 rate limit (carries retry_after)
@@ -49,6 +50,10 @@ class AuthenticationFailed(BrokerError):
 
 class NotFound(BrokerError):
     status_code = 404
+
+
+class ServiceUnavailable(BrokerError):
+    status_code = 503
 
 
 class ProviderError(BrokerError):

@@ -68,6 +68,7 @@ class Request(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer, doc="Position in the submitted batch.")
     team_id: Mapped[str] = mapped_column(String(64))
+    feature: Mapped[str] = mapped_column(String(64))
     custom_id: Mapped[str] = mapped_column(String(256))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, doc="messages, max_tokens, temperature")
     model: Mapped[str] = mapped_column(String(128), doc="The model asked for.")

@@ -1,0 +1,59 @@
+"""FastAPI application factory: one set of process resources, shared by every route."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import redis
+from fastapi import FastAPI
+
+from broker import __version__
+from broker.api import errors, jobs
+from broker.config import BrokerConfig
+from broker.settings import Settings
+from broker.store import Database
+from broker.submission import Submitter
+
+
+@dataclass
+class ApiResources:
+    config: BrokerConfig
+    db: Database
+    redis: redis.Redis
+    submitter: Submitter
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        config = settings.config
+        db = Database(settings.database_url_or_default)
+        client = redis.Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
+        app.state.broker = ApiResources(
+            config=config,
+            db=db,
+            redis=client,
+            submitter=Submitter(db, client, config, settings.max_batch_size),
+        )
+        yield
+        client.close()
+        db.dispose()
+
+    app = FastAPI(
+        title="inference-broker",
+        version=__version__,
+        description="Submit batches of LLM requests; poll or take a webhook for results and costs.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(jobs.router)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict:
+        resources: ApiResources = app.state.broker
+        resources.redis.ping()
+        return {"status": "ok", "version": __version__}
+
+    return app

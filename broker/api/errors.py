@@ -1,0 +1,57 @@
+"""Every error leaves the API as ``{"error": {"type", "message", "field"}}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from broker.errors import AuthenticationFailed, InvalidRequest, NotFound, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def _body(status: int, type_: str, message: str, field: str | None = None) -> JSONResponse:
+    payload = {"error": {"type": type_, "message": message, "field": field}}
+    headers = {"www-authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(payload, status_code=status, headers=headers)
+
+
+def _field(loc: tuple) -> str:
+    parts = [p for p in loc if p not in ("body",)]
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        field = _field(tuple(first.get("loc", ())))
+        return _body(422, "invalid_request", f"{field}: {first.get('msg')}", field)
+
+    @app.exception_handler(InvalidRequest)
+    async def _invalid(_: Request, exc: InvalidRequest) -> JSONResponse:
+        return _body(exc.status_code, "invalid_request", exc.message, exc.field)
+
+    @app.exception_handler(AuthenticationFailed)
+    async def _auth(_: Request, exc: AuthenticationFailed) -> JSONResponse:
+        return _body(401, "authentication_error", str(exc))
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return _body(404, "not_found", str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        return _body(exc.status_code, "http_error", str(exc.detail))
+
+    @app.exception_handler(ServiceUnavailable)
+    async def _unavailable(_: Request, exc: ServiceUnavailable) -> JSONResponse:
+        log.error("service unavailable: %s", exc)
+        return _body(503, "unavailable", f"{exc}; nothing was stored, retry later")

@@ -1,0 +1,100 @@
+"""``/v1/jobs``: submit a batch, follow it, read its results, cancel it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+
+from broker.api.auth import authenticate
+from broker.api.views import job_out, result_out
+from broker.config import TeamConfig
+from broker.schemas import ErrorBody, JobCreate, JobList, JobOut, ResultsPage
+from broker.store import queries, transitions
+
+router = APIRouter(
+    prefix="/v1/jobs",
+    tags=["jobs"],
+    responses={
+        400: {"model": ErrorBody},
+        401: {"model": ErrorBody},
+        404: {"model": ErrorBody},
+        422: {"model": ErrorBody},
+    },
+)
+Team = Annotated[TeamConfig, Depends(authenticate)]
+
+
+def _resources(request: Request):
+    return request.app.state.broker
+
+
+@router.post("", status_code=201, response_model=JobOut, responses={413: {"model": ErrorBody}})
+def submit_job(body: JobCreate, team: Team, request: Request) -> JobOut:
+    """Submit a batch (up to the configured limit, 50,000 by default) for one feature."""
+    job = _resources(request).submitter.submit(team, body)
+    return job_out(job)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    team: Team,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    before: Annotated[str | None, Query(max_length=64)] = None,
+) -> JobList:
+    """The team's jobs, newest first; pass the last id as ``before`` for the next page."""
+    with _resources(request).db.session() as session:
+        jobs, has_more = queries.list_jobs(session, team.id, limit=limit, before=before)
+        return JobList(data=[job_out(job) for job in jobs], has_more=has_more)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: str, team: Team, request: Request) -> JobOut:
+    with _resources(request).db.session() as session:
+        return job_out(queries.get_job(session, team.id, job_id))
+
+
+@router.get(
+    "/{job_id}/results",
+    response_model=ResultsPage,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+def get_results(
+    job_id: str,
+    team: Team,
+    request: Request,
+    after: Annotated[int, Query(ge=-1)] = -1,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    format: Annotated[Literal["json", "jsonl"], Query()] = "json",
+):
+    """Results in batch order: a page (``after``/``limit``), or all of them as JSON lines."""
+    db = _resources(request).db
+    with db.session() as session:
+        queries.get_job(session, team.id, job_id)
+        if format == "json":
+            rows, has_more = queries.result_page(session, job_id, after=after, limit=limit)
+            return ResultsPage(
+                data=[result_out(row) for row in rows],
+                has_more=has_more,
+                next_after=rows[-1].seq if has_more else None,
+            )
+
+    def lines():
+        for row in queries.iter_results(db.session, job_id):
+            yield result_out(row).model_dump_json() + "\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: str, team: Team, request: Request) -> JobOut:
+    """Stop queued requests at once; running ones finish and are recorded."""
+    db = _resources(request).db
+    with db.session() as session:
+        queries.get_job(session, team.id, job_id)
+    with db.session() as session:
+        transitions.cancel_job(session, job_id)
+    with db.session() as session:
+        return job_out(queries.get_job(session, team.id, job_id))

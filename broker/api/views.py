@@ -1,0 +1,62 @@
+"""Database rows → public response models."""
+
+from __future__ import annotations
+
+from broker.money import format_usd
+from broker.schemas import JobCounts, JobOut, ResultError, ResultOut, Usage
+from broker.store.models import Job, Request
+
+
+def job_out(job: Job) -> JobOut:
+    return JobOut(
+        id=job.id,
+        team=job.team_id,
+        feature=job.feature,
+        priority=job.priority,
+        status=job.status,
+        counts=JobCounts(
+            total=job.n_total,
+            pending=job.n_total - job.n_done,
+            succeeded=job.n_succeeded,
+            failed=job.n_failed,
+            cancelled=job.n_cancelled,
+            expired=job.n_expired,
+        ),
+        usage=Usage(input_tokens=job.input_tokens, output_tokens=job.output_tokens),
+        cost_micros=job.cost_micros,
+        cost_usd=format_usd(job.cost_micros, places=6),
+        webhook_url=job.webhook_url,
+        metadata=job.metadata_,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+def result_out(request: Request) -> ResultOut:
+    usage = None
+    if request.input_tokens is not None:
+        usage = Usage(
+            input_tokens=request.input_tokens,
+            cached_input_tokens=request.cached_input_tokens or 0,
+            output_tokens=request.output_tokens or 0,
+        )
+    error = None
+    if request.error_code:
+        error = ResultError(code=request.error_code, message=request.error or request.error_code)
+    return ResultOut(
+        id=request.id,
+        custom_id=request.custom_id,
+        status=request.status,
+        model=request.model,
+        model_used=request.model_used,
+        provider=request.provider_used,
+        output=request.output,
+        finish_reason=request.finish_reason,
+        usage=usage,
+        cost_micros=request.cost_micros,
+        latency_ms=request.latency_ms,
+        attempts=request.attempts,
+        error=error,
+        metadata=request.metadata_,
+    )

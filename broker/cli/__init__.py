@@ -1,0 +1,167 @@
+"""``inference-broker``: run the stack or one of its processes, and talk to a running broker.
+
+Process commands (``up``, ``api``, ``scheduler``, ``worker``, ``simulate``) read settings from
+the environment (``BROKER_*``, ``REDIS_URL``, ``DATABASE_URL``); client commands (``submit``,
+``status``, ``results``) take ``--url`` and ``--api-key`` (or ``BROKER_URL``/``BROKER_API_KEY``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import signal
+import sys
+import time
+
+import click
+from rich.console import Console
+
+from broker.cli import client_commands
+from broker.errors import BrokerError
+from broker.settings import Settings
+
+console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    settings.config  # noqa: B018 - validate broker.toml now: fail at start, not later
+    return settings
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+class _Group(click.Group):
+    """Turn our own errors into one clear line and exit code 1, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BrokerError as exc:
+            console.print(f"[red]error:[/] {exc}")
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="inference-broker")
+def main() -> None:
+    """Queue-based LLM inference broker."""
+
+
+@main.command()
+def up() -> None:
+    """Run the whole stack in the foreground; Ctrl-C stops all of it."""
+    from broker.stack import Stack
+
+    settings = _settings()
+    stop = _stop_on_signals()
+    with Stack(settings) as stack:
+        console.print(f"[green]inference-broker is up[/] at {stack.api_url}")
+        console.print(f"logs: {stack.log_dir}/   database: {settings.database_url_or_default}")
+        console.print("Ctrl-C to stop")
+        while not stop["now"]:
+            dead = stack.dead_children()
+            if dead:
+                names = ", ".join(f"{c.name} (log: {c.log_path})" for c in dead)
+                raise BrokerError(f"stopped because a process exited: {names}")
+            time.sleep(0.5)
+    console.print("stopped")
+
+
+def _stop_on_signals() -> dict[str, bool]:
+    flag = {"now": False}
+
+    def handler(*_):
+        flag["now"] = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return flag
+
+
+@main.command()
+def migrate() -> None:
+    """Create or upgrade the result store's schema."""
+    from broker.store import Database
+
+    settings = _settings()
+    Database(settings.database_url_or_default).migrate()
+    console.print(f"schema is current: {settings.database_url_or_default}")
+
+
+@main.command()
+def api() -> None:
+    """Run the HTTP API (uvicorn)."""
+    import uvicorn
+
+    from broker.api import create_app
+    from broker.store import Database
+
+    settings = _settings()
+    _logging(settings)
+    Database(settings.database_url_or_default).migrate()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@main.command()
+def scheduler() -> None:
+    """Run the scheduler: team queues → provider queues."""
+    from schedulers.service import run_scheduler
+
+    settings = _settings()
+    _logging(settings)
+    run_scheduler(settings)
+
+
+@main.command()
+@click.option("--provider", required=True, help="Provider name from broker.toml.")
+@click.option("--concurrency", type=int, default=None, help="Overrides the provider's pool size.")
+def worker(provider: str, concurrency: int | None) -> None:
+    """Run one provider's worker pool."""
+    from workers.pool import run_worker
+
+    settings = _settings()
+    _logging(settings)
+    run_worker(settings, provider, concurrency)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=int)
+def simulate(host: str, port: int) -> None:
+    """Run the simulated provider (OpenAI and Anthropic wire formats; knobs: BROKER_SIM_*)."""
+    from workers.simulator import SimulatorSettings, serve
+
+    serve(SimulatorSettings(), host=host, port=port)
+
+
+@main.command()
+@click.option("--requests", "count", default=320, show_default=True, help="Demo batch size.")
+def demo(count: int) -> None:
+    """Start the stack, run a demo batch over three teams and eight features, print the costs."""
+    from broker.demo import run_demo
+
+    run_demo(_settings(), count)
+
+
+@main.command()
+def keygen() -> None:
+    """Print a new team API key and the sha256 to put in broker.toml."""
+    key = "ib-" + secrets.token_urlsafe(32)
+    click.echo(f"api key (give to the team, shown once): {key}")
+    click.echo(f'api_key_sha256 = "{hashlib.sha256(key.encode()).hexdigest()}"')
+
+
+client_commands.register(main)

@@ -1,0 +1,13 @@
+"""Identifiers: short, prefixed, unguessable for jobs; derived from the job for its requests."""
+
+from __future__ import annotations
+
+import secrets
+
+
+def new_job_id() -> str:
+    return f"job_{secrets.token_hex(12)}"
+
+
+def request_id(job_id: str, seq: int) -> str:
+    return f"req_{job_id.removeprefix('job_')}_{seq}"

@@ -1,0 +1,109 @@
+"""The whole broker on one machine, as ``inference-broker up`` runs it.
+
+Redis (a private one unless ``REDIS_URL`` is set), the result store (a SQLite file unless
+``DATABASE_URL`` is set), the simulator (when a provider is simulated), the API, the scheduler
+and one worker pool per provider, each a child process logging to ``<data_dir>/logs``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from broker.config import ProviderKind
+from broker.errors import BrokerError
+from broker.processes import Child, RedisServer, broker_argv, free_port, http_ok, port_is_free, wait_until
+from broker.settings import Settings
+from broker.store import Database
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    extra_env: dict[str, str] = field(default_factory=dict)
+    redis_server: RedisServer | None = None
+    children: dict[str, Child] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.settings.api_host}:{self.settings.api_port}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.settings.data_dir / "logs"
+
+    def start(self) -> Stack:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        settings = self.settings
+        env = {**os.environ, **self.extra_env}
+        redis_url = settings.redis_url
+        if not redis_url:
+            self.redis_server = RedisServer(settings.data_dir / "redis")
+            redis_url = self.redis_server.url
+        env["BROKER_REDIS_URL"] = redis_url
+        env["BROKER_DATABASE_URL"] = settings.database_url_or_default
+        env["BROKER_DATA_DIR"] = str(settings.data_dir)
+        if settings.config_path:
+            env["BROKER_CONFIG_PATH"] = str(settings.config_path)
+
+        db = Database(settings.database_url_or_default)
+        db.migrate()
+        db.dispose()
+
+        config = settings.config
+        if any(p.kind is ProviderKind.SIMULATED for p in config.providers):
+            if settings.simulator_url:
+                env["BROKER_SIMULATOR_URL"] = settings.simulator_url
+            else:
+                port = free_port()
+                self._spawn("simulator", env, "simulate", "--port", str(port))
+                env["BROKER_SIMULATOR_URL"] = f"http://127.0.0.1:{port}"
+                self._wait_http("simulator", f"http://127.0.0.1:{port}/healthz")
+
+        if not port_is_free(settings.api_port, settings.api_host):
+            raise BrokerError(
+                f"port {settings.api_port} is taken: stop what uses it or set BROKER_API_PORT"
+            )
+        env["BROKER_API_PORT"] = str(settings.api_port)
+        env["BROKER_API_HOST"] = settings.api_host
+        self.env = env
+        self._spawn("api", env, "api")
+        self._spawn("scheduler", env, "scheduler")
+        for provider in config.providers:
+            self._spawn(f"worker-{provider.name}", env, "worker", "--provider", provider.name)
+        self._wait_http("api", f"{self.api_url}/healthz")
+
+    def _spawn(self, name: str, env: dict[str, str], *args: str) -> Child:
+        child = Child(name, broker_argv(*args), env, self.log_dir / f"{name}.log")
+        self.children[name] = child
+        return child
+
+    def _wait_http(self, name: str, url: str, timeout: float = 30) -> None:
+        wait_until(http_ok(url), timeout, f"{name} (log: {self.children[name].log_path})",
+                   self.children[name].proc)
+
+    def dead_children(self) -> list[Child]:
+        return [child for child in self.children.values() if not child.alive]
+
+    def stop(self) -> None:
+        for child in reversed(list(self.children.values())):
+            child.stop()
+        self.children.clear()
+        if self.redis_server:
+            self.redis_server.stop()
+            self.redis_server = None
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

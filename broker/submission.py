@@ -1,0 +1,126 @@
+"""Turning a validated batch into Job and Request rows and queue entries, all or nothing.
+
+The rows are bulk-inserted in one transaction; the queue push happens inside it, so a Redis
+failure rolls the rows back. Validation happens before anything is written: a rejected
+submission leaves no rows and no queue entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from sqlalchemy import insert
+from sqlalchemy.exc import SQLAlchemyError
+
+from broker import queues
+from broker.config import BrokerConfig, TeamConfig
+from broker.errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable
+from broker.ids import new_job_id, request_id
+from broker.queues import QueueEntry
+from broker.schemas import JobCreate
+from broker.states import JobStatus, RequestStatus
+from broker.store import Database, Job, Request
+from broker.store.models import utcnow
+
+
+@dataclass(frozen=True)
+class Submitter:
+    db: Database
+    redis: redis.Redis
+    config: BrokerConfig
+    max_batch_size: int = 50_000
+
+    def validate(self, batch: JobCreate) -> None:
+        """Refuse what cannot run, naming the request and field to fix."""
+        if not batch.requests:
+            raise InvalidRequest("the batch is empty: send at least one request", field="requests")
+        if len(batch.requests) > self.max_batch_size:
+            raise PayloadTooLarge(
+                f"the batch has {len(batch.requests)} requests; the limit is {self.max_batch_size}",
+                field="requests",
+            )
+        seen: set[str] = set()
+        for i, request in enumerate(batch.requests):
+            where = f"requests[{i}]"
+            if request.custom_id in seen:
+                raise InvalidRequest(
+                    f"duplicate custom_id {request.custom_id!r} at {where}",
+                    field=f"{where}.custom_id",
+                )
+            seen.add(request.custom_id)
+            if not self.config.has_model(request.model):
+                raise InvalidRequest(
+                    f"unknown model {request.model!r} at {where}; known models: "
+                    + ", ".join(self.config.model_names()),
+                    field=f"{where}.model",
+                )
+            limit = self.config.model(request.model).max_output
+            if request.max_tokens > limit:
+                raise InvalidRequest(
+                    f"max_tokens {request.max_tokens} at {where} is over {request.model}'s "
+                    f"limit of {limit}",
+                    field=f"{where}.max_tokens",
+                )
+
+    def submit(self, team: TeamConfig, batch: JobCreate) -> Job:
+        self.validate(batch)
+        job_id = new_job_id()
+        now = utcnow()
+        job = Job(
+            id=job_id,
+            team_id=team.id,
+            feature=batch.feature,
+            priority=batch.priority,
+            status=JobStatus.QUEUED,
+            webhook_url=batch.webhook_url,
+            metadata_=batch.metadata,
+            n_total=len(batch.requests),
+            n_succeeded=0,
+            n_failed=0,
+            n_cancelled=0,
+            n_expired=0,
+            input_tokens=0,
+            output_tokens=0,
+            cost_micros=0,
+            created_at=now,
+        )
+        rows, entries = [], []
+        for seq, request in enumerate(batch.requests):
+            rid = request_id(job_id, seq)
+            priority = request.priority or batch.priority
+            messages = [m.model_dump() for m in request.messages]
+            rows.append(
+                {
+                    "id": rid,
+                    "job_id": job_id,
+                    "seq": seq,
+                    "team_id": team.id,
+                    "feature": batch.feature,
+                    "custom_id": request.custom_id,
+                    "payload": {
+                        "messages": messages,
+                        "max_tokens": request.max_tokens,
+                        "temperature": request.temperature,
+                    },
+                    "model": request.model,
+                    "priority": priority.value,
+                    "status": RequestStatus.QUEUED.value,
+                    "attempts": 0,
+                    "metadata": request.metadata,
+                    "created_at": now,
+                }
+            )
+            est = queues.estimate_tokens(messages, request.max_tokens)
+            entries.append((priority, QueueEntry(rid, request.model, est)))
+        try:
+            with self.db.session() as session:
+                session.add(job)
+                session.flush()
+                session.execute(insert(Request.__table__), rows)
+                queues.push(self.redis, team.id, entries)
+        except redis.RedisError as exc:
+            raise ServiceUnavailable(f"the queue (Redis) is unreachable: {exc}") from exc
+        except SQLAlchemyError as exc:
+            raise ServiceUnavailable(f"the result store is unavailable: {exc.__class__.__name__}") from exc
+        return job

@@ -1,0 +1,121 @@
+"""Anthropic adapter: request mapping and response parsing."""
+
+from __future__ import annotations
+
+import copy
+
+from conftest import ANTHROPIC_EXAMPLE, ANTHROPIC_EXAMPLE_TEXT, headers, json_bytes
+
+from workers.providers import Completion, adapter_for, completion_cost
+
+adapter = adapter_for("anthropic")
+
+
+def test_build_maps_request(haiku, payload) -> None:
+    call = adapter.build(haiku, payload, "sk-ant-test")
+    assert call.path == "/v1/messages"
+    assert call.headers["x-api-key"] == "sk-ant-test"
+    assert call.headers["anthropic-version"] == "2023-06-01"
+    assert "authorization" not in call.headers
+    assert call.json == {
+        "model": "claude-haiku-4-5-20251001",
+        "max_tokens": 64,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "temperature": 0.2,
+    }
+
+
+def test_build_without_key_sends_no_key_header(haiku, payload) -> None:
+    call = adapter.build(haiku, payload, None)
+    assert "x-api-key" not in call.headers
+    assert call.headers["anthropic-version"] == "2023-06-01"
+
+
+def test_build_joins_all_system_messages_and_keeps_turn_order(haiku) -> None:
+    payload = {
+        "messages": [
+            {"role": "system", "content": "Rule one."},
+            {"role": "user", "content": "a"},
+            {"role": "user", "content": "b"},
+            {"role": "system", "content": "Rule two."},
+            {"role": "assistant", "content": "c"},
+        ],
+        "max_tokens": 10,
+        "temperature": 0.0,
+    }
+    body = adapter.build(haiku, payload, None).json
+    assert body["system"] == "Rule one.\n\nRule two."
+    assert [m["role"] for m in body["messages"]] == ["user", "user", "assistant"]
+    assert body["temperature"] == 0.0
+
+
+def test_build_without_system_messages_omits_system(haiku) -> None:
+    payload = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "temperature": 1}
+    assert "system" not in adapter.build(haiku, payload, None).json
+
+
+def test_build_clamps_temperature_to_one(haiku, payload) -> None:
+    assert adapter.build(haiku, {**payload, "temperature": 1.7}, None).json["temperature"] == 1.0
+    assert adapter.build(haiku, {**payload, "temperature": 1.0}, None).json["temperature"] == 1.0
+
+
+def test_parse_documented_example() -> None:
+    completion = adapter.parse(200, headers(request_id="req_011"), ANTHROPIC_EXAMPLE_TEXT.encode())
+    assert completion == Completion(
+        text="Hello there.",
+        finish_reason="end_turn",
+        input_tokens=12,
+        cached_input_tokens=0,
+        output_tokens=30,
+        provider_request_id="req_011",
+        model="claude-haiku-4-5",
+    )
+
+
+def test_parse_falls_back_to_message_id() -> None:
+    completion = adapter.parse(200, headers(), json_bytes(ANTHROPIC_EXAMPLE))
+    assert completion.provider_request_id == "msg_01XFDUDYJgAACzvnptvVoYEL"
+
+
+def test_parse_cache_fields(haiku) -> None:
+    body = copy.deepcopy(ANTHROPIC_EXAMPLE)
+    body["usage"] = {
+        "input_tokens": 100,
+        "output_tokens": 1_000,
+        "cache_creation_input_tokens": 900,  # billed at the input price
+        "cache_read_input_tokens": 5_000,  # billed at the cached price
+    }
+    completion = adapter.parse(200, headers(), json_bytes(body))
+    assert completion.input_tokens == 1_000
+    assert completion.cached_input_tokens == 5_000
+    assert completion.output_tokens == 1_000
+    # 1000 × 1.00 + 5000 × 0.10 + 1000 × 5.00 micro-dollars
+    assert completion_cost(completion, haiku) == 1_000 + 500 + 5_000
+
+
+def test_parse_null_cache_fields_count_as_zero() -> None:
+    body = copy.deepcopy(ANTHROPIC_EXAMPLE)
+    body["usage"].update(cache_creation_input_tokens=None)
+    del body["usage"]["cache_read_input_tokens"]
+    completion = adapter.parse(200, headers(), json_bytes(body))
+    assert (completion.input_tokens, completion.cached_input_tokens) == (12, 0)
+
+
+def test_parse_concatenates_text_blocks_only() -> None:
+    body = copy.deepcopy(ANTHROPIC_EXAMPLE)
+    body["content"] = [
+        {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+        {"type": "text", "text": "Hello, "},
+        {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}},
+        {"type": "text", "text": "world."},
+    ]
+    body["stop_reason"] = "max_tokens"
+    completion = adapter.parse(200, headers(), json_bytes(body))
+    assert (completion.text, completion.finish_reason) == ("Hello, world.", "max_tokens")
+
+
+def test_parse_empty_content_is_empty_text() -> None:
+    body = {**ANTHROPIC_EXAMPLE, "content": [], "stop_reason": "refusal"}
+    completion = adapter.parse(200, headers(), json_bytes(body))
+    assert (completion.text, completion.finish_reason) == ("", "refusal")

@@ -1,0 +1,27 @@
+"""Anthropic Messages API.
+
+``api`` holds the endpoint and headers, ``messages`` the request mapping (system messages move
+to the top level; temperature is clamped to 1.0, Anthropic's maximum) and response parsing,
+``errors`` the error classification; this module assembles them into the registry's adapter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workers.providers.anthropic import errors, messages
+
+
+@dataclass(frozen=True)
+class AnthropicAdapter:
+    """Stateless: one shared instance serves every Anthropic-format provider."""
+
+    name: str = "anthropic"
+    build = staticmethod(messages.build)
+    parse = staticmethod(messages.parse)
+    classify = staticmethod(errors.classify)
+
+
+ADAPTER = AnthropicAdapter()
+
+__all__ = ["ADAPTER", "AnthropicAdapter"]

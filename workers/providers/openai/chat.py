@@ -1,0 +1,68 @@
+"""Request mapping and response parsing for OpenAI-compatible Chat Completions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from broker.config import ModelConfig
+from broker.errors import MalformedResponse
+from workers.providers.base import (
+    BodyError,
+    Completion,
+    HttpCall,
+    decode_json_object,
+    field,
+    request_id,
+    token_count,
+)
+from workers.providers.openai import api
+
+
+def build(model: ModelConfig, payload: dict, api_key: str | None) -> HttpCall:
+    """The stored request maps one to one; ``model`` becomes the provider's own model id."""
+    body: dict[str, Any] = {
+        "model": model.provider_model_id,
+        "messages": [{"role": m["role"], "content": m["content"]} for m in payload["messages"]],
+        "max_tokens": payload["max_tokens"],
+    }
+    if payload.get("temperature") is not None:
+        body["temperature"] = payload["temperature"]
+    return HttpCall(path=api.PATH, headers=api.headers(api_key), json=body)
+
+
+def parse(status: int, headers: httpx.Headers, body: bytes) -> Completion:
+    """A ``chat.completion`` object as a :class:`Completion`.
+
+    ``usage.prompt_tokens`` *includes* ``prompt_tokens_details.cached_tokens``, so the uncached
+    count is the difference. A null ``content`` (a refusal, or tool calls) is an empty text with
+    the provider's ``finish_reason``; missing ``choices`` is malformed, not empty.
+    """
+    rid = request_id(headers, *api.REQUEST_ID_HEADERS)
+    try:
+        data = decode_json_object(headers, body)
+        rid = rid or field(data, "id", str, optional=True)
+        if not field(data, "choices", list):
+            raise BodyError("field 'choices' is an empty array")
+        field(data, "choices.0.message", dict)
+        # Null content is a refusal or tool calls: no text, and finish_reason says why.
+        text = field(data, "choices.0.message.content", str, optional=True) or ""
+        finish_reason = field(data, "choices.0.finish_reason", str)
+        prompt = token_count(data, "usage.prompt_tokens")
+        cached = token_count(data, "usage.prompt_tokens_details.cached_tokens", optional=True)
+        if cached > prompt:
+            raise BodyError(f"cached_tokens ({cached}) exceeds prompt_tokens ({prompt})")
+        return Completion(
+            text=text,
+            finish_reason=finish_reason,
+            input_tokens=prompt - cached,
+            cached_input_tokens=cached,
+            output_tokens=token_count(data, "usage.completion_tokens"),
+            provider_request_id=rid,
+            model=field(data, "model", str),
+        )
+    except BodyError as exc:
+        raise MalformedResponse(
+            f"HTTP {status}: {exc}", provider="openai", status=status, provider_request_id=rid
+        ) from exc

@@ -1,0 +1,119 @@
+"""What the app needs from a wire format: the shared request type, error type and adapter protocol.
+
+The request pipeline in ``app.py`` is generic; each format module (``openai_format``,
+``anthropic_format``) supplies parsing, bodies and headers, never HTTP handling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from workers.simulator.limits import Refusal, WindowState
+from workers.simulator.settings import Wire
+from workers.simulator.text import Completion
+
+
+class SimError(Exception):
+    """A response other than 200, described in format-neutral terms and rendered by an adapter.
+
+    ``type`` and ``code`` are the OpenAI body fields when they differ from the status default.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param = status, message, param
+        self.code, self.type, self.retry_after_s = code, type, retry_after_s
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRequest:
+    model: str
+    max_tokens: int | None
+    digest: bytes  # hash of model + prompt, the seed of the answer
+    input_tokens: int
+    stop: list[str] | None = None
+    stream: bool = False
+    include_usage: bool = False
+
+
+class WireAdapter(Protocol):
+    wire: Wire
+    request_id_header: str
+    default_outage_status: int
+    injected_statuses: tuple[int, ...]  # picked from when error_rate fires
+
+    def new_request_id(self) -> str: ...
+
+    def check_auth(self, headers: Mapping[str, str], api_key: str) -> None: ...
+
+    def parse(self, body: bytes, headers: Mapping[str, str]) -> ParsedRequest: ...
+
+    def quota_error(self) -> SimError | None: ...
+
+    def rate_limit_error(self, refusal: Refusal, model: str) -> SimError: ...
+
+    def status_error(self, status: int) -> SimError: ...
+
+    def error_payload(self, error: SimError, request_id: str) -> dict: ...
+
+    def success_payload(self, request: ParsedRequest, completion: Completion) -> dict: ...
+
+    def stream(self, request: ParsedRequest, completion: Completion) -> AsyncIterator[bytes]: ...
+
+    def limit_headers(self, state: WindowState) -> dict[str, str]: ...
+
+    def retry_headers(self, retry_after_s: float) -> dict[str, str]: ...
+
+
+def random_id(prefix: str, nbytes: int = 12) -> str:
+    return prefix + os.urandom(nbytes).hex()
+
+
+def decode_object(body: bytes) -> dict:
+    """The JSON object in a request body, or a 400 saying why there is none."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SimError(400, f"We could not parse the JSON body of your request. ({exc})") from exc
+    if not isinstance(data, dict):
+        raise SimError(400, "The request body must be a JSON object.")
+    return data
+
+
+def require(data: dict, field: str, kind: type | tuple[type, ...], what: str) -> object:
+    """``data[field]`` if present and of ``kind`` (bools are not integers), else a 400."""
+    if field not in data or data[field] is None:
+        raise SimError(
+            400, f"Missing required parameter: '{field}'.", param=field,
+            code="missing_required_parameter",
+        )
+    return check_type(data, field, kind, what)
+
+
+def check_type(data: dict, field: str, kind: type | tuple[type, ...], what: str) -> object:
+    value = data.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        ok = False
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise SimError(
+            400, f"Invalid type for '{field}': expected {what}, but got {type(value).__name__}.",
+            param=field, code="invalid_type",
+        )
+    return value
