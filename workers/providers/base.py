@@ -187,8 +187,12 @@ T = TypeVar("T")
 
 @overload
 def field(obj: Mapping[str, Any], path: str, kind: type[T]) -> T: ...
+
+
 @overload
 def field(obj: Mapping[str, Any], path: str, kind: type[T], *, optional: bool) -> T | None: ...
+
+
 def field(obj: Mapping[str, Any], path: str, kind: type[T], *, optional: bool = False) -> T | None:
     """``obj[a][0][b]…`` for the dotted ``path`` ("choices.0.message"), checked to be ``kind``.
 

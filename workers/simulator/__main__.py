@@ -1,4 +1,4 @@
-"""``python -m workers.simulator --host H --port P``; every other knob comes from ``BROKER_SIM_*``."""
+"""``python -m workers.simulator --host H --port P``; all other knobs come from ``BROKER_SIM_*``."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from workers.simulator.limits import LimitKind, Refusal, WindowState
 from workers.simulator.settings import Wire
@@ -31,14 +32,14 @@ def _invalid(message: str) -> SimError:
     return SimError(400, message)
 
 
-def _field(data: dict, name: str, kind: type, *, required: bool = False) -> object:
+def _field(data: dict, name: str, kind: type, *, required: bool = False) -> Any:
     """``data[name]`` checked like the API's validator, with its ``name: reason`` messages."""
     if data.get(name) is None:
         if required:
             raise _invalid(f"{name}: Field required")
         return None
     value = data[name]
-    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
         raise _invalid(f"{name}: Input should be {_KINDS[kind]}")
     return value
 
@@ -58,7 +59,7 @@ def _messages(data: dict) -> list[dict]:
     messages = _field(data, "messages", list, required=True)
     if not messages:
         raise _invalid("messages: List should have at least 1 item after validation, not 0")
-    for i, message in enumerate(messages):  # type: ignore[arg-type]
+    for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise _invalid(f"messages.{i}: Input should be a valid dictionary")
         role = message.get("role")
@@ -74,7 +75,7 @@ def _messages(data: dict) -> list[dict]:
             raise _invalid(f"messages.{i}.content: Field required")
         if not isinstance(content, str | list):
             raise _invalid(f"messages.{i}.content: Input should be a valid list")
-    return messages  # type: ignore[return-value]
+    return messages
 
 
 def _rfc3339(seconds_from_now: float) -> str:
@@ -92,7 +93,11 @@ class AnthropicFormat:
         return random_id("req_011C", 12)
 
     def check_auth(self, headers: Mapping[str, str], api_key: str) -> None:
+        """``x-api-key`` as documented, or ``Authorization: Bearer`` as anthropic SDK 2.x sends."""
         given = headers.get("x-api-key")
+        if not given:
+            authorization = headers.get("authorization", "")
+            given = authorization[7:].strip() if authorization.startswith("Bearer ") else None
         if not given:
             raise SimError(401, "x-api-key header is required")
         if given != api_key:
@@ -104,7 +109,7 @@ class AnthropicFormat:
         data = decode_object(body)
         model = _field(data, "model", str, required=True)
         max_tokens = _field(data, "max_tokens", int, required=True)
-        if max_tokens < 1:  # type: ignore[operator]
+        if max_tokens < 1:
             raise _invalid("max_tokens: Input should be greater than or equal to 1")
         messages = _messages(data)
         system = _system_text(data.get("system"))
@@ -115,17 +120,17 @@ class AnthropicFormat:
         ):
             raise _invalid("temperature: Input should be a number between 0 and 1")
         stop = _field(data, "stop_sequences", list)
-        if stop is not None and not all(isinstance(s, str) for s in stop):  # type: ignore[union-attr]
+        if stop is not None and not all(isinstance(s, str) for s in stop):
             raise _invalid("stop_sequences: Input should be a list of strings")
         if _field(data, "stream", bool):
             raise _invalid("stream: streaming is not supported by the simulated provider")
         texts = ([system] if system else []) + [content_text(m["content"]) for m in messages]
         return ParsedRequest(
-            model=model,  # type: ignore[arg-type]
-            max_tokens=max_tokens,  # type: ignore[arg-type]
-            digest=prompt_digest(model, {"system": system, "messages": messages}),  # type: ignore[arg-type]
+            model=model,
+            max_tokens=max_tokens,
+            digest=prompt_digest(model, {"system": system, "messages": messages}),
             input_tokens=count_input_tokens(texts),
-            stop=stop,  # type: ignore[arg-type]
+            stop=stop,
         )
 
     def quota_error(self) -> SimError | None:

@@ -25,7 +25,7 @@ from workers.simulator.limits import SlidingWindow, WindowState
 from workers.simulator.openai_format import OpenAIFormat
 from workers.simulator.settings import SimulatorSettings, Wire
 from workers.simulator.stats import Stats
-from workers.simulator.text import complete
+from workers.simulator.text import Completion, complete
 from workers.simulator.wire import ParsedRequest, SimError, WireAdapter
 
 JSON = "application/json"
@@ -91,7 +91,10 @@ class Simulator:
         headers = {adapter.request_id_header: request_id, **adapter.limit_headers(state)}
         return self._answer(adapter, parsed, completion, headers)
 
-    def _answer(self, adapter: WireAdapter, parsed: ParsedRequest, completion, headers) -> Response:
+    def _answer(
+        self, adapter: WireAdapter, parsed: ParsedRequest, completion: Completion,
+        headers: dict[str, str],
+    ) -> Response:
         record = {"input_tokens": completion.input_tokens,
                   "output_tokens": completion.output_tokens}
         if parsed.stream:

@@ -50,7 +50,7 @@ def _positive_int(data: dict, field: str) -> int | None:
             f"but got {value} instead.",
             param=field, code="integer_below_min_value",
         )
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _stop(data: dict) -> list[str] | None:
@@ -71,7 +71,7 @@ def _messages(data: dict) -> list[dict]:
         raise SimError(400, "Invalid 'messages': empty array. Expected an array with minimum "
                        "length 1, but got an empty array instead.", param="messages",
                        code="empty_array")
-    for i, message in enumerate(messages):  # type: ignore[arg-type]
+    for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise SimError(400, f"Invalid type for 'messages[{i}]': expected an object.",
                            param=f"messages[{i}]", code="invalid_type")
@@ -82,7 +82,7 @@ def _messages(data: dict) -> list[dict]:
         if "content" not in message and message["role"] != "assistant":
             raise SimError(400, f"Missing required parameter: 'messages[{i}].content'.",
                            param=f"messages[{i}].content", code="missing_required_parameter")
-    return messages  # type: ignore[return-value]
+    return messages
 
 
 class OpenAIFormat:
@@ -118,7 +118,7 @@ class OpenAIFormat:
         if max_tokens is None:
             max_tokens = _positive_int(data, "max_tokens")
         temperature = check_type(data, "temperature", (int, float), "a number")
-        if temperature is not None and not 0 <= temperature <= 2:  # type: ignore[operator]
+        if temperature is not None and not 0 <= temperature <= 2:
             raise SimError(400, f"Invalid 'temperature': expected a value between 0 and 2, "
                            f"but got {temperature} instead.", param="temperature",
                            code="decimal_above_max_value")
@@ -129,13 +129,13 @@ class OpenAIFormat:
                            "enabled.", param="stream_options", code="invalid_value")
         texts = [content_text(m.get("content")) for m in messages]
         return ParsedRequest(
-            model=model,  # type: ignore[arg-type]
+            model=model,
             max_tokens=max_tokens,
-            digest=prompt_digest(model, messages),  # type: ignore[arg-type]
+            digest=prompt_digest(model, messages),
             input_tokens=count_input_tokens(texts),
             stop=_stop(data),
             stream=stream,
-            include_usage=bool(options and options.get("include_usage")),  # type: ignore[union-attr]
+            include_usage=bool(options and options.get("include_usage")),
         )
 
     def quota_error(self) -> SimError | None:
@@ -148,7 +148,8 @@ class OpenAIFormat:
         )
 
     def rate_limit_error(self, refusal: Refusal, model: str) -> SimError:
-        per = "requests per min (RPM)" if refusal.kind is LimitKind.REQUESTS else "tokens per min (TPM)"
+        requests = refusal.kind is LimitKind.REQUESTS
+        per = "requests per min (RPM)" if requests else "tokens per min (TPM)"
         return SimError(
             429,
             f"Rate limit reached for {model} in organization org-simulator on {per}: "

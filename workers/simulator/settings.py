@@ -47,7 +47,8 @@ class OutageWindow(BaseModel):
     def covers(self, elapsed_s: float, wire: Wire, model: str) -> bool:
         if not self.start_s <= elapsed_s < self.start_s + self.duration_s:
             return False
-        return (self.wire is None or self.wire is wire) and (self.model is None or self.model == model)
+        same_wire = self.wire is None or self.wire is wire
+        return same_wire and (self.model is None or self.model == model)
 
 
 class SimulatorSettings(BaseSettings):

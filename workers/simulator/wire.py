@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from workers.simulator.limits import Refusal, WindowState
 from workers.simulator.settings import Wire
@@ -93,7 +93,7 @@ def decode_object(body: bytes) -> dict:
     return data
 
 
-def require(data: dict, field: str, kind: type | tuple[type, ...], what: str) -> object:
+def require(data: dict, field: str, kind: type | tuple[type, ...], what: str) -> Any:
     """``data[field]`` if present and of ``kind`` (bools are not integers), else a 400."""
     if field not in data or data[field] is None:
         raise SimError(
@@ -103,7 +103,7 @@ def require(data: dict, field: str, kind: type | tuple[type, ...], what: str) ->
     return check_type(data, field, kind, what)
 
 
-def check_type(data: dict, field: str, kind: type | tuple[type, ...], what: str) -> object:
+def check_type(data: dict, field: str, kind: type | tuple[type, ...], what: str) -> Any:
     value = data.get(field)
     if value is None:
         return None

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import copy
+import json
 
-from conftest import ANTHROPIC_EXAMPLE, ANTHROPIC_EXAMPLE_TEXT, headers, json_bytes
+import httpx
 
 from workers.providers import Completion, adapter_for, completion_cost
 
 adapter = adapter_for("anthropic")
+
+
+def headers(**extra: str) -> httpx.Headers:
+    return httpx.Headers({"content-type": "application/json", **extra})
+
+
+def dumps(obj: object) -> bytes:
+    return json.dumps(obj).encode()
 
 
 def test_build_maps_request(haiku, payload) -> None:
@@ -60,8 +68,9 @@ def test_build_clamps_temperature_to_one(haiku, payload) -> None:
     assert adapter.build(haiku, {**payload, "temperature": 1.0}, None).json["temperature"] == 1.0
 
 
-def test_parse_documented_example() -> None:
-    completion = adapter.parse(200, headers(request_id="req_011"), ANTHROPIC_EXAMPLE_TEXT.encode())
+def test_parse_documented_example(anthropic_example_text: str) -> None:
+    body = anthropic_example_text.encode()
+    completion = adapter.parse(200, headers(**{"request-id": "req_011"}), body)
     assert completion == Completion(
         text="Hello there.",
         finish_reason="end_turn",
@@ -73,20 +82,20 @@ def test_parse_documented_example() -> None:
     )
 
 
-def test_parse_falls_back_to_message_id() -> None:
-    completion = adapter.parse(200, headers(), json_bytes(ANTHROPIC_EXAMPLE))
+def test_parse_falls_back_to_message_id(anthropic_example: dict) -> None:
+    completion = adapter.parse(200, headers(), dumps(anthropic_example))
     assert completion.provider_request_id == "msg_01XFDUDYJgAACzvnptvVoYEL"
 
 
-def test_parse_cache_fields(haiku) -> None:
-    body = copy.deepcopy(ANTHROPIC_EXAMPLE)
+def test_parse_cache_fields(haiku, anthropic_example: dict) -> None:
+    body = anthropic_example
     body["usage"] = {
         "input_tokens": 100,
         "output_tokens": 1_000,
         "cache_creation_input_tokens": 900,  # billed at the input price
         "cache_read_input_tokens": 5_000,  # billed at the cached price
     }
-    completion = adapter.parse(200, headers(), json_bytes(body))
+    completion = adapter.parse(200, headers(), dumps(body))
     assert completion.input_tokens == 1_000
     assert completion.cached_input_tokens == 5_000
     assert completion.output_tokens == 1_000
@@ -94,16 +103,16 @@ def test_parse_cache_fields(haiku) -> None:
     assert completion_cost(completion, haiku) == 1_000 + 500 + 5_000
 
 
-def test_parse_null_cache_fields_count_as_zero() -> None:
-    body = copy.deepcopy(ANTHROPIC_EXAMPLE)
+def test_parse_null_cache_fields_count_as_zero(anthropic_example: dict) -> None:
+    body = anthropic_example
     body["usage"].update(cache_creation_input_tokens=None)
     del body["usage"]["cache_read_input_tokens"]
-    completion = adapter.parse(200, headers(), json_bytes(body))
+    completion = adapter.parse(200, headers(), dumps(body))
     assert (completion.input_tokens, completion.cached_input_tokens) == (12, 0)
 
 
-def test_parse_concatenates_text_blocks_only() -> None:
-    body = copy.deepcopy(ANTHROPIC_EXAMPLE)
+def test_parse_concatenates_text_blocks_only(anthropic_example: dict) -> None:
+    body = anthropic_example
     body["content"] = [
         {"type": "thinking", "thinking": "hmm", "signature": "sig"},
         {"type": "text", "text": "Hello, "},
@@ -111,11 +120,11 @@ def test_parse_concatenates_text_blocks_only() -> None:
         {"type": "text", "text": "world."},
     ]
     body["stop_reason"] = "max_tokens"
-    completion = adapter.parse(200, headers(), json_bytes(body))
+    completion = adapter.parse(200, headers(), dumps(body))
     assert (completion.text, completion.finish_reason) == ("Hello, world.", "max_tokens")
 
 
-def test_parse_empty_content_is_empty_text() -> None:
-    body = {**ANTHROPIC_EXAMPLE, "content": [], "stop_reason": "refusal"}
-    completion = adapter.parse(200, headers(), json_bytes(body))
+def test_parse_empty_content_is_empty_text(anthropic_example: dict) -> None:
+    body = {**anthropic_example, "content": [], "stop_reason": "refusal"}
+    completion = adapter.parse(200, headers(), dumps(body))
     assert (completion.text, completion.finish_reason) == ("", "refusal")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
-from conftest import json_bytes
 
 from broker.errors import (
     ContextWindowExceeded,
@@ -15,6 +16,10 @@ from broker.errors import (
     ProviderUnavailable,
 )
 from workers.providers import adapter_for
+
+def json_bytes(obj: object) -> bytes:
+    return json.dumps(obj).encode()
+
 
 HTML = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 

@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import ANTHROPIC_EXAMPLE, OPENAI_EXAMPLE, json_bytes
 
 from broker.errors import MalformedResponse, ProviderRetryable, ProviderUnavailable
 from workers.providers import ProviderClient
@@ -22,12 +21,12 @@ def client_for(provider, handler: Handler, key: str | None = KEY) -> ProviderCli
     return ProviderClient(provider, key, transport=httpx.MockTransport(handler))
 
 
-def test_openai_success(openai_provider, mini, payload) -> None:
+def test_openai_success(openai_provider, mini, payload, openai_example) -> None:
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, json=OPENAI_EXAMPLE, headers={"x-request-id": "req_9"})
+        return httpx.Response(200, json=openai_example, headers={"x-request-id": "req_9"})
 
     with client_for(openai_provider, handler) as client:
         completion = client.complete(mini, payload)
@@ -39,12 +38,12 @@ def test_openai_success(openai_provider, mini, payload) -> None:
     assert json.loads(request.content)["model"] == "gpt-4o-mini-2024-07-18"
 
 
-def test_anthropic_success(anthropic_provider, haiku, payload) -> None:
+def test_anthropic_success(anthropic_provider, haiku, payload, anthropic_example) -> None:
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, json=ANTHROPIC_EXAMPLE, headers={"request-id": "req_a"})
+        return httpx.Response(200, json=anthropic_example, headers={"request-id": "req_a"})
 
     with client_for(anthropic_provider, handler) as client:
         completion = client.complete(haiku, payload)
@@ -56,10 +55,10 @@ def test_anthropic_success(anthropic_provider, haiku, payload) -> None:
     assert json.loads(request.content)["system"] == "Be brief."
 
 
-def test_keyless_provider_sends_no_auth(openai_provider, mini, payload) -> None:
+def test_keyless_provider_sends_no_auth(openai_provider, mini, payload, openai_example) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         assert "authorization" not in request.headers
-        return httpx.Response(200, json=OPENAI_EXAMPLE)
+        return httpx.Response(200, json=openai_example)
 
     with client_for(openai_provider, handler, key=None) as client:
         assert client.complete(mini, payload).output_tokens == 30
@@ -162,9 +161,9 @@ def test_pool_and_timeouts_come_from_config(openai_provider) -> None:
     assert client._client.is_closed
 
 
-def test_shared_across_threads(openai_provider, mini, payload) -> None:
+def test_shared_across_threads(openai_provider, mini, payload, openai_example) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json=OPENAI_EXAMPLE)
+        return httpx.Response(200, json=openai_example)
 
     with client_for(openai_provider, handler) as client, ThreadPoolExecutor(16) as pool:
         results = list(pool.map(lambda _: client.complete(mini, payload), range(64)))
