@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     )
     dispatch_margin: int = Field(default=8, ge=0, description="Tasks queued beyond concurrency.")
     max_batch_size: int = Field(default=50_000, ge=1)
+    db_pool_size: int = Field(default=8, ge=1, description="Database connections per process.")
     log_level: str = "INFO"
 
     @property

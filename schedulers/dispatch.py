@@ -42,8 +42,8 @@ class Dispatcher:
         """Send what is still queued; returns how many tasks were sent."""
         if not picks:
             return 0
-        with self._db.session() as session:
-            won = transitions.mark_dispatched(session, [p.entry.request_id for p in picks])
+        ids = [p.entry.request_id for p in picks]
+        won = self._db.write(lambda s: transitions.mark_dispatched(s, ids))
         attempts = {d.request_id: d.attempt for d in won}
         sent = [p for p in picks if p.entry.request_id in attempts]
         if len(sent) < len(picks):

@@ -44,8 +44,7 @@ class Executor:
             return client
 
     def run(self, request_id: str, attempt: int, provider_name: str) -> None:
-        with self._db.session() as session:
-            claimed = transitions.claim(session, request_id, attempt)
+        claimed = self._db.write(lambda s: transitions.claim(s, request_id, attempt))
         if claimed is None:
             log.info("attempt %s/%d is stale or cancelled; skipped", request_id, attempt)
             release(self._redis, provider_name, request_id)
@@ -53,8 +52,7 @@ class Executor:
         provider = self._config.provider(provider_name)
         try:
             outcome = self._call(claimed, provider)
-            with self._db.session() as session:
-                recorded = transitions.finish(session, claimed, outcome)
+            recorded = self._db.write(lambda s: transitions.finish(s, claimed, outcome))
             if not recorded:
                 log.warning("attempt %s/%d was already finished", request_id, attempt)
         finally:

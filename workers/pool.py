@@ -29,7 +29,7 @@ def run_worker(settings: Settings, provider_name: str, concurrency: int | None =
         )
     provider = config.provider(provider_name)
     threads = concurrency or provider.concurrency
-    db = Database(settings.database_url_or_default, pool_size=min(threads, 32))
+    db = Database(settings.database_url_or_default, pool_size=settings.db_pool_size)
     client = redis.Redis.from_url(settings.redis_url, max_connections=threads + 8)
     executor = Executor(config, db, client)
     app = create_celery_app(settings)

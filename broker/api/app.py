@@ -29,7 +29,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         config = settings.config
-        db = Database(settings.database_url_or_default)
+        db = Database(settings.database_url_or_default, pool_size=settings.db_pool_size)
         client = redis.Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
         app.state.broker = ApiResources(
             config=config,

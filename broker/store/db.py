@@ -6,15 +6,21 @@ scheduler and every worker thread can share one file; PostgreSQL is used as-is.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -35,7 +41,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def make_engine(url: str, pool_size: int = 10) -> Engine:
+def make_engine(url: str, pool_size: int = 5) -> Engine:
     url = normalise_url(url)
     if make_url(url).get_backend_name() == "sqlite":
         database = make_url(url).database
@@ -44,13 +50,17 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # No overflow: a pool of threads waits for a connection rather than exhausting the server's
+    # max_connections (PostgreSQL's default of 100 is shared by every process of the broker).
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=0, pool_timeout=60, pool_pre_ping=True
+    )
 
 
 class Database:
     """One engine and its session factory; create one per process."""
 
-    def __init__(self, url: str, pool_size: int = 10) -> None:
+    def __init__(self, url: str, pool_size: int = 5) -> None:
         self.url = normalise_url(url)
         self.engine = make_engine(self.url, pool_size=pool_size)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -64,6 +74,24 @@ class Database:
         """A session in a transaction: committed on success, rolled back on any error."""
         with self._sessions.begin() as session:
             yield session
+
+    def write(self, work: Callable[[Session], T], *, give_up_after_s: float = 60.0) -> T:
+        """Run ``work`` in a transaction, retried with backoff on transient failures (connection
+        lost or refused, pool exhausted, SQLite busy).
+
+        Only for work made of conditional state transitions, which are safe to repeat: if a
+        commit succeeded but its answer was lost, the retry finds nothing left to change.
+        """
+        retrying = Retrying(
+            retry=retry_if_exception_type((OperationalError, PoolTimeout)),
+            wait=wait_exponential_jitter(initial=0.05, max=5.0),
+            stop=stop_after_delay(give_up_after_s),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt, self.session() as session:
+                return work(session)
+        raise AssertionError("unreachable")  # pragma: no cover - Retrying reraises
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (idempotent)."""
