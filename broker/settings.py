@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=50_000, ge=1)
     db_pool_size: int = Field(default=8, ge=1, description="Database connections per process.")
     log_level: str = "INFO"
+    task_events: bool = Field(
+        default=False, description="Workers send Celery task events (Flower's live view)."
+    )
 
     @property
     def database_url_or_default(self) -> str:

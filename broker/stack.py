@@ -18,6 +18,15 @@ from broker.settings import Settings
 from broker.store import Database
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as ``BROKER_*`` variables, so every child runs with the same ones."""
+    return {
+        f"BROKER_{name.upper()}": str(value)
+        for name, value in settings.model_dump().items()
+        if value is not None
+    }
+
+
 @dataclass
 class Stack:
     settings: Settings
@@ -44,16 +53,13 @@ class Stack:
 
     def _start(self) -> None:
         settings = self.settings
-        env = {**os.environ, **self.extra_env}
+        env = {**os.environ, **self.extra_env, **settings_env(settings)}
         redis_url = settings.redis_url
         if not redis_url:
             self.redis_server = RedisServer(settings.data_dir / "redis")
             redis_url = self.redis_server.url
         env["BROKER_REDIS_URL"] = redis_url
         env["BROKER_DATABASE_URL"] = settings.database_url_or_default
-        env["BROKER_DATA_DIR"] = str(settings.data_dir)
-        if settings.config_path:
-            env["BROKER_CONFIG_PATH"] = str(settings.config_path)
 
         db = Database(settings.database_url_or_default)
         db.migrate()
@@ -61,9 +67,7 @@ class Stack:
 
         config = settings.config
         if any(p.kind is ProviderKind.SIMULATED for p in config.providers):
-            if settings.simulator_url:
-                env["BROKER_SIMULATOR_URL"] = settings.simulator_url
-            else:
+            if not settings.simulator_url:
                 port = free_port()
                 self._spawn("simulator", env, "simulate", "--port", str(port))
                 env["BROKER_SIMULATOR_URL"] = f"http://127.0.0.1:{port}"
@@ -73,8 +77,6 @@ class Stack:
             raise BrokerError(
                 f"port {settings.api_port} is taken: stop what uses it or set BROKER_API_PORT"
             )
-        env["BROKER_API_PORT"] = str(settings.api_port)
-        env["BROKER_API_HOST"] = settings.api_host
         self.env = env
         self._spawn("api", env, "api")
         self._spawn("scheduler", env, "scheduler")

@@ -16,11 +16,10 @@ import redis
 
 from broker.config import BrokerConfig, ProviderConfig
 from broker.errors import ProviderError
-from broker.store import Database
-from broker.store import transitions
 from broker.store.transitions import Claimed, Outcome
 from schedulers.capacity import release
 from workers.providers import ProviderClient, completion_cost
+from workers.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +27,9 @@ log = logging.getLogger(__name__)
 class Executor:
     """Per-process resources for running attempts; safe to share across pool threads."""
 
-    def __init__(self, config: BrokerConfig, db: Database, client: redis.Redis) -> None:
+    def __init__(self, config: BrokerConfig, recorder: Recorder, client: redis.Redis) -> None:
         self._config = config
-        self._db = db
+        self._recorder = recorder
         self._redis = client
         self._clients: dict[str, ProviderClient] = {}
         self._lock = threading.Lock()
@@ -44,7 +43,7 @@ class Executor:
             return client
 
     def run(self, request_id: str, attempt: int, provider_name: str) -> None:
-        claimed = self._db.write(lambda s: transitions.claim(s, request_id, attempt))
+        claimed = self._recorder.claim(request_id, attempt)
         if claimed is None:
             log.info("attempt %s/%d is stale or cancelled; skipped", request_id, attempt)
             release(self._redis, provider_name, request_id)
@@ -52,7 +51,7 @@ class Executor:
         provider = self._config.provider(provider_name)
         try:
             outcome = self._call(claimed, provider)
-            recorded = self._db.write(lambda s: transitions.finish(s, claimed, outcome))
+            recorded = self._recorder.finish(claimed, outcome)
             if not recorded:
                 log.warning("attempt %s/%d was already finished", request_id, attempt)
         finally:

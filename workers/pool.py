@@ -15,6 +15,7 @@ from broker.settings import Settings
 from broker.store import Database
 from workers.celery_app import create_celery_app
 from workers.execution import Executor
+from workers.recorder import Recorder
 from workers.tasks import register_tasks
 
 
@@ -31,7 +32,8 @@ def run_worker(settings: Settings, provider_name: str, concurrency: int | None =
     threads = concurrency or provider.concurrency
     db = Database(settings.database_url_or_default, pool_size=settings.db_pool_size)
     client = redis.Redis.from_url(settings.redis_url, max_connections=threads + 8)
-    executor = Executor(config, db, client)
+    recorder = Recorder(db)
+    executor = Executor(config, recorder, client)
     app = create_celery_app(settings)
     register_tasks(app, executor)
     try:
@@ -45,10 +47,11 @@ def run_worker(settings: Settings, provider_name: str, concurrency: int | None =
                 f"--loglevel={settings.log_level}",
                 "--without-mingle",
                 "--without-gossip",
-                "--task-events",
+                *(["--task-events"] if settings.task_events else []),
             ]
         )
     finally:
         executor.close()
+        recorder.close()
         client.close()
         db.dispose()

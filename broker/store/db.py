@@ -25,6 +25,11 @@ T = TypeVar("T")
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+class WriteConflict(Exception):
+    """Raised inside :meth:`Database.write` work when another writer changed a row between a
+    read and a write: the transaction rolls back and is retried, and then sees the change."""
+
+
 def normalise_url(url: str) -> str:
     """Plain ``postgresql://`` URLs use psycopg 3, the driver we ship."""
     if url.startswith(("postgresql://", "postgres://")):
@@ -83,7 +88,7 @@ class Database:
         commit succeeded but its answer was lost, the retry finds nothing left to change.
         """
         retrying = Retrying(
-            retry=retry_if_exception_type((OperationalError, PoolTimeout)),
+            retry=retry_if_exception_type((OperationalError, PoolTimeout, WriteConflict)),
             wait=wait_exponential_jitter(initial=0.05, max=5.0),
             stop=stop_after_delay(give_up_after_s),
             reraise=True,

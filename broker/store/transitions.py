@@ -10,15 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, insert, update
+from sqlalchemy import bindparam, case, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from broker.store.db import WriteConflict
 from broker.store.models import Job, LedgerEntry, Request, utcnow
 from broker.states import JobStatus, RequestStatus
 
+_R, _J, _L = Request.__table__, Job.__table__, LedgerEntry.__table__
 _CANCELLABLE = (RequestStatus.QUEUED, RequestStatus.WAITING_BUDGET)
+_COUNTERS = ("succeeded", "failed", "input_tokens", "output_tokens", "cost_micros")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,107 +70,154 @@ def mark_dispatched(session: Session, request_ids: Sequence[str]) -> list[Dispat
         return []
     now = utcnow()
     rows = session.execute(
-        update(Request)
-        .where(Request.id.in_(request_ids), Request.status == RequestStatus.QUEUED)
-        .values(status=RequestStatus.DISPATCHED, attempts=Request.attempts + 1, dispatched_at=now)
-        .returning(Request.id, Request.job_id, Request.attempts)
+        update(_R)
+        .where(_R.c.id.in_(request_ids), _R.c.status == RequestStatus.QUEUED)
+        .values(status=RequestStatus.DISPATCHED, attempts=_R.c.attempts + 1, dispatched_at=now)
+        .returning(_R.c.id, _R.c.job_id, _R.c.attempts)
     ).all()
-    job_ids = {row.job_id for row in rows}
+    job_ids = sorted({row.job_id for row in rows})
     if job_ids:
         session.execute(
-            update(Job)
-            .where(Job.id.in_(job_ids), Job.status == JobStatus.QUEUED)
+            update(_J)
+            .where(_J.c.id.in_(job_ids), _J.c.status == JobStatus.QUEUED)
             .values(status=JobStatus.RUNNING, started_at=now)
         )
     return [Dispatched(row.id, row.job_id, row.attempts) for row in rows]
 
 
-def claim(session: Session, request_id: str, attempt: int) -> Claimed | None:
-    """dispatched → running for this attempt; None if the attempt is stale or was cancelled."""
-    row = session.execute(
-        update(Request)
-        .where(
-            Request.id == request_id,
-            Request.attempts == attempt,
-            Request.status == RequestStatus.DISPATCHED,
-        )
-        .values(status=RequestStatus.RUNNING, started_at=utcnow())
-        .returning(
-            Request.job_id, Request.team_id, Request.feature, Request.model, Request.payload
-        )
-    ).one_or_none()
-    if row is None:
-        return None
-    return Claimed(request_id, row.job_id, row.team_id, row.feature, row.model, attempt, row.payload)
-
-
-def finish(session: Session, claimed: Claimed, outcome: Outcome) -> bool:
-    """running → succeeded/failed, the ledger row and the job's counters, all or nothing.
-
-    Returns False (and writes nothing) when this attempt was already finished, so a
-    redelivered task can neither record nor charge twice.
-    """
-    status = RequestStatus.SUCCEEDED if outcome.succeeded else RequestStatus.FAILED
-    result = session.execute(
-        update(Request)
-        .where(
-            Request.id == claimed.request_id,
-            Request.attempts == claimed.attempt,
-            Request.status == RequestStatus.RUNNING,
-        )
-        .values(
-            status=status,
-            model_used=outcome.model,
-            provider_used=outcome.provider,
-            output=outcome.output,
-            finish_reason=outcome.finish_reason,
-            input_tokens=outcome.input_tokens,
-            cached_input_tokens=outcome.cached_input_tokens,
-            output_tokens=outcome.output_tokens,
-            cost_micros=outcome.cost_micros,
-            latency_ms=outcome.latency_ms,
-            error_code=outcome.error_code,
-            error=outcome.error,
-            finished_at=utcnow(),
-        )
+_CLAIM = (
+    update(_R)
+    .where(
+        tuple_(_R.c.id, _R.c.attempts).in_(bindparam("b_keys", expanding=True)),
+        _R.c.status == RequestStatus.DISPATCHED,
     )
-    if result.rowcount != 1:
-        return False
-    if outcome.succeeded:
-        session.execute(
-            insert(LedgerEntry).values(
-                request_id=claimed.request_id,
-                attempt=claimed.attempt,
-                job_id=claimed.job_id,
-                team_id=claimed.team_id,
-                feature=claimed.feature,
-                model=outcome.model,
-                provider=outcome.provider,
-                input_tokens=outcome.input_tokens,
-                cached_input_tokens=outcome.cached_input_tokens,
-                output_tokens=outcome.output_tokens,
-                cost_micros=outcome.cost_micros,
+    .values(status=RequestStatus.RUNNING, started_at=bindparam("b_now"))
+    .returning(
+        _R.c.id, _R.c.attempts, _R.c.job_id, _R.c.team_id, _R.c.feature, _R.c.model,
+        _R.c.payload,
+    )
+)
+_STILL_RUNNING = select(_R.c.id, _R.c.attempts).where(
+    tuple_(_R.c.id, _R.c.attempts).in_(bindparam("b_keys", expanding=True)),
+    _R.c.status == RequestStatus.RUNNING,
+)
+
+
+def claim_many(session: Session, attempts: Sequence[tuple[str, int]]) -> dict[str, Claimed]:
+    """dispatched → running for these (request id, attempt) pairs; stale ones are left out."""
+    if not attempts:
+        return {}
+    rows = session.execute(_CLAIM, {"b_keys": list(attempts), "b_now": utcnow()}).all()
+    return {
+        row.id: Claimed(
+            row.id, row.job_id, row.team_id, row.feature, row.model, row.attempts, row.payload
+        )
+        for row in rows
+    }
+
+
+_FINISH = (
+    update(_R)
+    .where(
+        _R.c.id == bindparam("b_id"),
+        _R.c.attempts == bindparam("b_attempt"),
+        _R.c.status == RequestStatus.RUNNING,
+    )
+    .values(
+        {
+            name: bindparam(f"b_{name}")
+            for name in (
+                "status", "model_used", "provider_used", "output", "finish_reason",
+                "input_tokens", "cached_input_tokens", "output_tokens", "cost_micros",
+                "latency_ms", "error_code", "error", "finished_at",
             )
-        )
-    _count(
-        session,
-        claimed.job_id,
-        succeeded=int(outcome.succeeded),
-        failed=int(not outcome.succeeded),
-        input_tokens=outcome.input_tokens + outcome.cached_input_tokens,
-        output_tokens=outcome.output_tokens,
-        cost_micros=outcome.cost_micros,
+        }
     )
-    return True
+)
+
+
+def finish_many(session: Session, finished: Sequence[tuple[Claimed, Outcome]]) -> list[bool]:
+    """running → succeeded/failed, ledger rows and job counters for many attempts at once.
+
+    Each attempt is recorded only if it is still running under that attempt number, so a
+    redelivered task can neither record nor charge twice (False in the returned list). One
+    read finds the attempts still running, one executemany records them, and each job row is
+    updated once per batch, however many of its requests finished in it.
+    """
+    if not finished:
+        return []
+    keys = [(claimed.request_id, claimed.attempt) for claimed, _ in finished]
+    running = {(row.id, row.attempts) for row in session.execute(_STILL_RUNNING, {"b_keys": keys})}
+    now = utcnow()
+    recorded, params, ledger = [], [], []
+    deltas: dict[str, dict[str, int]] = {}
+    for (claimed, outcome), key in zip(finished, keys):
+        won = key in running
+        running.discard(key)  # the same attempt twice in one batch counts once
+        recorded.append(won)
+        if not won:
+            continue
+        params.append(_finish_params(claimed, outcome, now))
+        if outcome.succeeded:
+            ledger.append(_ledger_row(claimed, outcome, now))
+        delta = deltas.setdefault(claimed.job_id, dict.fromkeys(_COUNTERS, 0))
+        delta["succeeded" if outcome.succeeded else "failed"] += 1
+        delta["input_tokens"] += outcome.input_tokens + outcome.cached_input_tokens
+        delta["output_tokens"] += outcome.output_tokens
+        delta["cost_micros"] += outcome.cost_micros
+    if params and session.execute(_FINISH, params).rowcount != len(params):
+        raise WriteConflict("an attempt was finished by another writer meanwhile")
+    if ledger:
+        session.execute(insert(_L), ledger)
+    for job_id in sorted(deltas):  # a fixed order: concurrent writers cannot deadlock
+        _count(session, job_id, **deltas[job_id])
+    return recorded
+
+
+def _finish_params(claimed: Claimed, outcome: Outcome, now: datetime) -> dict[str, Any]:
+    return {
+        "b_id": claimed.request_id,
+        "b_attempt": claimed.attempt,
+        "b_status": RequestStatus.SUCCEEDED if outcome.succeeded else RequestStatus.FAILED,
+        "b_model_used": outcome.model,
+        "b_provider_used": outcome.provider,
+        "b_output": outcome.output,
+        "b_finish_reason": outcome.finish_reason,
+        "b_input_tokens": outcome.input_tokens,
+        "b_cached_input_tokens": outcome.cached_input_tokens,
+        "b_output_tokens": outcome.output_tokens,
+        "b_cost_micros": outcome.cost_micros,
+        "b_latency_ms": outcome.latency_ms,
+        "b_error_code": outcome.error_code,
+        "b_error": outcome.error,
+        "b_finished_at": now,
+    }
+
+
+def _ledger_row(claimed: Claimed, outcome: Outcome, now: datetime) -> dict[str, Any]:
+    return {
+        "request_id": claimed.request_id,
+        "attempt": claimed.attempt,
+        "job_id": claimed.job_id,
+        "team_id": claimed.team_id,
+        "feature": claimed.feature,
+        "model": outcome.model,
+        "provider": outcome.provider,
+        "input_tokens": outcome.input_tokens,
+        "cached_input_tokens": outcome.cached_input_tokens,
+        "output_tokens": outcome.output_tokens,
+        "cost_micros": outcome.cost_micros,
+        "created_at": now,
+    }
 
 
 def fail_queued(session: Session, request_id: str, *, code: str, message: str) -> bool:
     """queued → failed without an attempt (it could not be dispatched at all)."""
     row = session.execute(
-        update(Request)
-        .where(Request.id == request_id, Request.status.in_(_CANCELLABLE))
+        update(_R)
+        .where(_R.c.id == request_id, _R.c.status.in_(_CANCELLABLE))
         .values(status=RequestStatus.FAILED, error_code=code, error=message, finished_at=utcnow())
-        .returning(Request.job_id)
+        .returning(_R.c.job_id)
     ).one_or_none()
     if row is None:
         return False
@@ -178,17 +229,46 @@ def cancel_job(session: Session, job_id: str) -> int:
     """Cancel a job's requests that have not started; running ones finish and are recorded."""
     now = utcnow()
     session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)))
+        update(_J)
+        .where(_J.c.id == job_id, _J.c.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)))
         .values(status=JobStatus.CANCELLING, cancel_requested_at=now)
     )
     cancelled = session.execute(
-        update(Request)
-        .where(Request.job_id == job_id, Request.status.in_(_CANCELLABLE))
+        update(_R)
+        .where(_R.c.job_id == job_id, _R.c.status.in_(_CANCELLABLE))
         .values(status=RequestStatus.CANCELLED, finished_at=now)
     ).rowcount
     _count(session, job_id, cancelled=cancelled)
     return cancelled
+
+
+_ADD_COUNTS = (
+    update(_J)
+    .where(_J.c.id == bindparam("b_job"))
+    .values(
+        n_succeeded=_J.c.n_succeeded + bindparam("b_succeeded"),
+        n_failed=_J.c.n_failed + bindparam("b_failed"),
+        n_cancelled=_J.c.n_cancelled + bindparam("b_cancelled"),
+        input_tokens=_J.c.input_tokens + bindparam("b_input_tokens"),
+        output_tokens=_J.c.output_tokens + bindparam("b_output_tokens"),
+        cost_micros=_J.c.cost_micros + bindparam("b_cost_micros"),
+    )
+)
+_END_IF_DONE = (
+    update(_J)
+    .where(
+        _J.c.id == bindparam("b_job"),
+        _J.c.n_succeeded + _J.c.n_failed + _J.c.n_cancelled + _J.c.n_expired == _J.c.n_total,
+        _J.c.status.in_((JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELLING)),
+    )
+    .values(
+        status=case(
+            (_J.c.cancel_requested_at.is_not(None), JobStatus.CANCELLED.value),
+            else_=JobStatus.COMPLETED.value,
+        ),
+        finished_at=bindparam("b_now"),
+    )
+)
 
 
 def _count(
@@ -202,32 +282,16 @@ def _count(
     output_tokens: int = 0,
     cost_micros: int = 0,
 ) -> None:
-    """Add to a job's counters; finish the job when nothing is left pending."""
-    done = Job.n_succeeded + Job.n_failed + Job.n_cancelled + Job.n_expired
+    """Add to a job's counters; end the job when nothing is left pending.
+
+    The statements are built once at import: this runs for every batch a worker records.
+    """
     session.execute(
-        update(Job)
-        .where(Job.id == job_id)
-        .values(
-            n_succeeded=Job.n_succeeded + succeeded,
-            n_failed=Job.n_failed + failed,
-            n_cancelled=Job.n_cancelled + cancelled,
-            input_tokens=Job.input_tokens + input_tokens,
-            output_tokens=Job.output_tokens + output_tokens,
-            cost_micros=Job.cost_micros + cost_micros,
-        )
+        _ADD_COUNTS,
+        {
+            "b_job": job_id, "b_succeeded": succeeded, "b_failed": failed,
+            "b_cancelled": cancelled, "b_input_tokens": input_tokens,
+            "b_output_tokens": output_tokens, "b_cost_micros": cost_micros,
+        },
     )
-    session.execute(
-        update(Job)
-        .where(
-            Job.id == job_id,
-            done == Job.n_total,
-            Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELLING)),
-        )
-        .values(
-            status=case(
-                (Job.cancel_requested_at.is_not(None), JobStatus.CANCELLED.value),
-                else_=JobStatus.COMPLETED.value,
-            ),
-            finished_at=utcnow(),
-        )
-    )
+    session.execute(_END_IF_DONE, {"b_job": job_id, "b_now": utcnow()})

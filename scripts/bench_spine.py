@@ -1,0 +1,155 @@
+"""Spine benchmark: submit rate, end-to-end throughput, and bare Celery as the baseline.
+
+    python scripts/bench_spine.py [--requests 10000] [--rounds 3] [--database-url URL]
+
+Starts a private stack (zero-latency simulator, private Redis, SQLite unless --database-url)
+and, against the same Redis, two bare Celery worker processes with the same pool settings as
+the provider pools (threads, the providers' concurrency, acks late, prefetch 1). Each round:
+
+- submit: one batch of N requests through the API (rows/s: validation, bulk insert, queueing);
+- end to end: from the submission returning to the job completing (requests/s: scheduler,
+  Celery, provider HTTP call, result and ledger writes);
+- baseline: N no-op tasks over the same two queues, from the first send to the last task
+  finished (tasks/s; each task does one Redis INCR so its completion can be observed).
+
+Rounds alternate between broker and baseline; medians and the ratio are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import redis
+from rich.console import Console
+from rich.table import Table
+
+from broker.client import BrokerClient
+from broker.processes import Child, free_port, wait_until
+from broker.settings import Settings
+from broker.stack import Stack
+from workers.celery_app import create_celery_app
+
+NOOP = "bench.noop"
+DONE_KEY = "bench:done"
+
+
+def baseline_worker(queue: str, concurrency: int) -> None:
+    """Entry point of a baseline worker process (``--baseline-worker QUEUE``)."""
+    settings = Settings()
+    app = create_celery_app(settings)
+    client = redis.Redis.from_url(settings.redis_url)
+
+    @app.task(name=NOOP)
+    def noop() -> None:
+        client.incr(DONE_KEY)
+
+    app.worker_main(
+        ["worker", f"--queues={queue}", "--pool=threads", f"--concurrency={concurrency}",
+         f"--hostname=bench-{queue}@%h", "--loglevel=WARNING", "--without-mingle",
+         "--without-gossip"]
+    )
+
+
+def run_baseline(settings: Settings, queues: list[str], n: int) -> float:
+    app = create_celery_app(settings)
+    client = redis.Redis.from_url(settings.redis_url)
+    client.set(DONE_KEY, 0)
+    started = time.perf_counter()
+    with app.producer_or_acquire() as producer:
+        for i in range(n):
+            app.send_task(NOOP, queue=queues[i % len(queues)], producer=producer)
+    while int(client.get(DONE_KEY)) < n:
+        time.sleep(0.005)
+    return n / (time.perf_counter() - started)
+
+
+def run_broker(api_url: str, n: int) -> tuple[float, float]:
+    requests = [
+        {
+            "custom_id": f"r{i}",
+            "model": ("gpt-4o-mini", "claude-haiku-4-5")[i % 2],
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": f"Classify ticket {i}: the app crashes."}],
+        }
+        for i in range(n)
+    ]
+    with BrokerClient(api_url, "ib-dev-product", timeout=300) as client:
+        started = time.perf_counter()
+        job = client.submit_batch(requests, feature="classification")
+        submitted = time.perf_counter()
+        job.wait(timeout=1800, poll_interval=0.2)
+        finished = time.perf_counter()
+    assert job.counts.succeeded == n, f"{job.counts.failed} requests failed"
+    return n / (submitted - started), n / (finished - submitted)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--baseline-worker", metavar="QUEUE", help=argparse.SUPPRESS)
+    parser.add_argument("--concurrency", type=int, default=64, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline_worker:
+        baseline_worker(args.baseline_worker, args.concurrency)
+        return
+
+    console = Console()
+    with TemporaryDirectory() as tmp:
+        settings = Settings(
+            data_dir=Path(tmp), api_port=free_port(), database_url=args.database_url,
+            log_level="WARNING",
+        )
+        with Stack(settings) as stack:
+            bench_settings = Settings(redis_url=stack.env["BROKER_REDIS_URL"])
+            env = {**os.environ, "BROKER_REDIS_URL": bench_settings.redis_url}
+            providers = settings.config.providers
+            queues = [f"bench.{p.name}" for p in providers]
+            workers = [
+                Child(q, [sys.executable, __file__, "--baseline-worker", q,
+                          "--concurrency", str(p.concurrency)], env, Path(tmp) / f"{q}.log")
+                for q, p in zip(queues, providers)
+            ]
+            try:
+                time.sleep(2)
+                wait_until(lambda: all(w.alive for w in workers), 10, "baseline workers")
+                run_baseline(bench_settings, queues, 500)  # warm up both sides
+                run_broker(stack.api_url, 500)
+                submit, e2e, base = [], [], []
+                for round_ in range(1, args.rounds + 1):
+                    base.append(run_baseline(bench_settings, queues, args.requests))
+                    s, e = run_broker(stack.api_url, args.requests)
+                    submit.append(s)
+                    e2e.append(e)
+                    console.print(f"round {round_}: submit {s:,.0f} rows/s, end to end "
+                                  f"{e:,.0f} req/s, bare Celery {base[-1]:,.0f} tasks/s")
+            finally:
+                for worker in workers:
+                    worker.stop()
+
+    table = Table(title=f"Spine benchmark: {args.requests:,} requests, median of {args.rounds} "
+                        f"rounds, {'SQLite' if not args.database_url else args.database_url.split(':')[0]}")
+    table.add_column("measure")
+    table.add_column("median", justify="right")
+    table.add_column("all rounds", justify="right")
+    for name, values, unit in (
+        ("submit (one batch)", submit, "rows/s"),
+        ("end to end, completed", e2e, "req/s"),
+        ("baseline: bare Celery no-op", base, "tasks/s"),
+    ):
+        table.add_row(name, f"{statistics.median(values):,.0f} {unit}",
+                      ", ".join(f"{v:,.0f}" for v in values))
+    ratio = statistics.median(e / b for e, b in zip(e2e, base))
+    table.add_row("end to end / baseline", f"{ratio:.2f}x", "target >= 0.5x")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
