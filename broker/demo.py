@@ -127,6 +127,8 @@ def cost_table(db: Database, job_ids: list[str]) -> Table:
 
 def run_demo(settings: Settings, total: int) -> None:
     console = Console()
+    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+        console.width = 120
     console.print("[bold]starting the stack[/] (private Redis, SQLite, simulator, API, "
                   "scheduler, one worker pool per provider)…")
     with Stack(settings) as stack:

@@ -1,0 +1,188 @@
+"""``broker.toml``: the packaged default, the real-provider example, and every way a file can be
+wrong, each failing with the file, the key and the reason."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from broker.config import DEFAULT_CONFIG, ProviderKind, load_config, parse_config
+from broker.errors import ConfigError
+from broker.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+REAL_EXAMPLE = REPO / "examples" / "broker.real.toml"
+
+# List prices from WIRE_FORMATS.md, USD per 1M tokens: input, output, cached input.
+PRICES = {
+    "gpt-4o": ("2.50", "10.00", "1.25"),
+    "gpt-4o-mini": ("0.15", "0.60", "0.075"),
+    "gpt-4.1": ("2.00", "8.00", "0.50"),
+    "gpt-4.1-mini": ("0.40", "1.60", "0.10"),
+    "gpt-4.1-nano": ("0.10", "0.40", "0.025"),
+    "claude-sonnet-4-5": ("3.00", "15.00", "0.30"),
+    "claude-haiku-4-5": ("1.00", "5.00", "0.10"),
+    "gemini-2.5-flash": ("0.30", "2.50", "0.03"),
+}
+
+
+def prices(config, model: str) -> tuple[Decimal, Decimal, Decimal]:
+    m = config.model(model)
+    return m.input_price, m.output_price, m.cached_input_price
+
+
+def test_the_packaged_default_loads_with_list_prices():
+    config = load_config()
+    assert config == load_config(DEFAULT_CONFIG)
+    assert len(config.models) == 8
+    assert config.model_names() == sorted(PRICES)
+    for name, (inp, out, cached) in PRICES.items():
+        assert prices(config, name) == (Decimal(inp), Decimal(out), Decimal(cached)), name
+    assert prices(config, "gpt-4o-mini") == (Decimal("0.15"), Decimal("0.60"), Decimal("0.075"))
+    assert prices(config, "claude-haiku-4-5") == (Decimal("1.00"), Decimal("5.00"), Decimal("0.10"))
+    for model in config.models:
+        assert config.provider_for_model(model.name) is config.provider(model.provider)
+    assert {p.name for p in config.providers} == {"sim-openai", "sim-anthropic"}
+    assert config.provider("sim-anthropic").wire_format == "anthropic"
+    assert sorted(t.id for t in config.teams) == ["content", "platform", "product"]
+    assert config.team_by_key_hash(config.team("platform").api_key_sha256).id == "platform"
+
+
+def test_the_real_provider_example_loads():
+    config = load_config(REAL_EXAMPLE)
+    assert [p.kind for p in config.providers] == [ProviderKind.OPENAI, ProviderKind.ANTHROPIC]
+    assert [p.api_key_env for p in config.providers] == ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"]
+    for model in config.models:
+        assert prices(config, model.name) == tuple(Decimal(p) for p in PRICES[model.name])
+        assert config.provider_for_model(model.name).wire_format == config.provider(
+            model.provider
+        ).kind.value
+    assert config.teams == []
+
+
+def edit(source: Path, old: str, new: str, count: int = 1) -> str:
+    text = source.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} is not in {source.name}: the test needs updating"
+    return text.replace(old, new, count)
+
+
+DEFAULT_TEXT = DEFAULT_CONFIG.read_text(encoding="utf-8")
+
+# (id, file text or None for a missing file, key, words of the reason)
+BROKEN = [
+    ("toml-syntax", DEFAULT_TEXT + "\n[[models]\nname = ", "(syntax)", "at line"),
+    ("missing-file", None, "(file)", "no such file"),
+    ("unknown-provider", edit(DEFAULT_CONFIG, 'provider = "sim-anthropic"', 'provider = "sim-gemini"'),
+     "models[6].provider", "unknown provider 'sim-gemini' (known: sim-anthropic, sim-openai)"),
+    ("negative-price", edit(DEFAULT_CONFIG, 'cached_input_price = "0.075"', 'cached_input_price = "-0.075"'),
+     "models[1].cached_input_price", "greater than or equal to 0"),
+    ("wrong-type", edit(DEFAULT_CONFIG, "concurrency = 64", 'concurrency = "lots"'),
+     "providers[0].concurrency", "valid integer"),
+    ("unknown-key", edit(DEFAULT_CONFIG, 'tier = "small"', 'tier = "small"\ncolour = "blue"'),
+     "models[1].colour", "Extra inputs are not permitted"),
+    ("unknown-top-level-key", "region = 'eu'\n" + DEFAULT_TEXT, "region", "Extra inputs are not permitted"),
+    ("duplicate-model", edit(DEFAULT_CONFIG, 'name = "gpt-4.1-nano"', 'name = "gpt-4o"'),
+     "models[4].name", "duplicate name 'gpt-4o'"),
+    ("simulated-without-wire", edit(DEFAULT_CONFIG, 'wire = "anthropic"\n', ""),
+     "providers[1].wire", "a simulated provider needs wire"),
+    ("real-without-api-key-env", edit(REAL_EXAMPLE, 'api_key_env = "ANTHROPIC_API_KEY"\n', ""),
+     "providers[1].api_key_env", "a real provider needs api_key_env"),
+    ("bad-base-url", edit(DEFAULT_CONFIG, 'base_url = "http://127.0.0.1:8765"', 'base_url = "127.0.0.1:8765"'),
+     "providers[0].base_url", "must start with http:// or https://"),
+    ("short-team-key-hash", edit(DEFAULT_CONFIG, '"1010b38ce004432e', '"'),
+     "teams[2].api_key_sha256", "should match pattern"),
+    ("uppercase-team-key-hash", edit(DEFAULT_CONFIG, "1010b38ce004432e", "1010B38CE004432E"),
+     "teams[2].api_key_sha256", "should match pattern"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "reason"), [b[1:] for b in BROKEN], ids=[b[0] for b in BROKEN])
+def test_a_broken_file_names_the_file_the_key_and_the_reason(tmp_path, text, key, reason):
+    path = tmp_path / "broker.toml"
+    if text is not None:
+        path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    error = info.value
+    assert (error.source, error.key) == (str(path), key)
+    assert reason in error.reason
+    assert str(error) == f"{path}: {key}: {error.reason}"
+
+
+def minimal(**over) -> dict:
+    data = {
+        "prices_as_of": "2026-11-01",
+        "providers": [{"name": "p", "kind": "simulated", "wire": "openai", "base_url": "http://x"}],
+        "models": [
+            {"name": "m", "provider": "p", "provider_model_id": "m", "input_price": "1",
+             "output_price": "2", "cached_input_price": "0.5", "context_window": 10, "max_output": 5}
+        ],
+        "teams": [{"id": "t", "api_key_sha256": "a" * 64}],
+    }
+    data.update(over)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("over", "key", "reason"),
+    [
+        ({"providers": []}, "providers", "at least 1"),
+        ({"prices_as_of": "yesterday"}, "prices_as_of", "valid date"),
+        ({"teams": [{"id": "t", "api_key_sha256": "a" * 64}, {"id": "t", "api_key_sha256": "b" * 64}]},
+         "teams[1].id", "duplicate id 't'"),
+        ({"teams": [{"id": "t", "api_key_sha256": "a" * 64}, {"id": "u", "api_key_sha256": "a" * 64}]},
+         "teams[1].api_key_sha256", "duplicate api_key_sha256"),
+        ({"teams": [{"id": "t", "api_key_sha256": "g" * 64}]}, "teams[0].api_key_sha256", "pattern"),
+        ({"teams": [{"id": "t", "api_key_sha256": "a" * 65}]}, "teams[0].api_key_sha256", "pattern"),
+        ({"teams": [{"id": "t", "weight": 0, "api_key_sha256": "a" * 64}]}, "teams[0].weight",
+         "greater than 0"),
+    ],
+    ids=["no-providers", "bad-date", "duplicate-team", "duplicate-key-hash", "non-hex-hash",
+         "long-hash", "zero-weight"],
+)
+def test_parse_config_refuses_bad_dicts(over, key, reason):
+    with pytest.raises(ConfigError) as info:
+        parse_config(minimal(**over), "inline.toml")
+    assert str(info.value).startswith(f"inline.toml: {key}: ")
+    assert reason in info.value.reason
+
+
+def test_a_minimal_dict_parses_and_strips_the_base_url_slash():
+    config = parse_config(minimal(providers=[
+        {"name": "p", "kind": "simulated", "wire": "anthropic", "base_url": "https://x/"}
+    ]))
+    assert config.provider("p").base_url == "https://x"
+    assert config.provider("p").queue == "provider.p"
+    assert config.model("m").input_price == Decimal("1")
+
+
+def test_simulator_url_repoints_every_simulated_provider_and_nothing_else(tmp_path):
+    real = (
+        '\n[[providers]]\nname = "openai"\nkind = "openai"\nbase_url = "https://api.openai.com"\n'
+        'api_key_env = "OPENAI_API_KEY"\n'
+    )
+    path = tmp_path / "broker.toml"
+    path.write_text(DEFAULT_TEXT.replace("\n[[models]]", real + "\n[[models]]", 1), encoding="utf-8")
+
+    plain = Settings(config_path=path, simulator_url=None).config
+    moved = Settings(config_path=path, simulator_url="http://10.0.0.7:9999/").config
+
+    assert [p.name for p in moved.providers] == ["sim-openai", "sim-anthropic", "openai"]
+    for provider in moved.providers:
+        if provider.kind is ProviderKind.SIMULATED:
+            assert provider.base_url == "http://10.0.0.7:9999"
+        else:
+            assert provider.base_url == "https://api.openai.com"
+    without_urls = {"providers": {"__all__": {"base_url"}}}
+    assert moved.model_dump(exclude=without_urls) == plain.model_dump(exclude=without_urls)
+    assert moved.provider("sim-anthropic").wire_format == "anthropic"
+    assert moved.provider_for_model("gpt-4o-mini").base_url == "http://10.0.0.7:9999"
+    assert moved.team("product") == plain.team("product")
+
+
+def test_settings_without_simulator_url_use_the_file_as_is():
+    config = Settings(config_path=None, simulator_url=None).config
+    assert config == load_config()
+    assert {p.base_url for p in config.providers} == {"http://127.0.0.1:8765"}
