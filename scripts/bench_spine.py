@@ -9,10 +9,13 @@ the provider pools (threads, the providers' concurrency, acks late, prefetch 1).
 - submit: one batch of N requests through the API (rows/s: validation, bulk insert, queueing);
 - end to end: from the submission returning to the job completing (requests/s: scheduler,
   Celery, provider HTTP call, result and ledger writes);
-- baseline: N no-op tasks over the same two queues, from the first send to the last task
-  finished (tasks/s; each task does one Redis INCR so its completion can be observed).
+- baseline, round trip: N no-op tasks over the same two queues with their results returned
+  through a Redis result backend, from the first send to the last result read (tasks/s);
+- baseline, one way: N no-op tasks without results, from the first send to the last task
+  finished (each does one Redis INCR so its completion can be observed) — the cheaper and
+  stricter comparison.
 
-Rounds alternate between broker and baseline; medians and the ratio are printed.
+Rounds alternate between broker and baselines; medians and the ratios are printed.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import redis
+from celery.result import ResultSet
 from rich.console import Console
 from rich.table import Table
 
@@ -36,24 +40,48 @@ from broker.stack import Stack
 from workers.celery_app import create_celery_app
 
 NOOP = "bench.noop"
+NOOP_RESULT = "bench.noop_result"
 DONE_KEY = "bench:done"
+
+
+def baseline_app(settings: Settings):
+    app = create_celery_app(settings)
+    app.conf.result_backend = settings.redis_url
+    return app
 
 
 def baseline_worker(queue: str, concurrency: int) -> None:
     """Entry point of a baseline worker process (``--baseline-worker QUEUE``)."""
     settings = Settings()
-    app = create_celery_app(settings)
+    app = baseline_app(settings)
     client = redis.Redis.from_url(settings.redis_url)
 
     @app.task(name=NOOP)
     def noop() -> None:
         client.incr(DONE_KEY)
 
+    @app.task(name=NOOP_RESULT, ignore_result=False)
+    def noop_result() -> None:
+        return None
+
     app.worker_main(
         ["worker", f"--queues={queue}", "--pool=threads", f"--concurrency={concurrency}",
          f"--hostname=bench-{queue}@%h", "--loglevel=WARNING", "--without-mingle",
          "--without-gossip"]
     )
+
+
+def run_round_trip_baseline(settings: Settings, queues: list[str], n: int) -> float:
+    app = baseline_app(settings)
+    started = time.perf_counter()
+    with app.producer_or_acquire() as producer:
+        results = [
+            app.send_task(NOOP_RESULT, queue=queues[i % len(queues)], producer=producer,
+                          ignore_result=False)
+            for i in range(n)
+        ]
+    ResultSet(results, app=app).join_native(timeout=600)
+    return n / (time.perf_counter() - started)
 
 
 def run_baseline(settings: Settings, queues: list[str], n: int) -> float:
@@ -120,16 +148,21 @@ def main() -> None:
             try:
                 time.sleep(2)
                 wait_until(lambda: all(w.alive for w in workers), 10, "baseline workers")
-                run_baseline(bench_settings, queues, 500)  # warm up both sides
+                run_baseline(bench_settings, queues, 500)  # warm up every side
+                run_round_trip_baseline(bench_settings, queues, 500)
                 run_broker(stack.api_url, 500)
-                submit, e2e, base = [], [], []
+                submit, e2e, base, trip = [], [], [], []
                 for round_ in range(1, args.rounds + 1):
+                    trip.append(run_round_trip_baseline(bench_settings, queues, args.requests))
                     base.append(run_baseline(bench_settings, queues, args.requests))
                     s, e = run_broker(stack.api_url, args.requests)
                     submit.append(s)
                     e2e.append(e)
-                    console.print(f"round {round_}: submit {s:,.0f} rows/s, end to end "
-                                  f"{e:,.0f} req/s, bare Celery {base[-1]:,.0f} tasks/s")
+                    console.print(
+                        f"round {round_}: submit {s:,.0f} rows/s, end to end {e:,.0f} req/s, "
+                        f"bare Celery round trip {trip[-1]:,.0f} tasks/s, "
+                        f"one way {base[-1]:,.0f} tasks/s"
+                    )
             finally:
                 for worker in workers:
                     worker.stop()
@@ -142,12 +175,14 @@ def main() -> None:
     for name, values, unit in (
         ("submit (one batch)", submit, "rows/s"),
         ("end to end, completed", e2e, "req/s"),
-        ("baseline: bare Celery no-op", base, "tasks/s"),
+        ("baseline: bare Celery no-op, round trip", trip, "tasks/s"),
+        ("baseline: bare Celery no-op, one way", base, "tasks/s"),
     ):
         table.add_row(name, f"{statistics.median(values):,.0f} {unit}",
                       ", ".join(f"{v:,.0f}" for v in values))
-    ratio = statistics.median(e / b for e, b in zip(e2e, base))
-    table.add_row("end to end / baseline", f"{ratio:.2f}x", "target >= 0.5x")
+    for label, baseline in (("round trip", trip), ("one way", base)):
+        ratio = statistics.median(e / b for e, b in zip(e2e, baseline))
+        table.add_row(f"end to end / {label} baseline", f"{ratio:.2f}x", "target >= 0.5x")
     console.print(table)
 
 

@@ -94,7 +94,9 @@ class Recorder:
             for _, future in batch.claims + batch.finishes:
                 future.set_exception(exc)
             return
-        for (request_id, _attempt), future in batch.claims:
-            future.set_result(claimed.get(request_id))
+        for key, future in batch.claims:
+            # pop: if the same attempt was claimed twice in this batch (a redelivered task),
+            # only the first caller runs it.
+            future.set_result(claimed.pop(key, None))
         for (_, future), ok in zip(batch.finishes, recorded):
             future.set_result(ok)

@@ -20,7 +20,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import (
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_delay,
     wait_exponential,
     wait_random,
@@ -29,6 +29,35 @@ from tenacity import (
 T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+# PostgreSQL SQLSTATEs worth retrying: connection exceptions (class 08), serialization failure,
+# deadlock, server shutting down, too many connections.
+_PG_TRANSIENT = ("08", "40001", "40P01", "57P01", "57P02", "57P03", "53300")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Would the same transaction succeed if tried again shortly?
+
+    A lost or refused connection, an exhausted pool, SQLite busy or locked, a PostgreSQL
+    deadlock or serialization failure: yes. A missing table or a syntax error (which SQLite
+    also reports as ``OperationalError``): no, and it must surface at once.
+    """
+    if isinstance(exc, (PoolTimeout, WriteConflict)):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    sqlite_code = getattr(orig, "sqlite_errorcode", None)
+    if sqlite_code is not None:
+        return sqlite_code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate is None:  # psycopg: failed to connect at all (refused, too many clients)
+        return type(orig).__module__.startswith("psycopg")
+    return sqlstate.startswith(_PG_TRANSIENT)
 
 
 class WriteConflict(Exception):
@@ -94,7 +123,7 @@ class Database:
         commit succeeded but its answer was lost, the retry finds nothing left to change.
         """
         retrying = Retrying(
-            retry=retry_if_exception_type((OperationalError, PoolTimeout, WriteConflict)),
+            retry=retry_if_exception(is_transient),
             wait=wait_exponential(multiplier=0.05, max=5.0) + wait_random(0, 0.05),
             stop=stop_after_delay(give_up_after_s),
             reraise=True,

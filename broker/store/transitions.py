@@ -103,13 +103,16 @@ _STILL_RUNNING = select(_R.c.id, _R.c.attempts).where(
 )
 
 
-def claim_many(session: Session, attempts: Sequence[tuple[str, int]]) -> dict[str, Claimed]:
-    """dispatched → running for these (request id, attempt) pairs; stale ones are left out."""
+def claim_many(
+    session: Session, attempts: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], Claimed]:
+    """dispatched → running for these (request id, attempt) pairs, keyed by the pair; stale
+    ones are left out."""
     if not attempts:
         return {}
     rows = session.execute(_CLAIM, {"b_keys": list(attempts), "b_now": utcnow()}).all()
     return {
-        row.id: Claimed(
+        (row.id, row.attempts): Claimed(
             row.id, row.job_id, row.team_id, row.feature, row.model, row.attempts, row.payload
         )
         for row in rows

@@ -74,22 +74,26 @@ DEFAULT_TEXT = DEFAULT_CONFIG.read_text(encoding="utf-8")
 BROKEN = [
     ("toml-syntax", DEFAULT_TEXT + "\n[[models]\nname = ", "(syntax)", "at line"),
     ("missing-file", None, "(file)", "no such file"),
-    ("unknown-provider", edit(DEFAULT_CONFIG, 'provider = "sim-anthropic"', 'provider = "sim-gemini"'),
+    ("unknown-provider",
+     edit(DEFAULT_CONFIG, 'provider = "sim-anthropic"', 'provider = "sim-gemini"'),
      "models[6].provider", "unknown provider 'sim-gemini' (known: sim-anthropic, sim-openai)"),
-    ("negative-price", edit(DEFAULT_CONFIG, 'cached_input_price = "0.075"', 'cached_input_price = "-0.075"'),
+    ("negative-price",
+     edit(DEFAULT_CONFIG, 'cached_input_price = "0.075"', 'cached_input_price = "-0.075"'),
      "models[1].cached_input_price", "greater than or equal to 0"),
     ("wrong-type", edit(DEFAULT_CONFIG, "concurrency = 64", 'concurrency = "lots"'),
      "providers[0].concurrency", "valid integer"),
     ("unknown-key", edit(DEFAULT_CONFIG, 'tier = "small"', 'tier = "small"\ncolour = "blue"'),
      "models[1].colour", "Extra inputs are not permitted"),
-    ("unknown-top-level-key", "region = 'eu'\n" + DEFAULT_TEXT, "region", "Extra inputs are not permitted"),
+    ("unknown-top-level-key", "region = 'eu'\n" + DEFAULT_TEXT, "region",
+     "Extra inputs are not permitted"),
     ("duplicate-model", edit(DEFAULT_CONFIG, 'name = "gpt-4.1-nano"', 'name = "gpt-4o"'),
      "models[4].name", "duplicate name 'gpt-4o'"),
     ("simulated-without-wire", edit(DEFAULT_CONFIG, 'wire = "anthropic"\n', ""),
      "providers[1].wire", "a simulated provider needs wire"),
     ("real-without-api-key-env", edit(REAL_EXAMPLE, 'api_key_env = "ANTHROPIC_API_KEY"\n', ""),
      "providers[1].api_key_env", "a real provider needs api_key_env"),
-    ("bad-base-url", edit(DEFAULT_CONFIG, 'base_url = "http://127.0.0.1:8765"', 'base_url = "127.0.0.1:8765"'),
+    ("bad-base-url",
+     edit(DEFAULT_CONFIG, 'base_url = "http://127.0.0.1:8765"', 'base_url = "127.0.0.1:8765"'),
      "providers[0].base_url", "must start with http:// or https://"),
     ("short-team-key-hash", edit(DEFAULT_CONFIG, '"1010b38ce004432e', '"'),
      "teams[2].api_key_sha256", "should match pattern"),
@@ -98,7 +102,9 @@ BROKEN = [
 ]
 
 
-@pytest.mark.parametrize(("text", "key", "reason"), [b[1:] for b in BROKEN], ids=[b[0] for b in BROKEN])
+@pytest.mark.parametrize(
+    ("text", "key", "reason"), [b[1:] for b in BROKEN], ids=[b[0] for b in BROKEN]
+)
 def test_a_broken_file_names_the_file_the_key_and_the_reason(tmp_path, text, key, reason):
     path = tmp_path / "broker.toml"
     if text is not None:
@@ -117,12 +123,17 @@ def minimal(**over) -> dict:
         "providers": [{"name": "p", "kind": "simulated", "wire": "openai", "base_url": "http://x"}],
         "models": [
             {"name": "m", "provider": "p", "provider_model_id": "m", "input_price": "1",
-             "output_price": "2", "cached_input_price": "0.5", "context_window": 10, "max_output": 5}
+             "output_price": "2", "cached_input_price": "0.5", "context_window": 10,
+             "max_output": 5}
         ],
-        "teams": [{"id": "t", "api_key_sha256": "a" * 64}],
+        "teams": [team("t", "a")],
     }
     data.update(over)
     return data
+
+
+def team(team_id: str, hex_digit: str, length: int = 64, **over) -> dict:
+    return {"id": team_id, "api_key_sha256": hex_digit * length, **over}
 
 
 @pytest.mark.parametrize(
@@ -130,14 +141,12 @@ def minimal(**over) -> dict:
     [
         ({"providers": []}, "providers", "at least 1"),
         ({"prices_as_of": "yesterday"}, "prices_as_of", "valid date"),
-        ({"teams": [{"id": "t", "api_key_sha256": "a" * 64}, {"id": "t", "api_key_sha256": "b" * 64}]},
-         "teams[1].id", "duplicate id 't'"),
-        ({"teams": [{"id": "t", "api_key_sha256": "a" * 64}, {"id": "u", "api_key_sha256": "a" * 64}]},
-         "teams[1].api_key_sha256", "duplicate api_key_sha256"),
-        ({"teams": [{"id": "t", "api_key_sha256": "g" * 64}]}, "teams[0].api_key_sha256", "pattern"),
-        ({"teams": [{"id": "t", "api_key_sha256": "a" * 65}]}, "teams[0].api_key_sha256", "pattern"),
-        ({"teams": [{"id": "t", "weight": 0, "api_key_sha256": "a" * 64}]}, "teams[0].weight",
-         "greater than 0"),
+        ({"teams": [team("t", "a"), team("t", "b")]}, "teams[1].id", "duplicate id 't'"),
+        ({"teams": [team("t", "a"), team("u", "a")]}, "teams[1].api_key_sha256",
+         "duplicate api_key_sha256"),
+        ({"teams": [team("t", "g")]}, "teams[0].api_key_sha256", "pattern"),
+        ({"teams": [team("t", "a", length=65)]}, "teams[0].api_key_sha256", "pattern"),
+        ({"teams": [team("t", "a", weight=0)]}, "teams[0].weight", "greater than 0"),
     ],
     ids=["no-providers", "bad-date", "duplicate-team", "duplicate-key-hash", "non-hex-hash",
          "long-hash", "zero-weight"],
@@ -155,7 +164,7 @@ def test_a_minimal_dict_parses_and_strips_the_base_url_slash():
     ]))
     assert config.provider("p").base_url == "https://x"
     assert config.provider("p").queue == "provider.p"
-    assert config.model("m").input_price == Decimal("1")
+    assert config.model("m").input_price == Decimal(1)
 
 
 def test_simulator_url_repoints_every_simulated_provider_and_nothing_else(tmp_path):
@@ -164,7 +173,7 @@ def test_simulator_url_repoints_every_simulated_provider_and_nothing_else(tmp_pa
         'api_key_env = "OPENAI_API_KEY"\n'
     )
     path = tmp_path / "broker.toml"
-    path.write_text(DEFAULT_TEXT.replace("\n[[models]]", real + "\n[[models]]", 1), encoding="utf-8")
+    path.write_text(edit(DEFAULT_CONFIG, "\n[[models]]", real + "\n[[models]]"), encoding="utf-8")
 
     plain = Settings(config_path=path, simulator_url=None).config
     moved = Settings(config_path=path, simulator_url="http://10.0.0.7:9999/").config
