@@ -71,6 +71,35 @@ def baseline_worker(queue: str, concurrency: int) -> None:
     )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU milliseconds per item spent by named processes (and this one) during a measurement."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.totals: dict[str, list[float]] = {name: [] for name in [*pids, "bench client"]}
+
+    def measure(self, n: int, run):
+        before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        own = time.process_time()
+        result = run()
+        for name, pid in self.pids.items():
+            self.totals[name].append((cpu_seconds(pid) - before[name]) * 1000 / n)
+        self.totals["bench client"].append((time.process_time() - own) * 1000 / n)
+        return result
+
+    def medians(self) -> dict[str, float]:
+        return {name: statistics.median(v) for name, v in self.totals.items() if v}
+
+
 def run_round_trip_baseline(settings: Settings, queues: list[str], n: int) -> float:
     app = baseline_app(settings)
     started = time.perf_counter()
@@ -152,10 +181,18 @@ def main() -> None:
                 run_round_trip_baseline(bench_settings, queues, 500)
                 run_broker(stack.api_url, 500)
                 submit, e2e, base, trip = [], [], [], []
+                n = args.requests
+                redis_pid = {"redis": stack.redis_server.child.proc.pid}
+                cpu_trip = CpuMeter({**{w.name: w.proc.pid for w in workers}, **redis_pid})
+                cpu_base = CpuMeter({**{w.name: w.proc.pid for w in workers}, **redis_pid})
+                cpu_broker = CpuMeter(
+                    {**{c.name: c.proc.pid for c in stack.children.values()}, **redis_pid}
+                )
                 for round_ in range(1, args.rounds + 1):
-                    trip.append(run_round_trip_baseline(bench_settings, queues, args.requests))
-                    base.append(run_baseline(bench_settings, queues, args.requests))
-                    s, e = run_broker(stack.api_url, args.requests)
+                    trip.append(cpu_trip.measure(
+                        n, lambda: run_round_trip_baseline(bench_settings, queues, n)))
+                    base.append(cpu_base.measure(n, lambda: run_baseline(bench_settings, queues, n)))
+                    s, e = cpu_broker.measure(n, lambda: run_broker(stack.api_url, n))
                     submit.append(s)
                     e2e.append(e)
                     console.print(
@@ -184,6 +221,17 @@ def main() -> None:
         ratio = statistics.median(e / b for e, b in zip(e2e, baseline))
         table.add_row(f"end to end / {label} baseline", f"{ratio:.2f}x", "target >= 0.5x")
     console.print(table)
+
+    cpu = Table(title="Where the CPU goes: median CPU ms per request (broker) or per task")
+    cpu.add_column("process")
+    cpu.add_column("broker, end to end", justify="right")
+    cpu.add_column("baseline, round trip", justify="right")
+    cpu.add_column("baseline, one way", justify="right")
+    meters = [m.medians() for m in (cpu_broker, cpu_trip, cpu_base)]
+    for name in dict.fromkeys(name for m in meters for name in m):
+        cpu.add_row(name, *(f"{m[name]:.2f}" if name in m else "" for m in meters))
+    cpu.add_row("total", *(f"{sum(m.values()):.2f}" for m in meters), style="bold")
+    console.print(cpu)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The one HTTP call path shared by every provider: a pooled httpx client and error mapping.
 
-One :class:`ProviderClient` per provider per worker process. It owns a single ``httpx.Client``
-whose connection pool is sized from ``provider.concurrency`` and is shared by all worker
-threads (httpx's pool is thread-safe), so connections are reused rather than opened per call.
+One :class:`ProviderClient` per provider per worker process, used by all of the pool's threads.
+Each thread gets its own small ``httpx.Client`` (connections kept alive and reused, one TLS
+context shared by all), so the pool holds about one connection per thread, as many as the
+provider's ``concurrency``.
 Each :meth:`ProviderClient.complete` is exactly one attempt: retries, backoff and fallback to
 another provider belong to the layer above, which needs the classified error to decide.
 
@@ -13,6 +14,8 @@ scrubbed from its message: provider error bodies sometimes echo the key that was
 from __future__ import annotations
 
 import logging
+import ssl
+import threading
 import time
 from types import TracebackType
 
@@ -27,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Failing to connect is quick to detect; do not spend the whole call timeout on it.
 CONNECT_TIMEOUT_S = 5.0
+#: A pool thread makes one call at a time; a spare covers a connection being torn down.
+CONNECTIONS_PER_THREAD = 2
 #: Idle pooled connections are closed after this long (providers drop them around 60s).
 KEEPALIVE_EXPIRY_S = 30.0
 
@@ -44,19 +49,42 @@ class ProviderClient:
         self.provider = provider
         self.adapter: WireAdapter = adapter_for(provider.wire_format)
         self.__api_key = api_key  # private: never in repr, logs or exception messages
-        self._client = httpx.Client(
-            base_url=provider.base_url,
-            transport=transport,
-            timeout=httpx.Timeout(
-                provider.timeout_s, connect=min(CONNECT_TIMEOUT_S, provider.timeout_s)
-            ),
-            limits=httpx.Limits(
-                max_connections=provider.concurrency,
-                max_keepalive_connections=provider.concurrency,
-                keepalive_expiry=KEEPALIVE_EXPIRY_S,
-            ),
-            follow_redirects=False,
-        )
+        self._transport = transport
+        self._ssl = ssl.create_default_context()
+        self._local = threading.local()
+        self._clients: list[httpx.Client] = []
+        self._clients_lock = threading.Lock()
+
+    @property
+    def _client(self) -> httpx.Client:
+        """This thread's own small pool.
+
+        httpcore checks every pooled connection on each request (a ``select`` per idle one), so
+        one pool of a hundred connections shared by a hundred threads costs a hundred syscalls
+        per call. A pool per thread keeps connections reused and the check O(1); the TLS
+        context (the costly part of a client) is shared.
+        """
+        client = getattr(self._local, "client", None)
+        if client is None:
+            provider = self.provider
+            client = httpx.Client(
+                base_url=provider.base_url,
+                transport=self._transport,
+                verify=self._ssl,
+                timeout=httpx.Timeout(
+                    provider.timeout_s, connect=min(CONNECT_TIMEOUT_S, provider.timeout_s)
+                ),
+                limits=httpx.Limits(
+                    max_connections=CONNECTIONS_PER_THREAD,
+                    max_keepalive_connections=CONNECTIONS_PER_THREAD,
+                    keepalive_expiry=KEEPALIVE_EXPIRY_S,
+                ),
+                follow_redirects=False,
+            )
+            self._local.client = client
+            with self._clients_lock:
+                self._clients.append(client)
+        return client
 
     def complete(self, model: ModelConfig, payload: dict) -> Completion:
         """One attempt: a :class:`Completion`, or a classified ``ProviderError``."""
@@ -89,7 +117,10 @@ class ProviderClient:
         raise self._own(self.adapter.classify(status, headers, body, self.provider.name))
 
     def close(self) -> None:
-        self._client.close()
+        with self._clients_lock:
+            for client in self._clients:
+                client.close()
+            self._clients.clear()
 
     def __enter__(self) -> ProviderClient:
         return self
