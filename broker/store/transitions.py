@@ -85,9 +85,12 @@ def mark_dispatched(session: Session, request_ids: Sequence[str]) -> list[Dispat
     return [Dispatched(row.id, row.job_id, row.attempts) for row in rows]
 
 
+# Both conditions on purpose: the row-value IN says which attempt, and ``id IN`` lets SQLite use
+# the primary key (it scans the whole table for a row-value IN alone).
 _CLAIM = (
     update(_R)
     .where(
+        _R.c.id.in_(bindparam("b_ids", expanding=True)),
         tuple_(_R.c.id, _R.c.attempts).in_(bindparam("b_keys", expanding=True)),
         _R.c.status == RequestStatus.DISPATCHED,
     )
@@ -98,6 +101,7 @@ _CLAIM = (
     )
 )
 _STILL_RUNNING = select(_R.c.id, _R.c.attempts).where(
+    _R.c.id.in_(bindparam("b_ids", expanding=True)),
     tuple_(_R.c.id, _R.c.attempts).in_(bindparam("b_keys", expanding=True)),
     _R.c.status == RequestStatus.RUNNING,
 )
@@ -110,7 +114,8 @@ def claim_many(
     ones are left out."""
     if not attempts:
         return {}
-    rows = session.execute(_CLAIM, {"b_keys": list(attempts), "b_now": utcnow()}).all()
+    params = {"b_ids": [rid for rid, _ in attempts], "b_keys": list(attempts), "b_now": utcnow()}
+    rows = session.execute(_CLAIM, params).all()
     return {
         (row.id, row.attempts): Claimed(
             row.id, row.job_id, row.team_id, row.feature, row.model, row.attempts, row.payload
@@ -150,7 +155,8 @@ def finish_many(session: Session, finished: Sequence[tuple[Claimed, Outcome]]) -
     if not finished:
         return []
     keys = [(claimed.request_id, claimed.attempt) for claimed, _ in finished]
-    running = {(row.id, row.attempts) for row in session.execute(_STILL_RUNNING, {"b_keys": keys})}
+    params = {"b_ids": [rid for rid, _ in keys], "b_keys": keys}
+    running = {(row.id, row.attempts) for row in session.execute(_STILL_RUNNING, params)}
     now = utcnow()
     recorded, params, ledger = [], [], []
     deltas: dict[str, dict[str, int]] = {}

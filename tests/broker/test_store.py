@@ -10,7 +10,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import func, select, text, update
+from sqlalchemy import event, func, select, text, update
 
 from broker.schemas import JobCreate
 from broker.states import JobStatus, RequestStatus
@@ -445,3 +445,33 @@ def test_counts_are_consistent_across_the_table(db, submit):
     assert by_status == {"succeeded": 1, "failed": 1, "running": 1, "cancelled": 2}
     assert (job.n_succeeded, job.n_failed, job.n_cancelled) == (1, 1, 2)
     assert job.status == JobStatus.CANCELLING
+
+
+def test_attempt_lookups_use_the_primary_key_on_sqlite(tmp_path):
+    """SQLite scans the whole table for a row-value IN; the claim and finish lookups must stay
+    indexed, or each recorded batch costs time proportional to every request ever stored."""
+    database = Database(f"sqlite:///{tmp_path / 'plan.db'}")
+    database.migrate()
+    executed: list[tuple[str, tuple]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if "requests.attempts" in statement and not executemany:
+            executed.append((statement, parameters))
+
+    event.listen(database.engine, "before_cursor_execute", capture)
+    database.write(lambda s: transitions.claim_many(s, [("req_a", 1), ("req_b", 2)]))
+    database.write(lambda s: transitions.finish_many(s, [(claimed_stub("req_a"), failed())]))
+    event.remove(database.engine, "before_cursor_execute", capture)
+    assert len(executed) == 2
+    with database.engine.connect() as conn:
+        for statement, parameters in executed:
+            plan = " ".join(
+                str(row[-1])
+                for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+            )
+            assert "SCAN requests" not in plan, (statement, plan)
+    database.dispose()
+
+
+def claimed_stub(request_id: str) -> Claimed:
+    return Claimed(request_id, "job_x", "product", "search", "gpt-4o-mini", 1, {})
