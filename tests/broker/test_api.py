@@ -147,3 +147,22 @@ def test_cancel_stops_queued_requests_and_ends_the_job(api):
 
 def test_healthz(api):
     assert api.get("/healthz").json()["status"] == "ok"
+
+
+def test_a_batch_at_the_limit_is_written_in_one_go(settings, db, redis_client):
+    """50,000 requests (the default limit) land as rows and queue entries; one more is 413."""
+    requests = [req(i) for i in range(50_000)]
+    with TestClient(create_app(settings)) as client:
+        resp = client.post("/v1/jobs", json={"feature": "search", "requests": requests},
+                           headers=PRODUCT)
+        assert resp.status_code == 201, resp.text[:500]
+        job_id = resp.json()["id"]
+        with db.session() as s:
+            rows = s.scalar(select(func.count()).select_from(Request).where(Request.job_id == job_id))
+        assert rows == 50_000
+        assert redis_client.llen(keys.team_queue("product", "medium")) == 50_000
+
+        over = client.post("/v1/jobs", json={"feature": "search", "requests": [*requests, req(50_000)]},
+                           headers=PRODUCT)
+        assert over.status_code == 413
+        assert "50000" in over.json()["error"]["message"]
