@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from broker.errors import ConfigError
+from broker.errors import ConfigError, field_path
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "broker.toml"
 
@@ -40,7 +40,9 @@ class ProviderConfig(_Strict):
         default=None, description="Wire format of a simulated provider: openai or anthropic."
     )
     base_url: str
-    api_key_env: str | None = Field(default=None, description="Name of the env var holding the key.")
+    api_key_env: str | None = Field(
+        default=None, description="Name of the env var holding the key."
+    )
     concurrency: int = Field(default=64, ge=1, le=4096, description="Calls in flight per pool.")
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
@@ -126,13 +128,6 @@ class BrokerConfig(_Strict):
         return BrokerConfig.model_validate({**self.model_dump(), "providers": providers})
 
 
-def _loc(parts: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
 def _check_references(config: BrokerConfig, source: str) -> None:
     def unique(kind: str, names: list[str], key: str) -> None:
         seen: set[str] = set()
@@ -167,7 +162,7 @@ def parse_config(data: dict, source: str = "<config>") -> BrokerConfig:
         config = BrokerConfig.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise ConfigError(source, _loc(first["loc"]), first["msg"]) from exc
+        raise ConfigError(source, field_path(first["loc"]) or "(top level)", first["msg"]) from exc
     _check_references(config, source)
     return config
 

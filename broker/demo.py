@@ -32,16 +32,32 @@ FEATURES = {
     "chatbot": (("gpt-4o-mini", "claude-haiku-4-5"), 300, "Customer asks: {topic}. Reply kindly."),
     "search": (("gpt-4.1-nano",), 120, "Rewrite the search query '{topic}' into keywords."),
     "classification": (("gpt-4.1-nano", "gpt-4o-mini"), 16, "Label the ticket: {topic}."),
-    "summarization": (("claude-haiku-4-5", "gpt-4o-mini"), 250, "Summarise this report on {topic}."),
+    "summarization": (
+        ("claude-haiku-4-5", "gpt-4o-mini"),
+        250,
+        "Summarise this report on {topic}.",
+    ),
     "translation": (("gpt-4o-mini",), 400, "Translate to German: a note about {topic}."),
     "content-moderation": (("gpt-4.1-nano",), 8, "Is this post safe? Post: {topic}"),
-    "code-generation": (("claude-sonnet-4-5", "gpt-4.1"), 800, "Write a Python function for {topic}."),
+    "code-generation": (
+        ("claude-sonnet-4-5", "gpt-4.1"),
+        800,
+        "Write a Python function for {topic}.",
+    ),
     "data-extraction": (("gpt-4.1-mini", "gemini-2.5-flash"), 200, "Extract fields from: {topic}."),
 }
 
 TOPICS = (
-    "a late delivery", "refund policy", "password reset", "quarterly revenue", "a broken link",
-    "parsing dates", "GDPR requests", "shipping to Norway", "a duplicate charge", "rate limits",
+    "a late delivery",
+    "refund policy",
+    "password reset",
+    "quarterly revenue",
+    "a broken link",
+    "parsing dates",
+    "GDPR requests",
+    "shipping to Norway",
+    "a duplicate charge",
+    "rate limits",
 )
 
 
@@ -83,7 +99,10 @@ def submit_demo(api_url: str, total: int, seed: int = 7) -> list[Job]:
 def follow(jobs: list[Job], console: Console, timeout: float = 600) -> None:
     total = sum(job.counts.total for job in jobs)
     columns = (
-        TextColumn("[bold]draining"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("[bold]draining"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
         TextColumn("{task.fields[detail]}"),
     )
     deadline = time.monotonic() + timeout
@@ -111,16 +130,24 @@ def cost_table(db: Database, job_ids: list[str]) -> Table:
         rows = spend_by_team_feature_model(session, job_ids)
     for row in rows:
         table.add_row(
-            row.team, row.feature, row.model, f"{row.requests:,}",
-            f"{row.input_tokens + row.cached_input_tokens:,}", f"{row.output_tokens:,}",
+            row.team,
+            row.feature,
+            row.model,
+            f"{row.requests:,}",
+            f"{row.input_tokens + row.cached_input_tokens:,}",
+            f"{row.output_tokens:,}",
             format_usd(row.cost_micros),
         )
     table.add_section()
     table.add_row(
-        "total", "", "", f"{sum(r.requests for r in rows):,}",
+        "total",
+        "",
+        "",
+        f"{sum(r.requests for r in rows):,}",
         f"{sum(r.input_tokens + r.cached_input_tokens for r in rows):,}",
         f"{sum(r.output_tokens for r in rows):,}",
-        format_usd(sum(r.cost_micros for r in rows)), style="bold",
+        format_usd(sum(r.cost_micros for r in rows)),
+        style="bold",
     )
     return table
 
@@ -129,8 +156,10 @@ def run_demo(settings: Settings, total: int) -> None:
     console = Console()
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console.width = 120
-    console.print("[bold]starting the stack[/] (private Redis, SQLite, simulator, API, "
-                  "scheduler, one worker pool per provider)…")
+    console.print(
+        "[bold]starting the stack[/] (private Redis, SQLite, simulator, API, "
+        "scheduler, one worker pool per provider)…"
+    )
     with Stack(settings) as stack:
         console.print(f"up at {stack.api_url}; submitting ~{total} requests from three teams")
         jobs = submit_demo(stack.api_url, total)

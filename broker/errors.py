@@ -21,6 +21,16 @@ Errors from redis, httpx, SQLAlchemy and providers are translated where they ent
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+
+def field_path(loc: Iterable[str | int]) -> str:
+    """A validation error's location as people write it: ``requests[3].messages``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
 
 class BrokerError(Exception):
     """Root of every error the broker raises on purpose."""

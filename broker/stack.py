@@ -13,7 +13,15 @@ from pathlib import Path
 
 from broker.config import ProviderKind
 from broker.errors import BrokerError
-from broker.processes import Child, RedisServer, broker_argv, free_port, http_ok, port_is_free, wait_until
+from broker.processes import (
+    Child,
+    RedisServer,
+    broker_argv,
+    free_port,
+    http_ok,
+    port_is_free,
+    wait_until,
+)
 from broker.settings import Settings
 from broker.store import Database
 
@@ -90,8 +98,12 @@ class Stack:
         return child
 
     def _wait_http(self, name: str, url: str, timeout: float = 30) -> None:
-        wait_until(http_ok(url), timeout, f"{name} (log: {self.children[name].log_path})",
-                   self.children[name].proc)
+        wait_until(
+            http_ok(url),
+            timeout,
+            f"{name} (log: {self.children[name].log_path})",
+            self.children[name].proc,
+        )
 
     def dead_children(self) -> list[Child]:
         return [child for child in self.children.values() if not child.alive]

@@ -122,5 +122,7 @@ class Submitter:
         except redis.RedisError as exc:
             raise ServiceUnavailable(f"the queue (Redis) is unreachable: {exc}") from exc
         except SQLAlchemyError as exc:
-            raise ServiceUnavailable(f"the result store is unavailable: {exc.__class__.__name__}") from exc
+            raise ServiceUnavailable(
+                f"the result store is unavailable: {exc.__class__.__name__}"
+            ) from exc
         return job

@@ -56,7 +56,9 @@ class Dispatcher:
             for pick in sent:
                 rid = pick.entry.request_id
                 self._celery.send_task(
-                    EXECUTE, args=(rid, attempts[rid], pick.provider), queue=pick.queue,
+                    EXECUTE,
+                    args=(rid, attempts[rid], pick.provider),
+                    queue=pick.queue,
                     producer=producer,
                 )
         return len(sent)

@@ -65,9 +65,16 @@ def baseline_worker(queue: str, concurrency: int) -> None:
         return None
 
     app.worker_main(
-        ["worker", f"--queues={queue}", "--pool=threads", f"--concurrency={concurrency}",
-         f"--hostname=bench-{queue}@%h", "--loglevel=WARNING", "--without-mingle",
-         "--without-gossip"]
+        [
+            "worker",
+            f"--queues={queue}",
+            "--pool=threads",
+            f"--concurrency={concurrency}",
+            f"--hostname=bench-{queue}@%h",
+            "--loglevel=WARNING",
+            "--without-mingle",
+            "--without-gossip",
+        ]
     )
 
 
@@ -105,8 +112,9 @@ def run_round_trip_baseline(settings: Settings, queues: list[str], n: int) -> fl
     started = time.perf_counter()
     with app.producer_or_acquire() as producer:
         results = [
-            app.send_task(NOOP_RESULT, queue=queues[i % len(queues)], producer=producer,
-                          ignore_result=False)
+            app.send_task(
+                NOOP_RESULT, queue=queues[i % len(queues)], producer=producer, ignore_result=False
+            )
             for i in range(n)
         ]
     ResultSet(results, app=app).join_native(timeout=600)
@@ -161,7 +169,9 @@ def main() -> None:
     console = Console()
     with TemporaryDirectory() as tmp:
         settings = Settings(
-            data_dir=Path(tmp), api_port=free_port(), database_url=args.database_url,
+            data_dir=Path(tmp),
+            api_port=free_port(),
+            database_url=args.database_url,
             log_level="WARNING",
         )
         with Stack(settings) as stack:
@@ -170,8 +180,19 @@ def main() -> None:
             providers = settings.config.providers
             queues = [f"bench.{p.name}" for p in providers]
             workers = [
-                Child(q, [sys.executable, __file__, "--baseline-worker", q,
-                          "--concurrency", str(p.concurrency)], env, Path(tmp) / f"{q}.log")
+                Child(
+                    q,
+                    [
+                        sys.executable,
+                        __file__,
+                        "--baseline-worker",
+                        q,
+                        "--concurrency",
+                        str(p.concurrency),
+                    ],
+                    env,
+                    Path(tmp) / f"{q}.log",
+                )
                 for q, p in zip(queues, providers)
             ]
             try:
@@ -189,9 +210,14 @@ def main() -> None:
                     {**{c.name: c.proc.pid for c in stack.children.values()}, **redis_pid}
                 )
                 for round_ in range(1, args.rounds + 1):
-                    trip.append(cpu_trip.measure(
-                        n, lambda: run_round_trip_baseline(bench_settings, queues, n)))
-                    base.append(cpu_base.measure(n, lambda: run_baseline(bench_settings, queues, n)))
+                    trip.append(
+                        cpu_trip.measure(
+                            n, lambda: run_round_trip_baseline(bench_settings, queues, n)
+                        )
+                    )
+                    base.append(
+                        cpu_base.measure(n, lambda: run_baseline(bench_settings, queues, n))
+                    )
                     s, e = cpu_broker.measure(n, lambda: run_broker(stack.api_url, n))
                     submit.append(s)
                     e2e.append(e)
@@ -204,8 +230,10 @@ def main() -> None:
                 for worker in workers:
                     worker.stop()
 
-    table = Table(title=f"Spine benchmark: {args.requests:,} requests, median of {args.rounds} "
-                        f"rounds, {'SQLite' if not args.database_url else args.database_url.split(':')[0]}")
+    table = Table(
+        title=f"Spine benchmark: {args.requests:,} requests, median of {args.rounds} "
+        f"rounds, {'SQLite' if not args.database_url else args.database_url.split(':')[0]}"
+    )
     table.add_column("measure")
     table.add_column("median", justify="right")
     table.add_column("all rounds", justify="right")
@@ -215,8 +243,9 @@ def main() -> None:
         ("baseline: bare Celery no-op, round trip", trip, "tasks/s"),
         ("baseline: bare Celery no-op, one way", base, "tasks/s"),
     ):
-        table.add_row(name, f"{statistics.median(values):,.0f} {unit}",
-                      ", ".join(f"{v:,.0f}" for v in values))
+        table.add_row(
+            name, f"{statistics.median(values):,.0f} {unit}", ", ".join(f"{v:,.0f}" for v in values)
+        )
     for label, baseline in (("round trip", trip), ("one way", base)):
         ratio = statistics.median(e / b for e, b in zip(e2e, baseline))
         table.add_row(f"end to end / {label} baseline", f"{ratio:.2f}x", "target >= 0.5x")

@@ -33,12 +33,22 @@ def ensure_installed() -> Path:
         venv.EnvBuilder(with_pip=True).create(VENV)
     extras = ["test"] if shutil.which("redis-server") else ["test", "embedded-redis"]
     stamp = VENV / ".installed"
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + repr(extras).encode()).hexdigest()
+    want = hashlib.sha256(
+        (ROOT / "pyproject.toml").read_bytes() + repr(extras).encode()
+    ).hexdigest()
     if not stamp.exists() or stamp.read_text() != want:
         print(f"installing inference-broker[{','.join(extras)}] into {VENV}", flush=True)
         subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "-e", f"{ROOT}[{','.join(extras)}]"],
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-e",
+                f"{ROOT}[{','.join(extras)}]",
+            ],
             check=True,
         )
         stamp.write_text(want)

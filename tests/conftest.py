@@ -50,8 +50,10 @@ def _postgres_database() -> Iterator[str]:
             name = f"ib_test_{secrets.token_hex(4)}"
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:  # no server, no driver, no rights
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL} ({type(exc).__name__}); "
-                    "set BROKER_TEST_POSTGRES_URL to run these tests on PostgreSQL")
+        pytest.skip(
+            f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL} ({type(exc).__name__}); "
+            "set BROKER_TEST_POSTGRES_URL to run these tests on PostgreSQL"
+        )
         return
     url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     try:

@@ -63,7 +63,9 @@ class Executor:
 
         def outcome(**fields) -> Outcome:
             latency_ms = int((time.monotonic() - started) * 1000)
-            return Outcome(model=model.name, provider=provider.name, latency_ms=latency_ms, **fields)
+            return Outcome(
+                model=model.name, provider=provider.name, latency_ms=latency_ms, **fields
+            )
 
         try:
             completion = self._client_for(provider).complete(model, claimed.payload)
@@ -72,7 +74,9 @@ class Executor:
             return outcome(error_code=exc.code, error=str(exc))
         except Exception as exc:  # a bug must fail this request, never the worker
             log.exception("request %s: unexpected error", claimed.request_id)
-            return outcome(error_code="internal_error", error=f"internal error: {type(exc).__name__}")
+            return outcome(
+                error_code="internal_error", error=f"internal error: {type(exc).__name__}"
+            )
         return outcome(
             output=completion.text,
             finish_reason=completion.finish_reason,

@@ -9,7 +9,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from broker.errors import AuthenticationFailed, InvalidRequest, NotFound, ServiceUnavailable
+from broker.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    NotFound,
+    ServiceUnavailable,
+    field_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -20,19 +26,11 @@ def _body(status: int, type_: str, message: str, field: str | None = None) -> JS
     return JSONResponse(payload, status_code=status, headers=headers)
 
 
-def _field(loc: tuple) -> str:
-    parts = [p for p in loc if p not in ("body",)]
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "body"
-
-
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
-        field = _field(tuple(first.get("loc", ())))
+        field = field_path(p for p in first.get("loc", ()) if p != "body") or "body"
         return _body(422, "invalid_request", f"{field}: {first.get('msg')}", field)
 
     @app.exception_handler(InvalidRequest)

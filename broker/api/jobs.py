@@ -92,9 +92,8 @@ def get_results(
 def cancel_job(job_id: str, team: Team, request: Request) -> JobOut:
     """Stop queued requests at once; running ones finish and are recorded."""
     db = _resources(request).db
-    with db.session() as session:
+    with db.session() as session:  # reads first, in their own transaction: 404 before writing
         queries.get_job(session, team.id, job_id)
-    with db.session() as session:
-        transitions.cancel_job(session, job_id)
+    db.write(lambda session: transitions.cancel_job(session, job_id))  # retried on deadlock
     with db.session() as session:
         return job_out(queries.get_job(session, team.id, job_id))

@@ -26,7 +26,7 @@ console = Console(stderr=True)
 
 def _settings() -> Settings:
     settings = Settings()
-    settings.config  # noqa: B018 - validate broker.toml now: fail at start, not later
+    settings.config
     return settings
 
 

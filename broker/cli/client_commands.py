@@ -11,16 +11,23 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from broker.client import BrokerClient, Job, RequestIn
+from broker.errors import field_path
 from broker.states import Priority
 
 console = Console(stderr=True)
 
 _url = click.option(
-    "--url", envvar="BROKER_URL", default="http://127.0.0.1:8140", show_default=True,
+    "--url",
+    envvar="BROKER_URL",
+    default="http://127.0.0.1:8140",
+    show_default=True,
     help="The broker's API (env BROKER_URL).",
 )
 _key = click.option(
-    "--api-key", envvar="BROKER_API_KEY", required=True, help="Your team's key (env BROKER_API_KEY)."
+    "--api-key",
+    envvar="BROKER_API_KEY",
+    required=True,
+    help="Your team's key (env BROKER_API_KEY).",
 )
 
 
@@ -44,7 +51,7 @@ def read_jsonl(path: Path) -> tuple[list[RequestIn], list[str]]:
                 problems.append(f"line {number}: not JSON ({exc.msg} at column {exc.colno})")
             except ValidationError as exc:
                 first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"]) or "line"
+                where = field_path(first["loc"]) or "line"
                 problems.append(f"line {number}: {where}: {first['msg']}")
     return requests, problems
 
@@ -63,7 +70,9 @@ def register(main: click.Group) -> None:
     @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
     @click.option("--feature", required=True, help="The feature this batch serves.")
     @click.option(
-        "--priority", type=click.Choice([p.value for p in Priority]), default="medium",
+        "--priority",
+        type=click.Choice([p.value for p in Priority]),
+        default="medium",
         show_default=True,
     )
     @click.option("--wait/--no-wait", default=False, help="Wait with a progress bar.")

@@ -18,6 +18,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from broker import __version__
+from broker.errors import field_path
 from broker.client._errors import (
     BrokerAPIError,
     InvalidRequestError,
@@ -104,7 +105,7 @@ def results_jsonl_call(job_id: str) -> Call:
 def _invalid(exc: ValidationError, *, prefix: tuple[str | int, ...]) -> InvalidRequestError:
     first = exc.errors()[0]
     loc = prefix + tuple(first.get("loc", ()))
-    field_name = ".".join(str(part) for part in loc) or None
+    field_name = field_path(loc) or None
     where = f"{field_name}: " if prefix else ""
     return InvalidRequestError(f"{where}{exc}", type="invalid_request", field=field_name)
 

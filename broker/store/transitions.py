@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import bindparam, case, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from broker.states import JobStatus, RequestStatus
 from broker.store.db import WriteConflict
 from broker.store.models import Job, LedgerEntry, Request, utcnow
-from broker.states import JobStatus, RequestStatus
 
 _R, _J, _L = Request.__table__, Job.__table__, LedgerEntry.__table__
 _CANCELLABLE = (RequestStatus.QUEUED, RequestStatus.WAITING_BUDGET)
@@ -96,7 +96,12 @@ _CLAIM = (
     )
     .values(status=RequestStatus.RUNNING, started_at=bindparam("b_now"))
     .returning(
-        _R.c.id, _R.c.attempts, _R.c.job_id, _R.c.team_id, _R.c.feature, _R.c.model,
+        _R.c.id,
+        _R.c.attempts,
+        _R.c.job_id,
+        _R.c.team_id,
+        _R.c.feature,
+        _R.c.model,
         _R.c.payload,
     )
 )
@@ -135,9 +140,19 @@ _FINISH = (
         {
             name: bindparam(f"b_{name}")
             for name in (
-                "status", "model_used", "provider_used", "output", "finish_reason",
-                "input_tokens", "cached_input_tokens", "output_tokens", "cost_micros",
-                "latency_ms", "error_code", "error", "finished_at",
+                "status",
+                "model_used",
+                "provider_used",
+                "output",
+                "finish_reason",
+                "input_tokens",
+                "cached_input_tokens",
+                "output_tokens",
+                "cost_micros",
+                "latency_ms",
+                "error_code",
+                "error",
+                "finished_at",
             )
         }
     )
@@ -298,9 +313,13 @@ def _count(
     session.execute(
         _ADD_COUNTS,
         {
-            "b_job": job_id, "b_succeeded": succeeded, "b_failed": failed,
-            "b_cancelled": cancelled, "b_input_tokens": input_tokens,
-            "b_output_tokens": output_tokens, "b_cost_micros": cost_micros,
+            "b_job": job_id,
+            "b_succeeded": succeeded,
+            "b_failed": failed,
+            "b_cancelled": cancelled,
+            "b_input_tokens": input_tokens,
+            "b_output_tokens": output_tokens,
+            "b_cost_micros": cost_micros,
         },
     )
     session.execute(_END_IF_DONE, {"b_job": job_id, "b_now": utcnow()})

@@ -48,7 +48,10 @@ def queued_entries(redis_client) -> int:
 
 def test_submit_writes_rows_and_queue_entries(api, db, redis_client):
     before = counts(db)
-    body = {"feature": "chatbot", "requests": [req(i) for i in range(5)] + [req(9, priority="high")]}
+    body = {
+        "feature": "chatbot",
+        "requests": [req(i) for i in range(5)] + [req(9, priority="high")],
+    }
     resp = api.post("/v1/jobs", json=body, headers=PRODUCT)
     assert resp.status_code == 201, resp.text
     job = resp.json()
@@ -79,20 +82,42 @@ def test_missing_or_wrong_key_is_401(api, headers, expected):
     [
         ({"feature": "chatbot", "requests": []}, 400, "requests", "empty"),
         ({"feature": "chatbot", "requests": [req(i) for i in range(101)]}, 413, "requests", "101"),
-        ({"feature": "chatbot", "requests": [req(1, model="gpt-9")]}, 400, "requests[0].model",
-         "known models: claude-haiku-4-5"),
-        ({"feature": "chatbot", "requests": [req(1), req(2), req(1)]}, 400,
-         "requests[2].custom_id", "'r1'"),
-        ({"feature": "chatbot", "requests": [req(1, max_tokens=10**6)]}, 400,
-         "requests[0].max_tokens", "limit"),
-        ({"feature": "chatbot", "requests": [req(1, temperature=5)]}, 422,
-         "requests[0].temperature", "less than or equal"),
-        ({"feature": "chatbot", "requests": [{"custom_id": "x", "model": "gpt-4o-mini"}]}, 422,
-         "requests[0].messages", "required"),
+        (
+            {"feature": "chatbot", "requests": [req(1, model="gpt-9")]},
+            400,
+            "requests[0].model",
+            "known models: claude-haiku-4-5",
+        ),
+        (
+            {"feature": "chatbot", "requests": [req(1), req(2), req(1)]},
+            400,
+            "requests[2].custom_id",
+            "'r1'",
+        ),
+        (
+            {"feature": "chatbot", "requests": [req(1, max_tokens=10**6)]},
+            400,
+            "requests[0].max_tokens",
+            "limit",
+        ),
+        (
+            {"feature": "chatbot", "requests": [req(1, temperature=5)]},
+            422,
+            "requests[0].temperature",
+            "less than or equal",
+        ),
+        (
+            {"feature": "chatbot", "requests": [{"custom_id": "x", "model": "gpt-4o-mini"}]},
+            422,
+            "requests[0].messages",
+            "required",
+        ),
         ({"requests": [req(1)]}, 422, "feature", "required"),
     ],
 )
-def test_bad_submissions_are_refused_and_leave_nothing(api, db, redis_client, body, status, field, words):
+def test_bad_submissions_are_refused_and_leave_nothing(
+    api, db, redis_client, body, status, field, words
+):
     before, queued = counts(db), queued_entries(redis_client)
     resp = api.post("/v1/jobs", json=body, headers=PRODUCT)
     assert resp.status_code == status, resp.text
@@ -104,7 +129,9 @@ def test_bad_submissions_are_refused_and_leave_nothing(api, db, redis_client, bo
 
 
 def test_another_teams_job_is_404(api):
-    job = api.post("/v1/jobs", json={"feature": "chatbot", "requests": [req(1)]}, headers=PRODUCT).json()
+    job = api.post(
+        "/v1/jobs", json={"feature": "chatbot", "requests": [req(1)]}, headers=PRODUCT
+    ).json()
     for path in (f"/v1/jobs/{job['id']}", f"/v1/jobs/{job['id']}/results"):
         resp = api.get(path, headers=CONTENT)
         assert resp.status_code == 404
@@ -115,7 +142,9 @@ def test_another_teams_job_is_404(api):
 
 def test_results_page_and_jsonl(api):
     job = api.post(
-        "/v1/jobs", json={"feature": "search", "requests": [req(i) for i in range(7)]}, headers=PRODUCT
+        "/v1/jobs",
+        json={"feature": "search", "requests": [req(i) for i in range(7)]},
+        headers=PRODUCT,
     ).json()
     seen, after = [], -1
     while True:
@@ -136,7 +165,9 @@ def test_results_page_and_jsonl(api):
 
 def test_cancel_stops_queued_requests_and_ends_the_job(api):
     job = api.post(
-        "/v1/jobs", json={"feature": "search", "requests": [req(i) for i in range(4)]}, headers=PRODUCT
+        "/v1/jobs",
+        json={"feature": "search", "requests": [req(i) for i in range(4)]},
+        headers=PRODUCT,
     ).json()
     resp = api.post(f"/v1/jobs/{job['id']}/cancel", headers=PRODUCT)
     assert resp.status_code == 200
@@ -153,16 +184,22 @@ def test_a_batch_at_the_limit_is_written_in_one_go(settings, db, redis_client):
     """50,000 requests (the default limit) land as rows and queue entries; one more is 413."""
     requests = [req(i) for i in range(50_000)]
     with TestClient(create_app(settings)) as client:
-        resp = client.post("/v1/jobs", json={"feature": "search", "requests": requests},
-                           headers=PRODUCT)
+        resp = client.post(
+            "/v1/jobs", json={"feature": "search", "requests": requests}, headers=PRODUCT
+        )
         assert resp.status_code == 201, resp.text[:500]
         job_id = resp.json()["id"]
         with db.session() as s:
-            rows = s.scalar(select(func.count()).select_from(Request).where(Request.job_id == job_id))
+            rows = s.scalar(
+                select(func.count()).select_from(Request).where(Request.job_id == job_id)
+            )
         assert rows == 50_000
         assert redis_client.llen(keys.team_queue("product", "medium")) == 50_000
 
-        over = client.post("/v1/jobs", json={"feature": "search", "requests": [*requests, req(50_000)]},
-                           headers=PRODUCT)
+        over = client.post(
+            "/v1/jobs",
+            json={"feature": "search", "requests": [*requests, req(50_000)]},
+            headers=PRODUCT,
+        )
         assert over.status_code == 413
         assert "50000" in over.json()["error"]["message"]

@@ -347,8 +347,8 @@ BAD_ROLE = {"custom_id": "r0", "model": "m", "messages": [{"role": "bot", "conte
 @pytest.mark.parametrize(
     ("requests", "kwargs", "field"),
     [
-        ([*make_requests(1), NO_MESSAGES], {}, "requests.1.messages"),
-        ([BAD_ROLE], {}, "requests.0.messages.0.role"),
+        ([*make_requests(1), NO_MESSAGES], {}, "requests[1].messages"),
+        ([BAD_ROLE], {}, "requests[0].messages[0].role"),
         (make_requests(1), {"feature": "Not A Feature"}, "feature"),
         (make_requests(1), {"priority": "urgent"}, "priority"),
     ],

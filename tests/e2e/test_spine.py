@@ -50,13 +50,19 @@ def test_a_thousand_requests_over_two_providers(stack: Stack):
 
     db = Database(stack.settings.database_url_or_default)
     with db.session() as s:
-        ledger_total = s.scalar(select(func.sum(LedgerEntry.cost_micros)).where(LedgerEntry.job_id == job.id))
-        ledger_rows = s.scalar(select(func.count()).select_from(LedgerEntry).where(LedgerEntry.job_id == job.id))
+        ledger_total = s.scalar(
+            select(func.sum(LedgerEntry.cost_micros)).where(LedgerEntry.job_id == job.id)
+        )
+        ledger_rows = s.scalar(
+            select(func.count()).select_from(LedgerEntry).where(LedgerEntry.job_id == job.id)
+        )
         stored = s.scalar(select(func.sum(Request.cost_micros)).where(Request.job_id == job.id))
     db.dispose()
     assert job.cost_micros == by_requests == ledger_total == stored
     assert ledger_rows == 1000
-    assert job.usage.input_tokens == sum(r.usage.input_tokens + r.usage.cached_input_tokens for r in results)
+    assert job.usage.input_tokens == sum(
+        r.usage.input_tokens + r.usage.cached_input_tokens for r in results
+    )
     assert job.usage.output_tokens == sum(r.usage.output_tokens for r in results)
 
 
@@ -98,7 +104,10 @@ def test_cli_submit_status_results(stack: Stack, tmp_path):
     cli = [sys.executable, "-m", "broker.cli"]
     done = subprocess.run(
         [*cli, "submit", str(path), "--feature", "data-extraction", "--wait"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert "line 2: not JSON" in done.stderr
@@ -108,10 +117,15 @@ def test_cli_submit_status_results(stack: Stack, tmp_path):
     status = subprocess.run([*cli, "status", job_id], env=env, capture_output=True, text=True)
     assert "completed" in status.stderr and "2/2 done" in status.stderr
     results = subprocess.run([*cli, "results", job_id], env=env, capture_output=True, text=True)
-    assert sorted(line.split('"custom_id":"')[1][0] for line in results.stdout.splitlines()) == ["a", "c"]
+    assert sorted(line.split('"custom_id":"')[1][0] for line in results.stdout.splitlines()) == [
+        "a",
+        "c",
+    ]
 
     wrong = subprocess.run(
-        [*cli, "status", job_id], env={**env, "BROKER_API_KEY": "ib-dev-product"},
-        capture_output=True, text=True,
+        [*cli, "status", job_id],
+        env={**env, "BROKER_API_KEY": "ib-dev-product"},
+        capture_output=True,
+        text=True,
     )
     assert wrong.returncode == 1 and "no job" in wrong.stderr

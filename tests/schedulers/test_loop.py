@@ -42,8 +42,11 @@ def submit(db, redis_client, config):
             feature="search",
             priority=priority,
             requests=[
-                {"custom_id": f"{team}-{priority}-{i}", "model": model,
-                 "messages": [{"role": "user", "content": "hi"}]}
+                {
+                    "custom_id": f"{team}-{priority}-{i}",
+                    "model": model,
+                    "messages": [{"role": "user", "content": "hi"}],
+                }
                 for i in range(n)
             ],
         )
@@ -112,5 +115,7 @@ def test_cancelled_requests_are_never_sent(scheduler, submit, redis_client, db):
         transitions.cancel_job(session, job)
     assert scheduler.run_once() == 0
     assert sent(redis_client, "sim-openai") == []
-    assert redis_client.llen(keys.team_queue("product", "medium")) == 0, "skipped entries are popped"
+    assert redis_client.llen(keys.team_queue("product", "medium")) == 0, (
+        "skipped entries are popped"
+    )
     assert redis_client.smembers(keys.backlogged_teams()) == set()

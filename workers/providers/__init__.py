@@ -35,7 +35,7 @@ def adapter_for(wire_format: str) -> WireAdapter:
 
 
 # Imported last: http.py looks adapters up through ``adapter_for`` defined above.
-from workers.providers.http import ProviderClient  # noqa: E402
+from workers.providers.http import ProviderClient
 
 __all__ = [
     "ADAPTERS",

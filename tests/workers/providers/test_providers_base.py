@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import httpx
@@ -49,7 +49,7 @@ def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> N
 
 
 def test_parse_retry_after_future_http_date() -> None:
-    when = datetime.now(timezone.utc) + timedelta(seconds=120)
+    when = datetime.now(UTC) + timedelta(seconds=120)
     value = parse_retry_after({"retry-after": format_datetime(when, usegmt=True)})
     assert value is not None and 115 <= value <= 120
 

@@ -17,6 +17,7 @@ from broker.errors import (
 )
 from workers.providers import adapter_for
 
+
 def json_bytes(obj: object) -> bytes:
     return json.dumps(obj).encode()
 
