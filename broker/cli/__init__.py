@@ -16,6 +16,7 @@ import time
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from broker.cli import client_commands
 from broker.errors import BrokerError
@@ -45,7 +46,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except BrokerError as exc:
-            console.print(f"[red]error:[/] {exc}")
+            # Text, not markup: a message may hold brackets (requests[3]); one line, unwrapped.
+            console.print(Text("error: ", style="red") + Text(str(exc)), soft_wrap=True)
             sys.exit(1)
 
 

@@ -1,0 +1,82 @@
+"""The command line as a user runs it: real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from broker.processes import free_port
+
+CLI = [sys.executable, "-m", "broker.cli"]
+
+
+def processes_with_env(marker: str) -> list[int]:
+    """Pids whose environment contains ``marker`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="needs /proc to find the children")
+def test_up_runs_the_stack_and_ctrl_c_stops_all_of_it(tmp_path):
+    port = free_port()
+    marker = f"BROKER_DATA_DIR={tmp_path}"
+    env = {**os.environ, "BROKER_DATA_DIR": str(tmp_path), "BROKER_API_PORT": str(port)}
+    env.pop("REDIS_URL", None)
+    env.pop("DATABASE_URL", None)
+    up = subprocess.Popen([*CLI, "up"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert up.poll() is None, up.stderr.read()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the API did not come up"
+            time.sleep(0.2)
+        assert len(processes_with_env(marker)) >= 6, "api, scheduler, 2 workers, simulator, up"
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=60) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert "stopped" in up.stderr.read()
+    time.sleep(0.5)
+    assert processes_with_env(marker) == [], "every process it started is gone"
+    (redis_log,) = tmp_path.glob("redis/redis.log")
+    assert redis_log.exists(), "a private Redis was started for it"
+
+
+@pytest.mark.parametrize("command", [["api"], ["scheduler"], ["worker", "--provider", "x"]])
+def test_an_invalid_config_stops_a_process_at_start_with_file_key_and_reason(tmp_path, command):
+    config = tmp_path / "broker.toml"
+    default = Path(__file__).parents[2] / "broker" / "defaults" / "broker.toml"
+    config.write_text(default.read_text().replace('provider = "sim-anthropic"', 'provider = "nope"', 1))
+    env = {**os.environ, "BROKER_CONFIG_PATH": str(config), "BROKER_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([*CLI, *command], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"{config}: models[6].provider: unknown provider 'nope'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_keygen_prints_a_key_and_its_hash():
+    done = subprocess.run([*CLI, "keygen"], capture_output=True, text=True, timeout=60, check=True)
+    key = done.stdout.split("shown once): ")[1].split()[0]
+    import hashlib
+
+    assert hashlib.sha256(key.encode()).hexdigest() in done.stdout
