@@ -10,13 +10,9 @@ class Priority(StrEnum):
     MEDIUM = "medium"
     LOW = "low"
 
-    @property
-    def rank(self) -> int:
-        """0 is served first."""
-        return _PRIORITY_RANK[self]
 
-
-_PRIORITY_RANK = {Priority.HIGH: 0, Priority.MEDIUM: 1, Priority.LOW: 2}
+#: Served in this order inside a team.
+PRIORITY_ORDER = (Priority.HIGH, Priority.MEDIUM, Priority.LOW)
 
 
 class JobStatus(StrEnum):

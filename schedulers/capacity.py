@@ -40,9 +40,6 @@ class InFlight:
         if mapping:
             pipe.zadd(keys.in_flight(provider), mapping)
 
-    def count(self, provider: str) -> int:
-        return int(self._redis.zcard(keys.in_flight(provider)))
-
 
 def release(client: redis.Redis, provider: str, request_id: str) -> None:
     """A worker is done with an attempt: free its slot and wake the scheduler."""

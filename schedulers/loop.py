@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from broker import keys
 from broker.queues import QueueEntry
-from broker.states import Priority
+from broker.states import PRIORITY_ORDER, Priority
 from schedulers.capacity import InFlight
 from schedulers.dispatch import Dispatcher, Pick
 from schedulers.fairness import RoundRobin
@@ -28,7 +28,7 @@ from schedulers.routing import Router
 
 log = logging.getLogger(__name__)
 
-PRIORITIES = (Priority.HIGH, Priority.MEDIUM, Priority.LOW)
+PRIORITIES = PRIORITY_ORDER
 _PRUNE = (Path(__file__).parent / "prune_teams.lua").read_text()
 
 
