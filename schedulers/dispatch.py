@@ -55,11 +55,16 @@ class Dispatcher:
         with self._celery.producer_or_acquire() as producer:
             for pick in sent:
                 rid = pick.entry.request_id
+                args = (rid, attempts[rid], pick.provider)
                 self._celery.send_task(
                     EXECUTE,
-                    args=(rid, attempts[rid], pick.provider),
+                    args=args,
                     queue=pick.queue,
                     producer=producer,
+                    # What Flower shows; given, it spares Celery a saferepr() per message,
+                    # which was a fifth of the scheduler's time.
+                    argsrepr=repr(args),
+                    kwargsrepr="{}",
                 )
         return len(sent)
 
