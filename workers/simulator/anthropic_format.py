@@ -178,7 +178,8 @@ class AnthropicFormat:
         }
 
     def stream(self, request: ParsedRequest, completion: Completion) -> AsyncIterator[bytes]:
-        raise NotImplementedError("parse() refuses stream requests for this format")
+        # Unreachable: parse() answers a streaming request with a 400 before this is called.
+        raise AssertionError("streaming is refused for the Anthropic format")
 
     def limit_headers(self, state: WindowState) -> dict[str, str]:
         requests_reset = _rfc3339(state.reset_requests_s)
