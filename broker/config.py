@@ -6,6 +6,7 @@ Any problem fails loudly with the file, the key and the reason, e.g.
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from datetime import date
 from decimal import Decimal
@@ -77,6 +78,11 @@ class ModelConfig(_Strict):
     context_window: int = Field(gt=0)
     max_output: int = Field(gt=0)
     tier: Literal["small", "medium", "large"] = "medium"
+
+
+def hash_api_key(api_key: str) -> str:
+    """What ``api_key_sha256`` holds: keys are compared by hash, never stored in plain."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
 
 
 class TeamConfig(_Strict):

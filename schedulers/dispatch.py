@@ -48,9 +48,12 @@ class Dispatcher:
         sent = [p for p in picks if p.entry.request_id in attempts]
         if len(sent) < len(picks):
             log.debug("%d picked requests were no longer queued", len(picks) - len(sent))
+        by_provider: dict[str, list[str]] = {}
+        for pick in sent:
+            by_provider.setdefault(pick.provider, []).append(pick.entry.request_id)
         with self._redis.pipeline(transaction=False) as pipe:
-            for pick in sent:
-                self._in_flight.add(pipe, pick.provider, [pick.entry.request_id])
+            for provider, request_ids in by_provider.items():
+                self._in_flight.add(pipe, provider, request_ids)
             pipe.execute()
         with self._celery.producer_or_acquire() as producer:
             for pick in sent:

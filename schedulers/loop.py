@@ -28,7 +28,6 @@ from schedulers.routing import Router
 
 log = logging.getLogger(__name__)
 
-PRIORITIES = PRIORITY_ORDER
 _PRUNE = (Path(__file__).parent / "prune_teams.lua").read_text()
 
 
@@ -72,11 +71,11 @@ class Scheduler:
     def _peek(self, teams: list[str], window: int) -> dict[str, dict[Priority, list[QueueEntry]]]:
         with self._redis.pipeline(transaction=False) as pipe:
             for team in teams:
-                for priority in PRIORITIES:
+                for priority in PRIORITY_ORDER:
                     pipe.lrange(keys.team_queue(team, priority), 0, window - 1)
             raw = iter(pipe.execute())
         return {
-            team: {p: [QueueEntry.decode(e) for e in next(raw)] for p in PRIORITIES}
+            team: {p: [QueueEntry.decode(e) for e in next(raw)] for p in PRIORITY_ORDER}
             for team in teams
         }
 
@@ -89,7 +88,7 @@ class Scheduler:
         from the head of each (team, priority) list.
         """
         pending = {
-            team: deque((p, e) for p in PRIORITIES for e in by_priority[p])
+            team: deque((p, e) for p in PRIORITY_ORDER for e in by_priority[p])
             for team, by_priority in heads.items()
         }
         picks: list[Pick] = []

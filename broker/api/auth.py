@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from fastapi import Request
 from fastapi.security.utils import get_authorization_scheme_param
 
-from broker.config import TeamConfig
+from broker.config import TeamConfig, hash_api_key
 from broker.errors import AuthenticationFailed
-
-
-def hash_key(api_key: str) -> str:
-    return hashlib.sha256(api_key.encode()).hexdigest()
 
 
 def authenticate(request: Request) -> TeamConfig:
@@ -20,7 +14,7 @@ def authenticate(request: Request) -> TeamConfig:
     scheme, key = get_authorization_scheme_param(request.headers.get("authorization"))
     if scheme.lower() != "bearer" or not key:
         raise AuthenticationFailed("send your team's API key as 'Authorization: Bearer <key>'")
-    team = request.app.state.broker.config.team_by_key_hash(hash_key(key))
+    team = request.app.state.broker.config.team_by_key_hash(hash_api_key(key))
     if team is None:
         raise AuthenticationFailed("unknown API key")
     return team

@@ -7,7 +7,6 @@ the environment (``BROKER_*``, ``REDIS_URL``, ``DATABASE_URL``); client commands
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 import signal
@@ -19,6 +18,7 @@ from rich.console import Console
 from rich.text import Text
 
 from broker.cli import client_commands
+from broker.config import hash_api_key
 from broker.errors import BrokerError
 from broker.settings import Settings
 
@@ -164,7 +164,7 @@ def keygen() -> None:
     """Print a new team API key and the sha256 to put in broker.toml."""
     key = "ib-" + secrets.token_urlsafe(32)
     click.echo(f"api key (give to the team, shown once): {key}")
-    click.echo(f'api_key_sha256 = "{hashlib.sha256(key.encode()).hexdigest()}"')
+    click.echo(f'api_key_sha256 = "{hash_api_key(key)}"')
 
 
 client_commands.register(main)

@@ -18,7 +18,6 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from broker import __version__
-from broker.errors import field_path
 from broker.client._errors import (
     BrokerAPIError,
     InvalidRequestError,
@@ -26,6 +25,7 @@ from broker.client._errors import (
     error_from_response,
     unreachable,
 )
+from broker.errors import field_path
 from broker.schemas import JobCounts, JobCreate, JobOut, RequestIn, ResultOut, ResultsPage, Usage
 from broker.states import JobStatus, Priority
 

@@ -10,8 +10,6 @@ import asyncio
 import functools
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,7 +20,8 @@ import httpx
 import openai
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from broker.processes import Child, free_port, http_ok, wait_until
+
 OPENAI_MODEL, ANTHROPIC_MODEL = "gpt-4o-mini", "claude-haiku-4-5"
 DEFAULTS = {
     "latency_ms": 0, "latency_sigma": 0.5, "error_rate": 0, "rpm": None, "tpm": None,
@@ -31,55 +30,35 @@ DEFAULTS = {
 ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+def _start(env: dict[str, str], log_dir: Path) -> tuple[Child, str]:
+    """The simulator as a real process, with these BROKER_SIM_* knobs and no others."""
+    port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_SIM_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.simulator", "--port", str(port)],
-        cwd=REPO, env={**clean, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    argv = [sys.executable, "-m", "workers.simulator", "--port", str(port)]
+    child = Child("simulator", argv, {**clean, **env}, log_dir / "simulator.log")
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"simulator exited: {proc.stderr.read().decode()}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=0.5).json() == {"status": "ok"}:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("simulator did not become healthy")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
     try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        wait_until(http_ok(f"{url}/healthz"), 15, "simulator", child.proc)
+    except BaseException:
+        child.stop()
+        raise
+    return child, url
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    proc, url = _start({"BROKER_SIM_SEED": "7"})
+def server(tmp_path_factory) -> Iterator[str]:
+    child, url = _start({"BROKER_SIM_SEED": "7"}, tmp_path_factory.mktemp("sim"))
     yield url
-    _stop(proc)
+    child.stop()
 
 
 @pytest.fixture(scope="module")
-def limited_server() -> Iterator[str]:
+def limited_server(tmp_path_factory) -> Iterator[str]:
     """Knobs from the environment: 2 requests per minute and a required API key."""
-    proc, url = _start({"BROKER_SIM_RPM": "2", "BROKER_SIM_API_KEY": "sk-right"})
+    env = {"BROKER_SIM_RPM": "2", "BROKER_SIM_API_KEY": "sk-right"}
+    child, url = _start(env, tmp_path_factory.mktemp("sim"))
     yield url
-    _stop(proc)
+    child.stop()
 
 
 @pytest.fixture
