@@ -45,8 +45,11 @@ class ProviderConfig(_Strict):
         default=None, description="Name of the env var holding the key."
     )
     concurrency: int = Field(default=64, ge=1, le=4096, description="Calls in flight per pool.")
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1, description="Requests per minute, all pools.")
+    tpm: int | None = Field(default=None, ge=1, description="Tokens per minute, all pools.")
+    burst_s: float = Field(
+        default=2.0, gt=0, le=30, description="Seconds of the rate limits that may go at once."
+    )
     timeout_s: float = Field(default=60.0, gt=0)
 
     @field_validator("base_url")
@@ -78,6 +81,16 @@ class ModelConfig(_Strict):
     context_window: int = Field(gt=0)
     max_output: int = Field(gt=0)
     tier: Literal["small", "medium", "large"] = "medium"
+    rpm: int | None = Field(default=None, ge=1, description="Per-model requests per minute.")
+    tpm: int | None = Field(default=None, ge=1, description="Per-model tokens per minute.")
+    fallbacks: list[str] = Field(
+        default_factory=list, description="Models to try next, in order (the model's chain)."
+    )
+
+    @property
+    def chain(self) -> list[str]:
+        """This model, then its fallbacks."""
+        return [self.name, *self.fallbacks]
 
 
 def hash_api_key(api_key: str) -> str:
@@ -88,11 +101,33 @@ def hash_api_key(api_key: str) -> str:
 class TeamConfig(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     weight: float = Field(default=1.0, gt=0)
+    allow_fallback: bool = Field(
+        default=False,
+        description="A request whose model's provider is full may take the next model in its chain.",
+    )
     api_key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 hex of the key.")
+
+
+class SchedulerConfig(_Strict):
+    """``[scheduler]``: how service is measured for fair queueing, aging and leadership."""
+
+    service: Literal["tokens", "cost"] = Field(
+        default="tokens",
+        description="tokens: input × input_weight + output × output_weight; cost: micro-dollars.",
+    )
+    input_weight: float = Field(default=1.0, ge=0)
+    output_weight: float = Field(default=2.0, ge=0)
+    max_wait_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="A request waiting longer goes before fresher higher-priority work.",
+    )
+    lease_s: float = Field(default=5.0, ge=1, le=60, description="Leader lease; takeover time.")
 
 
 class BrokerConfig(_Strict):
     prices_as_of: date
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     providers: list[ProviderConfig] = Field(min_length=1)
     models: list[ModelConfig] = Field(min_length=1)
     teams: list[TeamConfig] = Field(default_factory=list)
@@ -116,6 +151,9 @@ class BrokerConfig(_Strict):
 
     def team(self, team_id: str) -> TeamConfig:
         return self._teams[team_id]
+
+    def has_team(self, team_id: str) -> bool:
+        return team_id in self._teams
 
     def team_by_key_hash(self, key_hash: str) -> TeamConfig | None:
         return self._teams_by_key.get(key_hash)
@@ -154,6 +192,15 @@ def _check_references(config: BrokerConfig, source: str) -> None:
                 f"models[{i}].provider",
                 f"unknown provider {model.provider!r} (known: {', '.join(known)})",
             )
+    models = {m.name for m in config.models}
+    for i, model in enumerate(config.models):
+        for j, fallback in enumerate(model.fallbacks):
+            if fallback not in models or fallback == model.name:
+                raise ConfigError(
+                    source,
+                    f"models[{i}].fallbacks[{j}]",
+                    f"{fallback!r} is not another model in the catalog",
+                )
     for i, provider in enumerate(config.providers):
         if provider.kind is ProviderKind.SIMULATED and provider.wire is None:
             raise ConfigError(source, f"providers[{i}].wire", "a simulated provider needs wire")

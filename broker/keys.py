@@ -1,7 +1,7 @@
 """Every Redis key the broker uses is built here, so the layout can be read in one place.
 
-Redis holds only the fast path (queues, in-flight sets, wake-ups); all of it can be rebuilt
-from the database.
+Redis holds only the fast path (queues, in-flight sets, fairness counters, rate-limit buckets,
+wake-ups, the leader lease); all of it can be rebuilt from the database or starts afresh safely.
 """
 
 from __future__ import annotations
@@ -33,3 +33,43 @@ def in_flight(provider: str) -> str:
 def scheduler_wake() -> str:
     """List the scheduler blocks on between rounds; pushed on submission and on completion."""
     return f"{PREFIX}:wake"
+
+
+def fair_counters() -> str:
+    """Hash team → virtual counter (weighted service / weight); written by the leader only."""
+    return f"{PREFIX}:vtc:counter"
+
+
+def fair_corrections() -> str:
+    """Hash team → service to add to its counter (actual minus charged), written by workers."""
+    return f"{PREFIX}:vtc:correction"
+
+
+def fair_floor() -> str:
+    """The smallest backlogged counter when last seen: where an idle team re-enters."""
+    return f"{PREFIX}:vtc:floor"
+
+
+def service_received() -> str:
+    """Hash team → weighted service actually received (for shares of service)."""
+    return f"{PREFIX}:vtc:service"
+
+
+def rate_bucket(scope: str, kind: str) -> str:
+    """Hash {level, at}: a token bucket (``kind`` rpm or tpm) of a provider or model scope."""
+    return f"{PREFIX}:bucket:{scope}:{kind}"
+
+
+def rate_blocked(scope: str) -> str:
+    """Present (with a TTL) while a provider or model asked us to wait after a 429."""
+    return f"{PREFIX}:blocked:{scope}"
+
+
+def scheduler_leader() -> str:
+    """The leader lease (a redis-py lock): exactly one scheduler dispatches."""
+    return f"{PREFIX}:scheduler:leader"
+
+
+def dispatch_journal() -> str:
+    """Hash request id → ticket of the round being dispatched; replayed by a new leader."""
+    return f"{PREFIX}:scheduler:dispatching"

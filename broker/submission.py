@@ -67,6 +67,7 @@ class Submitter:
         self.validate(batch)
         job_id = new_job_id()
         now = utcnow()
+        queued = int(now.timestamp() * 1000)
         job = Job(
             id=job_id,
             team_id=team.id,
@@ -111,8 +112,10 @@ class Submitter:
                     "created_at": now,
                 }
             )
-            est = queues.estimate_tokens(messages, request.max_tokens)
-            entries.append((priority, QueueEntry(rid, request.model, est)))
+            est_input = queues.estimate_input_tokens(messages)
+            entries.append(
+                (priority, QueueEntry(rid, request.model, est_input, request.max_tokens, queued))
+            )
         try:
             with self.db.session() as session:
                 session.add(job)

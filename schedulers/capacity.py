@@ -1,13 +1,18 @@
-"""Provider capacity: how many calls each provider pool has in flight, shared through Redis.
+"""Provider capacity: how many calls each pool has in flight, and what one round may still send.
 
 In flight is a sorted set of request ids per provider, scored by dispatch time: the scheduler
 adds on dispatch, the worker removes when the attempt ends. Removal is idempotent, and an entry
 left behind by a worker that died is dropped once it is older than the provider's timeout, so
-capacity cannot leak away. Rate limits (RPM/TPM buckets) join here in a later change.
+capacity cannot leak away. The cap is the pool's concurrency plus a small margin: Celery's
+queues hold only what the pools can start soon, so decisions stay late.
+
+:class:`Room` joins the free slots with the rate-limit buckets (:mod:`schedulers.ratelimits`)
+for one round: the loop asks whether a request fits, takes it, and commits what it took.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 
@@ -15,6 +20,7 @@ import redis
 
 from broker import keys
 from broker.config import BrokerConfig
+from schedulers.ratelimits import Bucket, RateLimits, model_scope, provider_scope
 
 
 class InFlight:
@@ -41,10 +47,54 @@ class InFlight:
             pipe.zadd(keys.in_flight(provider), mapping)
 
 
-def release(client: redis.Redis, provider: str, request_id: str) -> None:
-    """A worker is done with an attempt: free its slot and wake the scheduler."""
-    with client.pipeline(transaction=False) as pipe:
-        pipe.zrem(keys.in_flight(provider), request_id)
-        pipe.lpush(keys.scheduler_wake(), "done")
-        pipe.ltrim(keys.scheduler_wake(), 0, 0)
-        pipe.execute()
+def release(pipe: redis.client.Pipeline, provider: str, request_id: str) -> None:
+    """Queue freeing an attempt's slot and waking the scheduler on ``pipe``."""
+    pipe.zrem(keys.in_flight(provider), request_id)
+    pipe.lpush(keys.scheduler_wake(), "done")
+    pipe.ltrim(keys.scheduler_wake(), 0, 0)
+
+
+class Room:
+    """What each provider can still take this round: free slots and rate-limit budget."""
+
+    def __init__(self, in_flight: InFlight, limits: RateLimits) -> None:
+        self._limits = limits
+        self.slots = in_flight.free_slots()
+        self._levels: dict[str, float] = {}
+        self._blocked: set[str] = set()
+        self.taken: dict[Bucket, float] = {}
+        if any(self.slots.values()):
+            self._levels, self._blocked = limits.state()
+
+    def window(self) -> int:
+        """An upper bound on what this round can dispatch (how far to peek into queues)."""
+        total = 0
+        for provider, slots in self.slots.items():
+            if slots <= 0 or provider_scope(provider) in self._blocked:
+                continue
+            for bucket in self._limits.buckets(provider, ""):
+                if not bucket.tokens:
+                    slots = min(slots, max(0, math.floor(self._levels[bucket.key])))
+            total += slots
+        return total
+
+    def fits(self, provider: str, model: str, tokens: int) -> bool:
+        if self.slots.get(provider, 0) <= 0:
+            return False
+        if provider_scope(provider) in self._blocked or model_scope(model) in self._blocked:
+            return False
+        for bucket in self._limits.buckets(provider, model):
+            # A request larger than a whole bucket goes when the bucket is full.
+            if self._levels[bucket.key] < min(bucket.amount(tokens), bucket.capacity):
+                return False
+        return True
+
+    def take(self, provider: str, model: str, tokens: int) -> None:
+        self.slots[provider] -= 1
+        for bucket in self._limits.buckets(provider, model):
+            amount = bucket.amount(tokens)
+            self._levels[bucket.key] -= amount
+            self.taken[bucket] = self.taken.get(bucket, 0.0) + amount
+
+    def provider_full(self, provider: str) -> bool:
+        return self.slots.get(provider, 0) <= 0

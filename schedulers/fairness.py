@@ -1,27 +1,154 @@
-"""Which team is served next.
+"""Which team is served next: weighted fair queueing with virtual token counters (VTC).
 
-For now a rotating round robin: every backlogged team gets one request per turn, starting
-after the team served last. Weighted fair queueing (virtual token counters) replaces this
-policy behind the same two calls: ``order`` and ``served``.
+After Sheng et al., "Fairness in Serving Large Language Models" (OSDI 2024). Each team has a
+counter of the service it has received divided by its weight. The scheduler serves, one request
+at a time, the backlogged team with the smallest counter and charges the request's *estimated*
+service at dispatch; the worker corrects the charge with the *actual* usage when the attempt
+ends. A team that becomes backlogged again is lifted to the smallest counter among the teams
+already backlogged (or, if none is, to where the last backlog stood), so idle time cannot be
+banked as credit.
+
+The bound the tests check. Let U be the largest single charge (estimated weighted service of
+one request divided by its team's weight) and K the number of requests that can be in flight.
+While two teams f and g stay backlogged, the team served is always the one with the smaller
+counter, so their counters never differ by more than U. A counter differs from the service the
+team actually received only by the estimates of its requests still in flight (each at most U),
+so the weight-normalised service received differs by at most U + K·U ≤ 2U + K·U.
+
+Counters live in Redis and only the leading scheduler writes them (a standby that takes over
+carries on from them); workers add their corrections to a separate hash that the leader folds
+in at the start of each round. Within a round the pick is a binary heap over the backlogged
+teams: O(log teams) per request, whatever the length of the queues.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import heapq
+from collections.abc import Iterable, Mapping
+
+import redis
+
+from broker import keys
+from broker.config import BrokerConfig
 
 
-class RoundRobin:
-    def __init__(self) -> None:
-        self._last: str | None = None
+class ServiceMeter:
+    """Weighted service of a request: what fair queueing counts.
 
-    def order(self, backlogged: Sequence[str]) -> list[str]:
-        """Backlogged teams in the order they should be offered a slot this round."""
-        teams = sorted(backlogged)
-        if self._last is None or not teams:
-            return teams
-        start = next((i for i, t in enumerate(teams) if t > self._last), 0)
-        return teams[start:] + teams[:start]
+    ``tokens``: input × input_weight + output × output_weight (defaults 1 and 2: output tokens
+    cost a provider more). ``cost``: the request's price in micro-dollars at the model's prices.
+    """
 
-    def served(self, team: str, est_tokens: int) -> None:
-        """A request of ``team`` estimated at ``est_tokens`` was dispatched."""
-        self._last = team
+    def __init__(self, config: BrokerConfig) -> None:
+        self._config = config
+        self._cost = config.scheduler.service == "cost"
+        self._w_in = config.scheduler.input_weight
+        self._w_out = config.scheduler.output_weight
+
+    def service(self, model: str, input_tokens: int, output_tokens: int) -> float:
+        if not self._cost:
+            return input_tokens * self._w_in + output_tokens * self._w_out
+        if not self._config.has_model(model):
+            return 0.0
+        m = self._config.model(model)
+        # USD per 1M tokens × tokens = micro-dollars.
+        return float(input_tokens * m.input_price + output_tokens * m.output_price)
+
+
+class Round:
+    """One scheduling round's view of the counters: a heap of the backlogged teams.
+
+    The loop looks at :meth:`top`, then either :meth:`charge` s it for a request it dispatched
+    (the team goes back into the heap at its new counter) or :meth:`drop` s it for the rest of
+    the round (its queues are empty, or its next request cannot go anywhere now).
+    """
+
+    def __init__(self, counters: dict[str, float], weights: Mapping[str, float],
+                 backlogged: Iterable[str]) -> None:
+        self.counters = counters
+        self._weights = weights
+        self.backlogged = list(backlogged)
+        self._heap = [(counters[t], t) for t in self.backlogged]
+        heapq.heapify(self._heap)
+        self.changed: set[str] = set()
+
+    def top(self) -> str | None:
+        return self._heap[0][1] if self._heap else None
+
+    def charge(self, service: float) -> float:
+        """Charge the top team ``service``; returns the charge in counter units."""
+        _, team = self._heap[0]
+        units = service / self._weights[team]
+        self.counters[team] += units
+        self.changed.add(team)
+        heapq.heapreplace(self._heap, (self.counters[team], team))
+        return units
+
+    def drop(self) -> None:
+        heapq.heappop(self._heap)
+
+    def refund(self, team: str, service: float) -> None:
+        """Take back a charge for a request that was not sent after all."""
+        self.counters[team] -= service / self._weights[team]
+
+
+class FairQueue:
+    """Virtual token counters in Redis, read and written once per round by the leader."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+        self._previous: set[str] | None = None  # backlogged last round; None: just took over
+
+    def start_round(self, backlogged: list[str], weights: Mapping[str, float]) -> Round:
+        """Fold in the workers' corrections, lift teams that just became backlogged."""
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(keys.fair_counters())
+            pipe.hgetall(keys.fair_corrections())
+            pipe.delete(keys.fair_corrections())
+            pipe.get(keys.fair_floor())
+            raw_counters, raw_corrections, _, raw_floor = pipe.execute()
+        counters = {k.decode(): float(v) for k, v in raw_counters.items()}
+        changed = set()
+        for key, value in raw_corrections.items():
+            team = key.decode()
+            if team in weights:
+                counters[team] = counters.get(team, 0.0) + float(value) / weights[team]
+                changed.add(team)
+        for team in backlogged:
+            counters.setdefault(team, 0.0)
+        new = set() if self._previous is None else set(backlogged) - self._previous
+        if new:
+            others = [counters[t] for t in backlogged if t not in new]
+            base = min(others) if others else float(raw_floor or 0.0)
+            for team in new:
+                if counters[team] < base:
+                    counters[team] = base
+                    changed.add(team)
+        round_ = Round(counters, weights, backlogged)
+        round_.changed |= changed
+        return round_
+
+    def finish_round(self, pipe: redis.client.Pipeline, round_: Round) -> None:
+        """Queue the writes of the round's counters on ``pipe`` (executed with the pops)."""
+        if round_.changed:
+            pipe.hset(
+                keys.fair_counters(),
+                mapping={t: repr(round_.counters[t]) for t in round_.changed},
+            )
+        if round_.backlogged:
+            pipe.set(keys.fair_floor(), repr(min(round_.counters[t] for t in round_.backlogged)))
+        self._previous = set(round_.backlogged)
+
+    def forget_leadership(self) -> None:
+        """After losing the lease the next round starts without knowing who was backlogged."""
+        self._previous = None
+
+
+def record_service(
+    pipe: redis.client.Pipeline, team: str, charged: float, actual: float
+) -> None:
+    """Worker side: correct the charge made at dispatch and count what was received."""
+    if actual != charged:
+        pipe.hincrbyfloat(keys.fair_corrections(), team, actual - charged)
+    if actual:
+        pipe.hincrbyfloat(keys.service_received(), team, actual)

@@ -1,29 +1,44 @@
-"""The scheduler loop: each round, fill free provider slots from the team queues.
+"""The scheduler loop: each round, fill what the providers can take from the team queues.
 
-A round reads free slots per provider, peeks at the head of every backlogged team's queues
-(high, then medium, then low), lets the fairness policy order the teams and takes one request
-per team per turn while its provider has room. Taken entries are popped from the head of their
-lists (only the scheduler pops, so a peeked prefix is still the head) and dispatched. When a
-round dispatches nothing the loop sleeps on the wake list until a submission or a finished
-attempt pushes to it.
+A round, in a fixed order:
+
+1. :class:`~schedulers.capacity.Room`: free in-flight slots and rate-limit budget per provider;
+   nothing to do if there is none.
+2. Peek at the head of every backlogged team's queues, only as deep as the round could
+   dispatch (so a round costs the same with ten queued requests or a million).
+3. :mod:`~schedulers.fairness`: take the backlogged team with the smallest virtual counter;
+   :mod:`~schedulers.priorities`: its next request; :mod:`~schedulers.routing`: where it may
+   run. If it fits, charge the team and pick it; if not, the team sits out the rest of the round
+   (its work waits its turn) while the others go on, so a full provider blocks nobody whose
+   work can go elsewhere.
+4. :mod:`~schedulers.dispatch`: record and send the picks.
+5. One pipeline pops the dispatched entries from the queue heads (only the leader pops, so a
+   peeked prefix is still the head), writes the counters and clears the dispatch journal.
+
+Only the leader runs rounds (:mod:`~schedulers.leader`). When a round dispatches nothing the
+loop sleeps on the wake list until a submission or a finished attempt pushes to it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
 from broker import keys
-from broker.queues import QueueEntry
+from broker.config import BrokerConfig
+from broker.queues import QueueEntry, now_ms
 from broker.states import PRIORITY_ORDER, Priority
-from schedulers.capacity import InFlight
+from schedulers.capacity import InFlight, Room
 from schedulers.dispatch import Dispatcher, Pick
-from schedulers.fairness import RoundRobin
+from schedulers.fairness import FairQueue, Round, ServiceMeter
+from schedulers.leader import Leadership
+from schedulers.priorities import TeamQueues
+from schedulers.ratelimits import RateLimits
 from schedulers.routing import Router
 
 log = logging.getLogger(__name__)
@@ -35,103 +50,136 @@ class Scheduler:
     def __init__(
         self,
         client: redis.Redis,
+        config: BrokerConfig,
         in_flight: InFlight,
-        router: Router,
+        limits: RateLimits,
         dispatcher: Dispatcher,
-        fairness: RoundRobin | None = None,
+        *,
+        weights: Callable[[], Mapping[str, float]] | None = None,
+        leadership: Leadership | None = None,
         idle_wait_s: float = 0.2,
     ) -> None:
         self._redis = client
+        self._config = config
         self._in_flight = in_flight
-        self._router = router
+        self._limits = limits
         self._dispatcher = dispatcher
-        self._fairness = fairness or RoundRobin()
+        self._router = Router(config)
+        self._meter = ServiceMeter(config)
+        self._fair = FairQueue(client)
+        self._weights = weights or (lambda: {t.id: t.weight for t in config.teams})
+        self._leadership = leadership
         self._idle_wait_s = idle_wait_s
+        self._max_wait_ms = int(config.scheduler.max_wait_s * 1000)
         self._prune = client.register_script(_PRUNE)
+        self._recover = True  # a new leader replays the dispatch journal first
 
     def run_once(self) -> int:
         """One scheduling round; returns the number of requests dispatched."""
-        free = self._in_flight.free_slots()
-        window = sum(free.values())
+        room = Room(self._in_flight, self._limits)
+        window = room.window()
         if window == 0:
             return 0
         teams = sorted(t.decode() for t in self._redis.smembers(keys.backlogged_teams()))
         if not teams:
             return 0
-        heads = self._peek(teams, window)
-        picks, unroutable, taken = self._pick(heads, free)
+        weights = dict(self._weights())
+        for team in teams:
+            weights.setdefault(team, 1.0)  # a team gone from the config still drains
+        queues = self._peek(teams, window)
+        round_ = self._fair.start_round(teams, weights)
+        picks, unroutable = self._pick(round_, queues, room)
         # Dispatch before popping: if dispatch fails the entries stay queued for the next round;
         # if popping fails, the next round finds them no longer queued in the database.
-        dispatched = self._dispatcher.dispatch(picks)
+        sent = self._dispatcher.dispatch(picks)
+        if len(sent) < len(picks):
+            sent_ids = {p.entry.request_id for p in sent}
+            for pick in picks:
+                if pick.entry.request_id not in sent_ids:  # cancelled meanwhile: not served
+                    round_.refund(pick.team, pick.service)
         self._dispatcher.fail_unroutable(unroutable)
-        self._pop(taken)
-        self._prune(keys=[keys.backlogged_teams()], args=[keys.team_queue_prefix(), *teams])
-        return dispatched
+        with self._redis.pipeline(transaction=False) as pipe:
+            for team, team_queues in queues.items():
+                for priority, count in team_queues.taken().items():
+                    pipe.lpop(keys.team_queue(team, priority), count)
+            self._fair.finish_round(pipe, round_)
+            pipe.delete(keys.dispatch_journal())
+            self._prune(
+                keys=[keys.backlogged_teams()], args=[keys.team_queue_prefix(), *teams], client=pipe
+            )
+            pipe.execute()
+        return len(sent)
 
-    def _peek(self, teams: list[str], window: int) -> dict[str, dict[Priority, list[QueueEntry]]]:
+    def _peek(self, teams: list[str], window: int) -> dict[str, TeamQueues]:
         with self._redis.pipeline(transaction=False) as pipe:
             for team in teams:
                 for priority in PRIORITY_ORDER:
                     pipe.lrange(keys.team_queue(team, priority), 0, window - 1)
             raw = iter(pipe.execute())
+        now = now_ms()
         return {
-            team: {p: [QueueEntry.decode(e) for e in next(raw)] for p in PRIORITY_ORDER}
+            team: TeamQueues(
+                {p: [QueueEntry.decode(e) for e in next(raw)] for p in PRIORITY_ORDER},
+                now_ms=now,
+                max_wait_ms=self._max_wait_ms,
+            )
             for team in teams
         }
 
     def _pick(
-        self, heads: dict[str, dict[Priority, list[QueueEntry]]], free: dict[str, int]
-    ) -> tuple[list[Pick], list[QueueEntry], dict[tuple[str, Priority], int]]:
-        """Round-robin over teams, priority order inside each, a team stops at a full provider.
-
-        Returns the picks, entries whose model left the catalog, and how many entries to pop
-        from the head of each (team, priority) list.
-        """
-        pending = {
-            team: deque((p, e) for p in PRIORITY_ORDER for e in by_priority[p])
-            for team, by_priority in heads.items()
-        }
+        self, round_: Round, queues: dict[str, TeamQueues], room: Room
+    ) -> tuple[list[Pick], list[QueueEntry]]:
+        """Serve the smallest counter first, one request at a time, while anything fits."""
         picks: list[Pick] = []
         unroutable: list[QueueEntry] = []
-        taken: dict[tuple[str, Priority], int] = {}
-        active = [t for t in self._fairness.order(list(pending)) if pending[t]]
-        while active and any(free.values()):
-            still = []
-            for team in active:
-                priority, entry = pending[team][0]
-                provider = self._router.provider_for(entry.model)
-                if provider is not None and free.get(provider.name, 0) <= 0:
-                    continue
-                pending[team].popleft()
-                taken[(team, priority)] = taken.get((team, priority), 0) + 1
-                if provider is None:
-                    unroutable.append(entry)
-                else:
-                    free[provider.name] -= 1
-                    picks.append(Pick(team, entry, provider.name, provider.queue))
-                    self._fairness.served(team, entry.est_tokens)
-                if pending[team]:
-                    still.append(team)
-            active = still
-        return picks, unroutable, taken
-
-    def _pop(self, taken: dict[tuple[str, Priority], int]) -> None:
-        if not taken:
-            return
-        with self._redis.pipeline(transaction=False) as pipe:
-            for (team, priority), count in taken.items():
-                pipe.lpop(keys.team_queue(team, priority), count)
-            pipe.execute()
+        teams = self._config
+        while (team := round_.top()) is not None:
+            head = queues[team].peek()
+            if head is None:
+                round_.drop()
+                continue
+            priority, entry = head
+            allow = teams.has_team(team) and teams.team(team).allow_fallback
+            routes = self._router.routes(entry.model, allow)
+            if routes is None:
+                queues[team].take(priority)
+                unroutable.append(entry)
+                continue
+            route = next((r for r in routes if room.fits(r[0], r[1], entry.est_tokens)), None)
+            if route is None:
+                round_.drop()  # waits its turn; the other teams go on
+                continue
+            provider, model = route
+            room.take(provider, model, entry.est_tokens)
+            queues[team].take(priority)
+            service = self._meter.service(model, entry.est_input, entry.max_output)
+            round_.charge(service)
+            picks.append(Pick(team, priority, entry, provider, model, service))
+        return picks, unroutable
 
     def run_forever(self, stop: threading.Event) -> None:
         log.info("scheduler running")
-        while not stop.is_set():
-            try:
-                dispatched = self.run_once()
-            except (redis.RedisError, SQLAlchemyError) as exc:
-                log.warning("scheduling round failed, retrying in 1 s: %s", exc)
-                stop.wait(1.0)
-                continue
-            if dispatched == 0:
-                self._redis.blpop([keys.scheduler_wake()], timeout=self._idle_wait_s)
-        log.info("scheduler stopped")
+        leadership = self._leadership
+        try:
+            while not stop.is_set():
+                try:
+                    if leadership is not None:
+                        if not leadership.lead():
+                            self._fair.forget_leadership()
+                            self._recover = True
+                            stop.wait(min(1.0, self._config.scheduler.lease_s / 5))
+                            continue
+                    if self._recover:
+                        self._dispatcher.recover()
+                        self._recover = False
+                    dispatched = self.run_once()
+                except (redis.RedisError, SQLAlchemyError) as exc:
+                    log.warning("scheduling round failed, retrying in 1 s: %s", exc)
+                    stop.wait(1.0)
+                    continue
+                if dispatched == 0:
+                    self._redis.blpop([keys.scheduler_wake()], timeout=self._idle_wait_s)
+        finally:
+            if leadership is not None:
+                leadership.resign()
+            log.info("scheduler stopped")

@@ -1,8 +1,9 @@
-"""Running one attempt: claim it, call the provider, record the outcome, free the slot.
+"""Running one attempt: claim it, call the provider, record the outcome, report back.
 
 Nothing a provider sends back may kill the worker: every failure becomes a recorded outcome
 with a reason a person can act on. A stale or redelivered attempt is claimed by nobody and
-does nothing.
+does nothing. A 429 is not a failure of the request: it goes back to the head of its queue
+(keeping its age) and the provider's buckets back off, so rate limiting never fails a request.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import time
 
 import redis
 
+from broker import queues
 from broker.config import BrokerConfig, ProviderConfig
-from broker.errors import ProviderError
+from broker.errors import ProviderError, ProviderRateLimited
 from broker.store.transitions import Claimed, Outcome
-from schedulers.capacity import release
-from workers.providers import ProviderClient, completion_cost
+from schedulers.feedback import Feedback
+from schedulers.ticket import Ticket
+from workers.providers import Completion, ProviderClient, completion_cost
 from workers.recorder import Recorder
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,7 @@ class Executor:
         self._config = config
         self._recorder = recorder
         self._redis = client
+        self._feedback = Feedback(client, config)
         self._clients: dict[str, ProviderClient] = {}
         self._lock = threading.Lock()
 
@@ -42,50 +46,80 @@ class Executor:
                 client = self._clients[provider.name] = ProviderClient(provider, key)
             return client
 
-    def run(self, request_id: str, attempt: int, provider_name: str) -> None:
-        claimed = self._recorder.claim(request_id, attempt)
+    def run(self, ticket: Ticket) -> None:
+        claimed = self._recorder.claim(ticket.request_id, ticket.attempt)
         if claimed is None:
-            log.info("attempt %s/%d is stale or cancelled; skipped", request_id, attempt)
-            release(self._redis, provider_name, request_id)
+            log.info("attempt %s/%d is stale or cancelled; skipped", *_attempt(ticket))
+            self._feedback.release(ticket)
             return
-        provider = self._config.provider(provider_name)
+        reported = False
         try:
-            outcome = self._call(claimed, provider)
-            recorded = self._recorder.finish(claimed, outcome)
-            if not recorded:
-                log.warning("attempt %s/%d was already finished", request_id, attempt)
+            started = time.monotonic()
+            try:
+                completion = self._client_for(self._config.provider(ticket.provider)).complete(
+                    self._config.model(ticket.model), claimed.payload
+                )
+            except ProviderRateLimited as exc:
+                if self._recorder.requeue(claimed):
+                    queues.push_front(
+                        self._redis, claimed.team_id, ticket.priority_level, ticket.queue_entry
+                    )
+                    log.info("request %s rate limited on %s; queued again", *_where(ticket))
+                self._feedback.rate_limited(ticket, exc.retry_after)
+                reported = True
+                return
+            except ProviderError as exc:
+                log.info("request %s failed on %s: %s", *_where(ticket), exc.code)
+                outcome = self._outcome(ticket, started, error_code=exc.code, error=str(exc))
+                completion = None
+            except Exception as exc:  # a bug must fail this request, never the worker
+                log.exception("request %s: unexpected error", ticket.request_id)
+                outcome = self._outcome(
+                    ticket, started, error_code="internal_error",
+                    error=f"internal error: {type(exc).__name__}",
+                )
+                completion = None
+            else:
+                outcome = self._succeeded(ticket, started, completion)
+            if not self._recorder.finish(claimed, outcome):
+                log.warning("attempt %s/%d was already finished", *_attempt(ticket))
+            self._feedback.finished(
+                ticket,
+                input_tokens=outcome.input_tokens + outcome.cached_input_tokens,
+                output_tokens=outcome.output_tokens,
+                signal=completion.rate if completion is not None else None,
+            )
+            reported = True
         finally:
-            release(self._redis, provider.name, request_id)
+            if not reported:  # recording failed: at least give the slot back
+                self._feedback.release(ticket)
 
-    def _call(self, claimed: Claimed, provider: ProviderConfig) -> Outcome:
-        model = self._config.model(claimed.model)
-        started = time.monotonic()
+    def _outcome(self, ticket: Ticket, started: float, **fields) -> Outcome:
+        latency_ms = int((time.monotonic() - started) * 1000)
+        return Outcome(
+            model=ticket.model, provider=ticket.provider, latency_ms=latency_ms, **fields
+        )
 
-        def outcome(**fields) -> Outcome:
-            latency_ms = int((time.monotonic() - started) * 1000)
-            return Outcome(
-                model=model.name, provider=provider.name, latency_ms=latency_ms, **fields
-            )
-
-        try:
-            completion = self._client_for(provider).complete(model, claimed.payload)
-        except ProviderError as exc:
-            log.info("request %s failed on %s: %s", claimed.request_id, provider.name, exc.code)
-            return outcome(error_code=exc.code, error=str(exc))
-        except Exception as exc:  # a bug must fail this request, never the worker
-            log.exception("request %s: unexpected error", claimed.request_id)
-            return outcome(
-                error_code="internal_error", error=f"internal error: {type(exc).__name__}"
-            )
-        return outcome(
+    def _succeeded(self, ticket: Ticket, started: float, completion: Completion) -> Outcome:
+        return self._outcome(
+            ticket,
+            started,
             output=completion.text,
             finish_reason=completion.finish_reason,
             input_tokens=completion.input_tokens,
             cached_input_tokens=completion.cached_input_tokens,
             output_tokens=completion.output_tokens,
-            cost_micros=completion_cost(completion, model),
+            cost_micros=completion_cost(completion, self._config.model(ticket.model)),
         )
 
     def close(self) -> None:
         for client in self._clients.values():
             client.close()
+
+
+def _attempt(ticket: Ticket) -> tuple[str, int]:
+    return ticket.request_id, ticket.attempt
+
+
+def _where(ticket: Ticket) -> tuple[str, str]:
+    return ticket.request_id, ticket.provider

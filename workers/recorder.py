@@ -49,6 +49,12 @@ class Recorder:
         """Record the outcome; False when this attempt had already been recorded."""
         return self._submit("finish", (claimed, outcome)).result()
 
+    def requeue(self, claimed: Claimed) -> bool:
+        """running → queued (rare: a 429), written at once rather than batched."""
+        return self._db.write(
+            lambda s: transitions.requeue(s, claimed.request_id, claimed.attempt)
+        )
+
     def close(self) -> None:
         self._queue.put(_STOP)
         self._thread.join(timeout=30)

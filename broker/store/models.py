@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Float,
     DateTime,
     ForeignKey,
     Index,
@@ -121,3 +122,13 @@ class LedgerEntry(Base):
         UniqueConstraint("request_id", "attempt", name="uq_ledger_attempt"),
         Index("ix_ledger_team_created", "team_id", "created_at"),
     )
+
+
+class TeamSetting(Base):
+    """Run-time overrides an operator set for a team (its fair-share weight), over broker.toml."""
+
+    __tablename__ = "team_settings"
+
+    team_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    weight: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -235,6 +235,32 @@ def _ledger_row(claimed: Claimed, outcome: Outcome, now: datetime) -> dict[str, 
     }
 
 
+def requeue(session: Session, request_id: str, attempt: int) -> bool:
+    """running → queued, to be dispatched again (the provider said "not now", e.g. a 429).
+
+    Returns True when the caller should put the request back on its queue. A request whose job
+    is being cancelled ends ``cancelled`` instead, and a stale attempt changes nothing (False).
+    """
+    row = session.execute(
+        update(_R)
+        .where(_R.c.id == request_id, _R.c.attempts == attempt, _R.c.status == RequestStatus.RUNNING)
+        .values(status=RequestStatus.QUEUED)
+        .returning(_R.c.job_id)
+    ).one_or_none()
+    if row is None:
+        return False
+    cancel = select(_J.c.cancel_requested_at).where(_J.c.id == row.job_id)
+    if session.execute(cancel).scalar() is None:
+        return True
+    session.execute(
+        update(_R)
+        .where(_R.c.id == request_id)
+        .values(status=RequestStatus.CANCELLED, finished_at=utcnow())
+    )
+    _count(session, row.job_id, cancelled=1)
+    return False
+
+
 def fail_queued(session: Session, request_id: str, *, code: str, message: str) -> bool:
     """queued → failed without an attempt (it could not be dispatched at all)."""
     row = session.execute(

@@ -5,6 +5,7 @@ No worker runs here: what the scheduler sent is read back from the provider queu
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -16,7 +17,7 @@ from broker.submission import Submitter
 from schedulers.capacity import InFlight, release
 from schedulers.dispatch import Dispatcher
 from schedulers.loop import Scheduler
-from schedulers.routing import Router
+from schedulers.ratelimits import RateLimits
 from workers.celery_app import create_celery_app
 
 
@@ -29,8 +30,10 @@ def config(settings):
 @pytest.fixture
 def scheduler(settings, config, db, redis_client):
     in_flight = InFlight(redis_client, config, margin=0)
-    dispatcher = Dispatcher(db, redis_client, create_celery_app(settings), in_flight)
-    return Scheduler(redis_client, in_flight, Router(config), dispatcher)
+    limits = RateLimits(redis_client, config)
+    celery_app = create_celery_app(settings)
+    dispatcher = Dispatcher(config, db, redis_client, celery_app, in_flight, limits)
+    return Scheduler(redis_client, config, in_flight, limits, dispatcher)
 
 
 @pytest.fixture
@@ -61,9 +64,15 @@ def sent(redis_client, provider: str) -> list[tuple[str, int]]:
     out = []
     for raw in reversed(messages):  # kombu LPUSHes and consumers BRPOP
         body = json.loads(raw)
-        args = json.loads(__import__("base64").b64decode(body["body"]))[0]
-        out.append((args[0], args[1]))
+        kwargs = json.loads(base64.b64decode(body["body"]))[1]
+        out.append((kwargs["request_id"], kwargs["attempt"]))
     return out
+
+
+def free(redis_client, provider: str, request_id: str) -> None:
+    with redis_client.pipeline() as pipe:
+        release(pipe, provider, request_id)
+        pipe.execute()
 
 
 def team_of(db, request_id: str) -> str:
@@ -86,7 +95,7 @@ def test_a_finished_attempt_frees_its_slot(scheduler, submit, redis_client):
     submit("product", 6)
     assert scheduler.run_once() == 4
     rid, _ = sent(redis_client, "sim-openai")[0]
-    release(redis_client, "sim-openai", rid)
+    free(redis_client, "sim-openai", rid)
     assert scheduler.run_once() == 1
 
 
@@ -104,7 +113,7 @@ def test_a_full_provider_does_not_block_other_teams(scheduler, submit, redis_cli
     scheduler.run_once()
     # Fill the openai pool, then only the team on the other provider can move.
     redis_client.zadd(keys.in_flight("sim-openai"), {f"x{i}": 9e12 for i in range(4)})
-    release(redis_client, "sim-anthropic", sent(redis_client, "sim-anthropic")[0][0])
+    free(redis_client, "sim-anthropic", sent(redis_client, "sim-anthropic")[0][0])
     assert scheduler.run_once() == 1
     assert team_of(db, sent(redis_client, "sim-anthropic")[-1][0]) == "content"
 

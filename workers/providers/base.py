@@ -32,6 +32,7 @@ from broker.money import cost_micros
 __all__ = [
     "Completion",
     "HttpCall",
+    "RateSignal",
     "WireAdapter",
     "completion_cost",
     "parse_retry_after",
@@ -39,6 +40,35 @@ __all__ = [
 
 #: Request headers that carry credentials; their values never appear in a ``repr``.
 SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization"})
+
+
+@dataclass(frozen=True, slots=True)
+class RateSignal:
+    """What a provider's response headers said remains of its limits (None: not said)."""
+
+    remaining_requests: int | None = None
+    remaining_tokens: int | None = None
+
+    @classmethod
+    def from_headers(cls, headers: httpx.Headers) -> RateSignal | None:
+        """OpenAI's ``x-ratelimit-remaining-*`` or Anthropic's ``anthropic-ratelimit-*``."""
+        requests = _count_header(
+            headers, "x-ratelimit-remaining-requests", "anthropic-ratelimit-requests-remaining"
+        )
+        tokens = _count_header(
+            headers, "x-ratelimit-remaining-tokens", "anthropic-ratelimit-tokens-remaining"
+        )
+        if requests is None and tokens is None:
+            return None
+        return cls(requests, tokens)
+
+
+def _count_header(headers: httpx.Headers, *names: str) -> int | None:
+    for name in names:
+        raw = headers.get(name)
+        if raw is not None and raw.strip().isdigit():
+            return int(raw.strip())
+    return None
 
 
 @dataclass(frozen=True)
@@ -57,6 +87,7 @@ class Completion:
     output_tokens: int
     provider_request_id: str | None
     model: str
+    rate: RateSignal | None = None
 
 
 @dataclass(frozen=True)

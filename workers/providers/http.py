@@ -13,6 +13,7 @@ scrubbed from its message: provider error bodies sometimes echo the key that was
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import ssl
 import threading
@@ -24,7 +25,7 @@ import httpx
 from broker.config import ModelConfig, ProviderConfig
 from broker.errors import MalformedResponse, ProviderError, ProviderRetryable
 from workers.providers import adapter_for
-from workers.providers.base import Completion, WireAdapter
+from workers.providers.base import Completion, RateSignal, WireAdapter
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +111,11 @@ class ProviderClient:
                   status, elapsed_ms)
         if 200 <= status < 300:
             try:
-                return self.adapter.parse(status, headers, body)
+                completion = self.adapter.parse(status, headers, body)
             except ProviderError as exc:
                 self._own(exc)
                 raise
+            return dataclasses.replace(completion, rate=RateSignal.from_headers(headers))
         raise self._own(self.adapter.classify(status, headers, body, self.provider.name))
 
     def close(self) -> None:

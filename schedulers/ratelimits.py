@@ -1,0 +1,150 @@
+"""Provider rate limits: RPM and TPM token buckets in Redis, shared by every process.
+
+Celery's ``rate_limit`` is per worker; a provider's limit is per key. So each provider (and each
+model that has its own limits) has a requests bucket and a tokens bucket in Redis, refilled from
+Redis's clock by one script (``ratelimits.lua``). The scheduler takes from them when it
+dispatches; workers give back unused token estimates, clamp a bucket to what a provider's
+``x-ratelimit-remaining-*`` / ``anthropic-ratelimit-*-remaining`` headers say is left, and on a
+429 empty it and block the scope for the ``retry-after`` the provider asked for.
+
+Sizing, so a provider never sees more than its limit in any minute. A bucket holds at most
+``capacity = rate × burst_s`` and refills at ``rate``; in any span of ``T`` seconds it lets out
+at most ``capacity + rate × T``. Requests reach the provider a little after dispatch, and not
+all equally late, so the provider's minute can span up to ``60 + JITTER_S`` seconds of
+dispatches. ``rate = limit / (60 + burst_s + JITTER_S)`` makes even that span hold ``limit``.
+The cost is ``(burst_s + JITTER_S) / 60`` of the quota (5% with the defaults), which the
+benchmark ``scripts/bench_quota.py`` measures.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from broker import keys
+from broker.config import BrokerConfig
+from workers.providers.base import RateSignal
+
+#: How much later than its dispatch one request may reach the provider compared to another.
+JITTER_S = 1.0
+#: Wait this long after a 429 that named no ``retry-after``.
+DEFAULT_BACKOFF_S = 1.0
+
+_SCRIPT = (Path(__file__).parent / "ratelimits.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    key: str
+    capacity: float
+    rate: float  # per second
+    tokens: bool  # True: counts tokens (TPM); False: counts requests (RPM)
+
+    @classmethod
+    def per_minute(cls, scope: str, kind: str, limit: int, burst_s: float) -> Bucket:
+        rate = limit / (60.0 + burst_s + JITTER_S)
+        return cls(keys.rate_bucket(scope, kind), max(1.0, rate * burst_s), rate, kind == "tpm")
+
+    def amount(self, tokens: int) -> float:
+        return float(tokens) if self.tokens else 1.0
+
+
+def provider_scope(name: str) -> str:
+    return f"provider:{name}"
+
+
+def model_scope(name: str) -> str:
+    return f"model:{name}"
+
+
+class RateLimits:
+    def __init__(self, client: redis.Redis, config: BrokerConfig) -> None:
+        self._redis = client
+        self._script = client.register_script(_SCRIPT)
+        self._buckets: dict[str, list[Bucket]] = {}
+        for p in config.providers:
+            self._buckets[provider_scope(p.name)] = _buckets(
+                provider_scope(p.name), p.rpm, p.tpm, p.burst_s
+            )
+        for m in config.models:
+            burst_s = config.provider(m.provider).burst_s
+            self._buckets[model_scope(m.name)] = _buckets(model_scope(m.name), m.rpm, m.tpm, burst_s)
+        self.all_buckets = [b for bs in self._buckets.values() for b in bs]
+        self.scopes = list(self._buckets)
+
+    def buckets(self, provider: str, model: str) -> list[Bucket]:
+        """Every bucket a call of ``model`` on ``provider`` draws from."""
+        return self._buckets[provider_scope(provider)] + self._buckets.get(model_scope(model), [])
+
+    def state(self) -> tuple[dict[str, float], set[str]]:
+        """Current level of every bucket, and the scopes blocked after a 429."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            self._run(pipe, "take", {b: 0.0 for b in self.all_buckets})
+            for scope in self.scopes:
+                pipe.exists(keys.rate_blocked(scope))
+            replies = pipe.execute()
+        levels = {}
+        if self.all_buckets:
+            levels = {b.key: float(v) for b, v in zip(self.all_buckets, replies[0])}
+            replies = replies[1:]
+        blocked = {scope for scope, hit in zip(self.scopes, replies) if hit}
+        return levels, blocked
+
+    def take(self, pipe: redis.client.Pipeline, amounts: dict[Bucket, float]) -> None:
+        """Queue taking ``amounts`` (negative: giving back) on ``pipe``."""
+        self._run(pipe, "take", amounts)
+
+    def refund_tokens(
+        self, pipe: redis.client.Pipeline, provider: str, model: str, unused: int
+    ) -> None:
+        """Worker side: give back the part of the token estimate the call did not use."""
+        if unused > 0:
+            self._run(
+                pipe, "take", {b: -float(unused) for b in self.buckets(provider, model) if b.tokens}
+            )
+
+    def observe(
+        self, pipe: redis.client.Pipeline, provider: str, model: str, signal: RateSignal
+    ) -> None:
+        """Worker side: no bucket may hold more than the provider says remains."""
+        clamp = {}
+        for bucket in self.buckets(provider, model):
+            remaining = signal.remaining_tokens if bucket.tokens else signal.remaining_requests
+            if remaining is not None:
+                clamp[bucket] = float(remaining)
+        self._run(pipe, "clamp", clamp)
+
+    def back_off(
+        self, pipe: redis.client.Pipeline, provider: str, model: str, retry_after_s: float | None
+    ) -> None:
+        """Worker side, on a 429: empty the buckets and block the scope for ``retry-after``.
+
+        The model's own scope is blocked when it has limits of its own (providers such as
+        OpenAI limit per model), the whole provider otherwise.
+        """
+        scope = model_scope(model) if self._buckets.get(model_scope(model)) else provider_scope(
+            provider
+        )
+        wait_ms = max(1, math.ceil((retry_after_s or DEFAULT_BACKOFF_S) * 1000))
+        pipe.set(keys.rate_blocked(scope), "429", px=wait_ms)
+        self._run(pipe, "clamp", {b: 0.0 for b in self.buckets(provider, model)})
+
+    def _run(self, pipe: redis.client.Pipeline, op: str, amounts: dict[Bucket, float]) -> None:
+        if not amounts:
+            return
+        argv: list[object] = [op]
+        for bucket, amount in amounts.items():
+            argv += [repr(bucket.capacity), repr(bucket.rate), repr(amount)]
+        self._script(keys=[b.key for b in amounts], args=argv, client=pipe)
+
+
+def _buckets(scope: str, rpm: int | None, tpm: int | None, burst_s: float) -> list[Bucket]:
+    out = []
+    if rpm:
+        out.append(Bucket.per_minute(scope, "rpm", rpm, burst_s))
+    if tpm:
+        out.append(Bucket.per_minute(scope, "tpm", tpm, burst_s))
+    return out
