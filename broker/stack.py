@@ -39,6 +39,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class Stack:
     settings: Settings
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Scheduler processes: one leads, the others stand by to take over.
+    schedulers: int = 1
+    #: Worker processes per provider, each a pool of the provider's concurrency.
+    workers_per_provider: int = 1
     redis_server: RedisServer | None = None
     children: dict[str, Child] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
@@ -87,9 +91,12 @@ class Stack:
             )
         self.env = env
         self._spawn("api", env, "api")
-        self._spawn("scheduler", env, "scheduler")
+        for i in range(self.schedulers):
+            self._spawn(_numbered("scheduler", i), env, "scheduler")
         for provider in config.providers:
-            self._spawn(f"worker-{provider.name}", env, "worker", "--provider", provider.name)
+            for i in range(self.workers_per_provider):
+                name = _numbered(f"worker-{provider.name}", i)
+                self._spawn(name, env, "worker", "--provider", provider.name)
         self._wait_http("api", f"{self.api_url}/healthz")
 
     def _spawn(self, name: str, env: dict[str, str], *args: str) -> Child:
@@ -121,3 +128,8 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _numbered(name: str, i: int) -> str:
+    """``scheduler``, ``scheduler-2``, ...: the first keeps the plain name."""
+    return name if i == 0 else f"{name}-{i + 1}"

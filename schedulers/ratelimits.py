@@ -11,9 +11,9 @@ Sizing, so a provider never sees more than its limit in any minute. A bucket hol
 ``capacity = rate × burst_s`` and refills at ``rate``; in any span of ``T`` seconds it lets out
 at most ``capacity + rate × T``. Requests reach the provider a little after dispatch, and not
 all equally late, so the provider's minute can span up to ``60 + JITTER_S`` seconds of
-dispatches. ``rate = limit / (60 + burst_s + JITTER_S)`` makes even that span hold ``limit``.
-The cost is ``(burst_s + JITTER_S) / 60`` of the quota (5% with the defaults), which the
-benchmark ``scripts/bench_quota.py`` measures.
+dispatches; ``capacity + rate × (60 + JITTER_S) = limit`` makes even that span hold the limit.
+The cost is about ``(burst_s + JITTER_S) / 60`` of the steady rate (5% with the defaults); how
+close a drain comes to the ideal minute is measured by ``scripts/bench_quota.py``.
 """
 
 from __future__ import annotations
@@ -45,8 +45,15 @@ class Bucket:
 
     @classmethod
     def per_minute(cls, scope: str, kind: str, limit: int, burst_s: float) -> Bucket:
-        rate = limit / (60.0 + burst_s + JITTER_S)
-        return cls(keys.rate_bucket(scope, kind), max(1.0, rate * burst_s), rate, kind == "tpm")
+        """Sized so that ``capacity + rate × (60 + JITTER_S)`` is at most ``limit``.
+
+        The capacity is at least one (one request must fit); for a limit under two per minute
+        that alone would break the bound, so the refill keeps half the limit: whole requests
+        still never exceed it.
+        """
+        capacity = max(1.0, limit * burst_s / (60.0 + burst_s + JITTER_S))
+        rate = max(limit - capacity, limit / 2) / (60.0 + JITTER_S)
+        return cls(keys.rate_bucket(scope, kind), capacity, rate, kind == "tpm")
 
     def amount(self, tokens: int) -> float:
         return float(tokens) if self.tokens else 1.0

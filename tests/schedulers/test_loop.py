@@ -11,6 +11,7 @@ import json
 import pytest
 
 from broker import keys
+from broker.queues import QueueEntry
 from broker.schemas import JobCreate
 from broker.store import Request, transitions
 from broker.submission import Submitter
@@ -18,6 +19,7 @@ from schedulers.capacity import InFlight, release
 from schedulers.dispatch import Dispatcher
 from schedulers.loop import Scheduler
 from schedulers.ratelimits import RateLimits
+from schedulers.ticket import Ticket
 from workers.celery_app import create_celery_app
 
 
@@ -128,3 +130,45 @@ def test_cancelled_requests_are_never_sent(scheduler, submit, redis_client, db):
         "skipped entries are popped"
     )
     assert redis_client.smembers(keys.backlogged_teams()) == set()
+
+
+def test_a_high_request_behind_ten_thousand_low_goes_in_the_next_round(
+    scheduler, submit, redis_client
+):
+    submit("product", 10_000, priority="low")
+    assert scheduler.run_once() == 4, "the pool is full"
+    high_job = submit("product", 1, priority="high")
+    assert scheduler.run_once() == 0
+    free(redis_client, "sim-openai", sent(redis_client, "sim-openai")[0][0])
+    assert scheduler.run_once() == 1
+    last, _ = sent(redis_client, "sim-openai")[-1]
+    assert last.startswith("req_" + high_job.removeprefix("job_"))
+    assert redis_client.llen(keys.team_queue("product", "low")) == 10_000 - 4
+
+
+def test_a_new_leader_sends_what_a_dead_one_recorded_but_never_sent(
+    settings, config, db, redis_client, submit
+):
+    """The leader died after the database recorded the dispatch, before the tasks went out."""
+    job = submit("product", 3)
+    with db.session() as session:
+        rids = [r.id for r in session.query(Request).filter_by(job_id=job).order_by(Request.seq)]
+    journal = {
+        rid: Ticket(rid, 0, "product", "medium", "sim-openai", "gpt-4o-mini",
+                    QueueEntry(rid, "gpt-4o-mini", 5, 256, 0).encode(), 1.0).encode()
+        for rid in rids
+    }
+    redis_client.hset(keys.dispatch_journal(), mapping=journal)
+    db.write(lambda s: transitions.mark_dispatched(s, rids[:2]))  # the third never got this far
+
+    in_flight = InFlight(redis_client, config, margin=0)
+    limits = RateLimits(redis_client, config)
+    dispatcher = Dispatcher(config, db, redis_client, create_celery_app(settings), in_flight, limits)
+    assert dispatcher.recover() == 2
+    assert sent(redis_client, "sim-openai") == [(rids[0], 1), (rids[1], 1)]
+    assert not redis_client.exists(keys.dispatch_journal())
+    # The next rounds pop the two already dispatched and send only the third.
+    scheduler = Scheduler(redis_client, config, in_flight, limits, dispatcher)
+    assert scheduler.run_once() + scheduler.run_once() == 1
+    assert [rid for rid, _ in sent(redis_client, "sim-openai")] == rids
+    assert redis_client.llen(keys.team_queue("product", "medium")) == 0
