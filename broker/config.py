@@ -122,7 +122,7 @@ class SchedulerConfig(_Strict):
         gt=0,
         description="A request waiting longer goes before fresher higher-priority work.",
     )
-    lease_s: float = Field(default=5.0, ge=1, le=60, description="Leader lease; takeover time.")
+    lease_s: float = Field(default=3.0, ge=1, le=60, description="Leader lease; takeover time.")
 
 
 class BrokerConfig(_Strict):
@@ -131,6 +131,11 @@ class BrokerConfig(_Strict):
     providers: list[ProviderConfig] = Field(min_length=1)
     models: list[ModelConfig] = Field(min_length=1)
     teams: list[TeamConfig] = Field(default_factory=list)
+    admin_api_key_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 hex of the operators' key for /v1/admin; unset: admin API disabled.",
+    )
 
     _providers: dict[str, ProviderConfig] = PrivateAttr(default_factory=dict)
     _models: dict[str, ModelConfig] = PrivateAttr(default_factory=dict)
@@ -184,6 +189,14 @@ def _check_references(config: BrokerConfig, source: str) -> None:
     unique("models", [m.name for m in config.models], "name")
     unique("teams", [t.id for t in config.teams], "id")
     unique("teams", [t.api_key_sha256 for t in config.teams], "api_key_sha256")
+    for i, team in enumerate(config.teams):
+        if team.api_key_sha256 == config.admin_api_key_sha256:
+            # One key would be both a team's and the operators': refuse rather than guess.
+            raise ConfigError(
+                source,
+                "admin_api_key_sha256",
+                f"is also teams[{i}].api_key_sha256 (team {team.id!r}); the admin key must differ",
+            )
     known = sorted(p.name for p in config.providers)
     for i, model in enumerate(config.models):
         if model.provider not in known:
