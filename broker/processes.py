@@ -130,3 +130,19 @@ class RedisServer:
 def broker_argv(*args: str) -> list[str]:
     """Run an ``inference-broker`` subcommand with this interpreter."""
     return [sys.executable, "-m", "broker.cli", *args]
+
+
+def start_simulator(env: dict[str, str], log_dir: Path) -> tuple[Child, str]:
+    """The simulated provider as a real process with these ``BROKER_SIM_*`` knobs and no others
+    from the environment; returns the process and its base URL once it answers."""
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_SIM_")}
+    argv = [sys.executable, "-m", "workers.simulator", "--port", str(port)]
+    child = Child("simulator", argv, {**clean, **env}, log_dir / "simulator.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(http_ok(f"{url}/healthz"), 15, "simulator", child.proc)
+    except BaseException:
+        child.stop()
+        raise
+    return child, url

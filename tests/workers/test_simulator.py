@@ -9,18 +9,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import anthropic
 import httpx
 import openai
 import pytest
 
-from broker.processes import Child, free_port, http_ok, wait_until
+from broker.processes import start_simulator
 
 OPENAI_MODEL, ANTHROPIC_MODEL = "gpt-4o-mini", "claude-haiku-4-5"
 DEFAULTS = {
@@ -30,19 +27,7 @@ DEFAULTS = {
 ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01"}
 
 
-def _start(env: dict[str, str], log_dir: Path) -> tuple[Child, str]:
-    """The simulator as a real process, with these BROKER_SIM_* knobs and no others."""
-    port = free_port()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_SIM_")}
-    argv = [sys.executable, "-m", "workers.simulator", "--port", str(port)]
-    child = Child("simulator", argv, {**clean, **env}, log_dir / "simulator.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(http_ok(f"{url}/healthz"), 15, "simulator", child.proc)
-    except BaseException:
-        child.stop()
-        raise
-    return child, url
+_start = start_simulator
 
 
 @pytest.fixture(scope="module")
