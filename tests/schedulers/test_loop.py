@@ -172,3 +172,37 @@ def test_a_new_leader_sends_what_a_dead_one_recorded_but_never_sent(
     assert scheduler.run_once() + scheduler.run_once() == 1
     assert [rid for rid, _ in sent(redis_client, "sim-openai")] == rids
     assert redis_client.llen(keys.team_queue("product", "medium")) == 0
+
+
+def test_a_full_provider_sends_work_down_the_chain_only_for_teams_that_allow_it(
+    settings, config, db, redis_client
+):
+    models = [
+        m.model_copy(update={"fallbacks": ["claude-haiku-4-5"]}) if m.name == "gpt-4o-mini" else m
+        for m in config.models
+    ]
+    teams = [
+        t.model_copy(update={"allow_fallback": t.id == "product"}) for t in config.teams
+    ]
+    chained = config.model_validate({**config.model_dump(), "models": models, "teams": teams})
+    in_flight = InFlight(redis_client, chained, margin=0)
+    limits = RateLimits(redis_client, chained)
+    celery_app = create_celery_app(settings)
+    dispatcher = Dispatcher(chained, db, redis_client, celery_app, in_flight, limits)
+    scheduler = Scheduler(redis_client, chained, in_flight, limits, dispatcher)
+    submitter = Submitter(db, redis_client, chained)
+    for team in ("product", "content"):
+        body = JobCreate(
+            feature="search",
+            requests=[{"custom_id": f"{team}{i}", "model": "gpt-4o-mini",
+                       "messages": [{"role": "user", "content": "hi"}]} for i in range(3)],
+        )
+        submitter.submit(chained.team(team), body)
+    redis_client.zadd(keys.in_flight("sim-openai"), {f"x{i}": 9e12 for i in range(4)})  # full
+
+    assert scheduler.run_once() == 3
+    overflow = sent(redis_client, "sim-anthropic")
+    assert {team_of(db, rid) for rid, _ in overflow} == {"product"}
+    assert redis_client.llen(keys.team_queue("content", "medium")) == 3, "content waits its turn"
+    body = json.loads(redis_client.lindex("provider.sim-anthropic", 0))
+    assert json.loads(base64.b64decode(body["body"]))[1]["model"] == "claude-haiku-4-5"
