@@ -8,7 +8,8 @@ Errors from redis, httpx, SQLAlchemy and providers are translated where they ent
     ├── InvalidRequest           a submission the API refuses (HTTP 400 / 413 / 422)
     │   └── PayloadTooLarge      over a size limit (HTTP 413)
     ├── AuthenticationFailed     missing or unknown API key (HTTP 401)
-    ├── NotFound                 no such job for this team (HTTP 404)
+    ├── Forbidden                a known key not allowed here, or admin API off (HTTP 403)
+    ├── NotFound                 no such job for this team, or no such team (HTTP 404)
     ├── ServiceUnavailable       Redis or the database is unreachable (HTTP 503)
     └── ProviderError            a provider call did not produce a usable completion
         ├── ProviderRetryable        429, 5xx, 529, timeouts, connection errors
@@ -56,6 +57,12 @@ class PayloadTooLarge(InvalidRequest):
 
 class AuthenticationFailed(BrokerError):
     status_code = 401
+
+
+class Forbidden(BrokerError):
+    """The caller is known but not allowed: told apart from 401 so they fix the right thing."""
+
+    status_code = 403
 
 
 class NotFound(BrokerError):

@@ -116,3 +116,35 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+class WeightIn(_Model):
+    """``PUT /v1/admin/teams/{team}/weight``: the team's fair-share weight from now on."""
+
+    weight: float = Field(gt=0, le=1000, allow_inf_nan=False)
+
+
+class Backlog(BaseModel):
+    high: int
+    medium: int
+    low: int
+
+
+class TeamStatusOut(BaseModel):
+    """One team's fairness state, as ``GET /v1/admin/teams`` shows it."""
+
+    team: str
+    weight: float = Field(description="The weight the scheduler uses now.")
+    weight_source: Literal["config", "override", "default"] = Field(
+        description="config: broker.toml; override: set through the admin API; "
+        "default: not in broker.toml any more, drains at weight 1."
+    )
+    counter: float = Field(description="Virtual token counter: weighted service / weight.")
+    backlog: Backlog = Field(description="Queued requests per priority.")
+    queued: int
+    service: float = Field(description="Weighted service received (tokens or micro-dollars).")
+    share: float = Field(description="This team's fraction of all service received, 0..1.")
+
+
+class TeamList(BaseModel):
+    teams: list[TeamStatusOut]

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 
 from broker.errors import (
     AuthenticationFailed,
+    Forbidden,
     InvalidRequest,
     NotFound,
     ServiceUnavailable,
@@ -40,6 +41,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(AuthenticationFailed)
     async def _auth(_: Request, exc: AuthenticationFailed) -> JSONResponse:
         return _body(401, "authentication_error", str(exc))
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return _body(403, "permission_error", str(exc))
 
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> JSONResponse:

@@ -2,7 +2,8 @@
 
 Process commands (``up``, ``api``, ``scheduler``, ``worker``, ``simulate``) read settings from
 the environment (``BROKER_*``, ``REDIS_URL``, ``DATABASE_URL``); client commands (``submit``,
-``status``, ``results``) take ``--url`` and ``--api-key`` (or ``BROKER_URL``/``BROKER_API_KEY``).
+``status``, ``results``) take ``--url`` and ``--api-key`` (or ``BROKER_URL``/``BROKER_API_KEY``);
+operator commands (``teams``) take ``--url`` and ``--admin-key`` (or ``BROKER_ADMIN_KEY``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from broker.cli import client_commands
+from broker.cli import admin_commands, client_commands
 from broker.config import hash_api_key
 from broker.errors import BrokerError
 from broker.settings import Settings
@@ -168,3 +169,4 @@ def keygen() -> None:
 
 
 client_commands.register(main)
+admin_commands.register(main)

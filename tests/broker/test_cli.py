@@ -11,8 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import delete
 
-from broker.processes import free_port
+from broker.processes import Child, free_port, http_ok, wait_until
+from broker.store import TeamSetting
 
 CLI = [sys.executable, "-m", "broker.cli"]
 
@@ -80,3 +82,69 @@ def test_keygen_prints_a_key_and_its_hash():
     import hashlib
 
     assert hashlib.sha256(key.encode()).hexdigest() in done.stdout
+
+
+@pytest.fixture
+def running_api(settings, redis_client, db, tmp_path):
+    """``inference-broker api`` as a user runs it, on the test Redis and database."""
+    db.write(lambda s: s.execute(delete(TeamSetting)))  # overrides from other tests
+    env = {
+        **os.environ,
+        "BROKER_REDIS_URL": settings.redis_url,
+        "BROKER_DATABASE_URL": settings.database_url,
+        "BROKER_DATA_DIR": str(settings.data_dir),
+        "BROKER_API_PORT": str(settings.api_port),
+    }
+    for name in ("REDIS_URL", "DATABASE_URL", "BROKER_CONFIG_PATH"):
+        env.pop(name, None)
+    api = Child("api", [*CLI, "api"], env, tmp_path / "api.log")
+    url = f"http://127.0.0.1:{settings.api_port}"
+    try:
+        wait_until(http_ok(f"{url}/healthz"), 60, "the API", api.proc)
+        yield url
+    finally:
+        api.stop()
+        db.write(lambda s: s.execute(delete(TeamSetting)))
+
+
+def table_rows(stdout: str) -> dict[str, list[str]]:
+    """team → cells of a rich table printed by ``teams``."""
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if cells and cells[0] in ("content", "platform", "product"):
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_teams_lists_and_sets_weights_against_a_running_api(running_api):
+    def teams(*args: str, key: str = "ib-dev-admin") -> subprocess.CompletedProcess:
+        env = {**os.environ, "BROKER_URL": running_api, "BROKER_ADMIN_KEY": key}
+        argv = [*CLI, "teams", *args]
+        return subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    listed = teams()
+    assert listed.returncode == 0, listed.stderr
+    rows = table_rows(listed.stdout)
+    assert sorted(rows) == ["content", "platform", "product"]
+    assert rows["platform"][1] == "2" and rows["product"][1] == "1"
+
+    changed = teams("set-weight", "platform", "3")
+    assert changed.returncode == 0, changed.stderr
+    assert table_rows(changed.stdout)["platform"][1] == "3*"
+    assert table_rows(teams().stdout)["platform"][1] == "3*"
+
+    reset = teams("reset-weight", "platform", "--url", running_api)
+    assert reset.returncode == 0, reset.stderr
+    assert table_rows(teams().stdout)["platform"][1] == "2"
+
+    for done, words in [
+        (teams(key="ib-dev-product"), "admin endpoints need the admin key"),
+        (teams("set-weight", "nope", "2"), "no team 'nope'"),
+        (teams("set-weight", "platform", "0"), "weight: Input should be greater than 0"),
+    ]:
+        assert done.returncode == 1
+        assert done.stderr.startswith("error: ") and words in done.stderr
+        assert "Traceback" not in done.stderr

@@ -147,9 +147,12 @@ def team(team_id: str, hex_digit: str, length: int = 64, **over) -> dict:
         ({"teams": [team("t", "g")]}, "teams[0].api_key_sha256", "pattern"),
         ({"teams": [team("t", "a", length=65)]}, "teams[0].api_key_sha256", "pattern"),
         ({"teams": [team("t", "a", weight=0)]}, "teams[0].weight", "greater than 0"),
+        ({"teams": [team("t", "a"), team("u", "b")], "admin_api_key_sha256": "b" * 64},
+         "admin_api_key_sha256", "is also teams[1].api_key_sha256 (team 'u')"),
+        ({"admin_api_key_sha256": "B" * 64}, "admin_api_key_sha256", "pattern"),
     ],
     ids=["no-providers", "bad-date", "duplicate-team", "duplicate-key-hash", "non-hex-hash",
-         "long-hash", "zero-weight"],
+         "long-hash", "zero-weight", "admin-key-is-a-team-key", "uppercase-admin-key-hash"],
 )
 def test_parse_config_refuses_bad_dicts(over, key, reason):
     with pytest.raises(ConfigError) as info:

@@ -1,0 +1,34 @@
+"""Writes to ``team_settings``: an operator's run-time override of a team's fair-share weight.
+
+Portable upsert (select, then insert or update) rather than ``ON CONFLICT``, which SQLite and
+PostgreSQL spell differently. Run these through :meth:`Database.write`: when two operators
+create the same team's row at once, the loser's insert hits the primary key, is turned into a
+:class:`WriteConflict` and retried, and the retry updates the row the winner made.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from broker.store.db import WriteConflict
+from broker.store.models import TeamSetting, utcnow
+
+
+def set_weight(session: Session, team_id: str, weight: float | None) -> None:
+    """Override ``team_id``'s weight; ``None`` removes the override (back to broker.toml).
+
+    A reset keeps the row (weight NULL) so ``updated_at`` still says when it last changed.
+    """
+    row = session.get(TeamSetting, team_id)
+    if row is None:
+        if weight is None:
+            return
+        session.add(TeamSetting(team_id=team_id, weight=weight, updated_at=utcnow()))
+        try:
+            session.flush()
+        except IntegrityError as exc:
+            raise WriteConflict(f"team_settings row for {team_id!r} created meanwhile") from exc
+        return
+    row.weight = weight
+    row.updated_at = utcnow()
