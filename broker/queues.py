@@ -34,9 +34,7 @@ class QueueEntry:
         return self.est_input + self.max_output
 
     def encode(self) -> str:
-        return (
-            f"{self.request_id} {self.model} {self.est_input} {self.max_output} {self.queued_ms}"
-        )
+        return f"{self.request_id} {self.model} {self.est_input} {self.max_output} {self.queued_ms}"
 
     @classmethod
     def decode(cls, raw: bytes | str) -> QueueEntry:

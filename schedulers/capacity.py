@@ -72,7 +72,7 @@ class Room:
         for provider, slots in self.slots.items():
             if slots <= 0 or provider_scope(provider) in self._blocked:
                 continue
-            for bucket in self._limits.buckets(provider, ""):
+            for bucket in self._limits.provider_buckets(provider):
                 if not bucket.tokens:
                     slots = min(slots, max(0, math.floor(self._levels[bucket.key])))
             total += slots

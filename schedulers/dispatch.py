@@ -90,23 +90,9 @@ class Dispatcher:
         if len(sent) < len(picks):
             log.debug("%d picked requests were no longer queued", len(picks) - len(sent))
         tickets = [p.ticket(attempts[p.entry.request_id]) for p in sent]
-        self._hold(tickets, {p.entry.request_id: p.entry.est_tokens for p in sent})
+        hold(self._redis, self._in_flight, self._limits, sent)
         self._send(tickets)
         return sent
-
-    def _hold(self, tickets: Sequence[Ticket], est_tokens: dict[str, int]) -> None:
-        """Take the in-flight slots and the rate-limit budget of what is being sent."""
-        by_provider: dict[str, list[str]] = {}
-        taken: dict[Bucket, float] = {}
-        for t in tickets:
-            by_provider.setdefault(t.provider, []).append(t.request_id)
-            for bucket in self._limits.buckets(t.provider, t.model):
-                taken[bucket] = taken.get(bucket, 0.0) + bucket.amount(est_tokens[t.request_id])
-        with self._redis.pipeline(transaction=False) as pipe:
-            for provider, request_ids in by_provider.items():
-                self._in_flight.add(pipe, provider, request_ids)
-            self._limits.take(pipe, taken)
-            pipe.execute()
 
     def _send(self, tickets: Sequence[Ticket]) -> None:
         with self._celery.producer_or_acquire() as producer:
@@ -140,12 +126,9 @@ class Dispatcher:
             ).all()
         resend = [replace(tickets[row.id], attempt=row.attempts) for row in rows]
         if resend:
-            by_provider: dict[str, list[str]] = {}
-            for t in resend:
-                by_provider.setdefault(t.provider, []).append(t.request_id)
             with self._redis.pipeline(transaction=False) as pipe:
-                for provider, request_ids in by_provider.items():
-                    self._in_flight.add(pipe, provider, request_ids)
+                for t in resend:  # the slots again (idempotent); the dead leader took the budget
+                    self._in_flight.add(pipe, t.provider, [t.request_id])
                 pipe.execute()
             self._send(resend)
             log.warning("resent %d tasks a previous leader may not have sent", len(resend))
@@ -164,3 +147,20 @@ class Dispatcher:
                     code="unknown_model",
                     message=f"model {entry.model!r} is no longer in the catalog",
                 )
+
+
+def hold(
+    client: redis.Redis, in_flight: InFlight, limits: RateLimits, picks: Sequence[Pick]
+) -> None:
+    """Take the in-flight slots and the rate-limit budget of what is being sent."""
+    by_provider: dict[str, list[str]] = {}
+    taken: dict[Bucket, float] = {}
+    for pick in picks:
+        by_provider.setdefault(pick.provider, []).append(pick.entry.request_id)
+        for bucket in limits.buckets(pick.provider, pick.model):
+            taken[bucket] = taken.get(bucket, 0.0) + bucket.amount(pick.entry.est_tokens)
+    with client.pipeline(transaction=False) as pipe:
+        for provider, request_ids in by_provider.items():
+            in_flight.add(pipe, provider, request_ids)
+        limits.take(pipe, taken)
+        pipe.execute()

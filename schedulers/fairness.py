@@ -63,8 +63,9 @@ class Round:
     the round (its queues are empty, or its next request cannot go anywhere now).
     """
 
-    def __init__(self, counters: dict[str, float], weights: Mapping[str, float],
-                 backlogged: Iterable[str]) -> None:
+    def __init__(
+        self, counters: dict[str, float], weights: Mapping[str, float], backlogged: Iterable[str]
+    ) -> None:
         self.counters = counters
         self._weights = weights
         self.backlogged = list(backlogged)
@@ -144,9 +145,7 @@ class FairQueue:
         self._previous = None
 
 
-def record_service(
-    pipe: redis.client.Pipeline, team: str, charged: float, actual: float
-) -> None:
+def record_service(pipe: redis.client.Pipeline, team: str, charged: float, actual: float) -> None:
     """Worker side: correct the charge made at dispatch and count what was received."""
     if actual != charged:
         pipe.hincrbyfloat(keys.fair_corrections(), team, actual - charged)

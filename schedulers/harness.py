@@ -25,11 +25,11 @@ from broker.config import BrokerConfig
 from broker.queues import QueueEntry
 from broker.states import Priority
 from schedulers.capacity import InFlight
-from schedulers.dispatch import Pick
+from schedulers.dispatch import Pick, hold
 from schedulers.fairness import ServiceMeter
 from schedulers.feedback import Feedback
 from schedulers.loop import Scheduler
-from schedulers.ratelimits import Bucket, RateLimits
+from schedulers.ratelimits import RateLimits
 from schedulers.ticket import Ticket
 
 #: (estimated input, max_tokens, actual input, actual output) of one request.
@@ -54,14 +54,7 @@ class Pool:
         self.sent: list[Pick] = []
 
     def dispatch(self, picks: Sequence[Pick]) -> list[Pick]:
-        taken: dict[Bucket, float] = {}
-        with self._redis.pipeline(transaction=False) as pipe:
-            for pick in picks:
-                self._in_flight.add(pipe, pick.provider, [pick.entry.request_id])
-                for bucket in self._limits.buckets(pick.provider, pick.model):
-                    taken[bucket] = taken.get(bucket, 0.0) + bucket.amount(pick.entry.est_tokens)
-            self._limits.take(pipe, taken)
-            pipe.execute()
+        hold(self._redis, self._in_flight, self._limits, picks)
         for pick in picks:
             ticket = pick.ticket(attempt=1)
             self.running.append((ticket, self.sizes[pick.entry.request_id].size))
@@ -94,7 +87,11 @@ class Harness:
         self.feedback = Feedback(self.client, self.config)
         self.meter = ServiceMeter(self.config)
         self.scheduler = Scheduler(
-            self.client, self.config, in_flight, limits, self.pool,  # type: ignore[arg-type]
+            self.client,
+            self.config,
+            in_flight,
+            limits,
+            self.pool,  # type: ignore[arg-type]
             weights=lambda: self.weights,
         )
         self._seq = 0
@@ -131,7 +128,9 @@ class Harness:
         for _ in range(n):
             est_in = self._rng.randint(10, max_input)
             max_out = self._rng.randint(10, max_output)
-            out.append((est_in, max_out, self._rng.randint(1, est_in), self._rng.randint(1, max_out)))
+            out.append(
+                (est_in, max_out, self._rng.randint(1, est_in), self._rng.randint(1, max_out))
+            )
         return out
 
     def step(self) -> int:

@@ -32,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from broker import keys
 from broker.config import BrokerConfig
 from broker.queues import QueueEntry, now_ms
-from broker.states import PRIORITY_ORDER, Priority
+from broker.states import PRIORITY_ORDER
 from schedulers.capacity import InFlight, Room
 from schedulers.dispatch import Dispatcher, Pick
 from schedulers.fairness import FairQueue, Round, ServiceMeter
@@ -132,14 +132,14 @@ class Scheduler:
         """Serve the smallest counter first, one request at a time, while anything fits."""
         picks: list[Pick] = []
         unroutable: list[QueueEntry] = []
-        teams = self._config
+        config = self._config
         while (team := round_.top()) is not None:
             head = queues[team].peek()
             if head is None:
                 round_.drop()
                 continue
             priority, entry = head
-            allow = teams.has_team(team) and teams.team(team).allow_fallback
+            allow = config.has_team(team) and config.team(team).allow_fallback
             routes = self._router.routes(entry.model, allow)
             if routes is None:
                 queues[team].take(priority)
@@ -163,12 +163,11 @@ class Scheduler:
         try:
             while not stop.is_set():
                 try:
-                    if leadership is not None:
-                        if not leadership.lead():
-                            self._fair.forget_leadership()
-                            self._recover = True
-                            stop.wait(min(1.0, self._config.scheduler.lease_s / 5))
-                            continue
+                    if leadership is not None and not leadership.lead():
+                        self._fair.forget_leadership()
+                        self._recover = True
+                        stop.wait(min(1.0, self._config.scheduler.lease_s / 5))
+                        continue
                     if self._recover:
                         self._dispatcher.recover()
                         self._recover = False

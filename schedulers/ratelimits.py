@@ -78,9 +78,14 @@ class RateLimits:
             )
         for m in config.models:
             burst_s = config.provider(m.provider).burst_s
-            self._buckets[model_scope(m.name)] = _buckets(model_scope(m.name), m.rpm, m.tpm, burst_s)
+            self._buckets[model_scope(m.name)] = _buckets(
+                model_scope(m.name), m.rpm, m.tpm, burst_s
+            )
         self.all_buckets = [b for bs in self._buckets.values() for b in bs]
         self.scopes = list(self._buckets)
+
+    def provider_buckets(self, provider: str) -> list[Bucket]:
+        return self._buckets[provider_scope(provider)]
 
     def buckets(self, provider: str, model: str) -> list[Bucket]:
         """Every bucket a call of ``model`` on ``provider`` draws from."""
@@ -132,8 +137,10 @@ class RateLimits:
         The model's own scope is blocked when it has limits of its own (providers such as
         OpenAI limit per model), the whole provider otherwise.
         """
-        scope = model_scope(model) if self._buckets.get(model_scope(model)) else provider_scope(
-            provider
+        scope = (
+            model_scope(model)
+            if self._buckets.get(model_scope(model))
+            else provider_scope(provider)
         )
         wait_ms = max(1, math.ceil((retry_after_s or DEFAULT_BACKOFF_S) * 1000))
         pipe.set(keys.rate_blocked(scope), "429", px=wait_ms)

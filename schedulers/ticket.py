@@ -38,15 +38,22 @@ class Ticket:
         return asdict(self)
 
     def encode(self) -> str:
-        """One line for the dispatch journal."""
+        """One line for the dispatch journal (written before the attempt number is known: a
+        replay takes it from the database)."""
         return " ".join(
-            (str(self.attempt), self.team, self.priority, self.provider, self.model,
-             repr(self.service), self.entry)
+            (
+                str(self.attempt),
+                self.team,
+                self.priority,
+                self.provider,
+                self.model,
+                repr(self.service),
+                self.entry,
+            )
         )
 
     @classmethod
     def decode(cls, request_id: str, raw: bytes | str) -> Ticket:
         text = raw.decode() if isinstance(raw, bytes) else raw
         attempt, team, priority, provider, model, service, entry = text.split(" ", 6)
-        return cls(request_id, int(attempt), team, priority, provider, model, entry,
-                   float(service))
+        return cls(request_id, int(attempt), team, priority, provider, model, entry, float(service))

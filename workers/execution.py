@@ -18,7 +18,7 @@ import redis
 from broker import queues
 from broker.config import BrokerConfig, ProviderConfig
 from broker.errors import ProviderError, ProviderRateLimited
-from broker.store.transitions import Claimed, Outcome
+from broker.store.transitions import Outcome
 from schedulers.feedback import Feedback
 from schedulers.ticket import Ticket
 from workers.providers import Completion, ProviderClient, completion_cost
@@ -75,7 +75,9 @@ class Executor:
             except Exception as exc:  # a bug must fail this request, never the worker
                 log.exception("request %s: unexpected error", ticket.request_id)
                 outcome = self._outcome(
-                    ticket, started, error_code="internal_error",
+                    ticket,
+                    started,
+                    error_code="internal_error",
                     error=f"internal error: {type(exc).__name__}",
                 )
                 completion = None

@@ -75,8 +75,9 @@ def test_four_worker_processes_never_exceed_the_providers_rpm(tmp_path, database
         assert not stack.dead_children()
     finally:
         stack.stop()
-    print(f"\nsimulator: {stats['responses']['by_status']}, per minute "
-          f"{stats['requests_per_minute']}")
+    print(
+        f"\nsimulator: {stats['responses']['by_status']}, per minute {stats['requests_per_minute']}"
+    )
     assert job.status == "completed" and job.counts.succeeded == n, errors
     assert "429" not in stats["responses"]["by_status"], "the provider refused a request"
     assert stats["max_requests_per_minute"]["openai"] <= rpm
@@ -95,9 +96,7 @@ def leader_of(stack: Stack) -> str:
     return leaders[0]
 
 
-def test_killing_the_leading_scheduler_loses_nothing_and_runs_nothing_twice(
-    tmp_path, database_url
-):
+def test_killing_the_leading_scheduler_loses_nothing_and_runs_nothing_twice(tmp_path, database_url):
     n = 400
     stack = start(tmp_path, database_url, rpm=1_200, latency_ms=50, schedulers=2)
     db = Database(stack.settings.database_url_or_default)
@@ -108,11 +107,11 @@ def test_killing_the_leading_scheduler_loses_nothing_and_runs_nothing_twice(
             leader = leader_of(stack)
             stack.children[leader].signal(signal.SIGKILL)
             killed_at = time.monotonic()
-            standby = next(name for name in stack.children if name.startswith("scheduler")
-                           and name != leader)
+            standby = next(
+                name for name in stack.children if name.startswith("scheduler") and name != leader
+            )
             wait_until(
-                lambda: "took the scheduler lease"
-                in stack.children[standby].log_path.read_text(),
+                lambda: "took the scheduler lease" in stack.children[standby].log_path.read_text(),
                 15,
                 "the standby taking over",
             )
@@ -129,8 +128,10 @@ def test_killing_the_leading_scheduler_loses_nothing_and_runs_nothing_twice(
     finally:
         db.dispose()
         stack.stop()
-    print(f"\nstandby took over {takeover_s:.1f} s after the leader was killed; "
-          f"provider calls {stats['requests']['total']} for {n} requests")
+    print(
+        f"\nstandby took over {takeover_s:.1f} s after the leader was killed; "
+        f"provider calls {stats['requests']['total']} for {n} requests"
+    )
     assert takeover_s < 10
     assert job.status == "completed" and job.counts.succeeded == n
     assert stats["requests"]["total"] == n, "every request called the provider exactly once"

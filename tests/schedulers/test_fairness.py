@@ -21,8 +21,10 @@ CONCURRENCY = 16
 def config():
     base = load_config()
     return base.with_providers(
-        [p.model_copy(update={"concurrency": CONCURRENCY, "rpm": None, "tpm": None})
-         for p in base.providers]
+        [
+            p.model_copy(update={"concurrency": CONCURRENCY, "rpm": None, "tpm": None})
+            for p in base.providers
+        ]
     )
 
 

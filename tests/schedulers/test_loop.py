@@ -154,8 +154,16 @@ def test_a_new_leader_sends_what_a_dead_one_recorded_but_never_sent(
     with db.session() as session:
         rids = [r.id for r in session.query(Request).filter_by(job_id=job).order_by(Request.seq)]
     journal = {
-        rid: Ticket(rid, 0, "product", "medium", "sim-openai", "gpt-4o-mini",
-                    QueueEntry(rid, "gpt-4o-mini", 5, 256, 0).encode(), 1.0).encode()
+        rid: Ticket(
+            rid,
+            0,
+            "product",
+            "medium",
+            "sim-openai",
+            "gpt-4o-mini",
+            QueueEntry(rid, "gpt-4o-mini", 5, 256, 0).encode(),
+            1.0,
+        ).encode()
         for rid in rids
     }
     redis_client.hset(keys.dispatch_journal(), mapping=journal)
@@ -163,7 +171,9 @@ def test_a_new_leader_sends_what_a_dead_one_recorded_but_never_sent(
 
     in_flight = InFlight(redis_client, config, margin=0)
     limits = RateLimits(redis_client, config)
-    dispatcher = Dispatcher(config, db, redis_client, create_celery_app(settings), in_flight, limits)
+    dispatcher = Dispatcher(
+        config, db, redis_client, create_celery_app(settings), in_flight, limits
+    )
     assert dispatcher.recover() == 2
     assert sent(redis_client, "sim-openai") == [(rids[0], 1), (rids[1], 1)]
     assert not redis_client.exists(keys.dispatch_journal())
@@ -181,9 +191,7 @@ def test_a_full_provider_sends_work_down_the_chain_only_for_teams_that_allow_it(
         m.model_copy(update={"fallbacks": ["claude-haiku-4-5"]}) if m.name == "gpt-4o-mini" else m
         for m in config.models
     ]
-    teams = [
-        t.model_copy(update={"allow_fallback": t.id == "product"}) for t in config.teams
-    ]
+    teams = [t.model_copy(update={"allow_fallback": t.id == "product"}) for t in config.teams]
     chained = config.model_validate({**config.model_dump(), "models": models, "teams": teams})
     in_flight = InFlight(redis_client, chained, margin=0)
     limits = RateLimits(redis_client, chained)
@@ -194,8 +202,14 @@ def test_a_full_provider_sends_work_down_the_chain_only_for_teams_that_allow_it(
     for team in ("product", "content"):
         body = JobCreate(
             feature="search",
-            requests=[{"custom_id": f"{team}{i}", "model": "gpt-4o-mini",
-                       "messages": [{"role": "user", "content": "hi"}]} for i in range(3)],
+            requests=[
+                {
+                    "custom_id": f"{team}{i}",
+                    "model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": "hi"}],
+                }
+                for i in range(3)
+            ],
         )
         submitter.submit(chained.team(team), body)
     redis_client.zadd(keys.in_flight("sim-openai"), {f"x{i}": 9e12 for i in range(4)})  # full

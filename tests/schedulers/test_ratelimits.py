@@ -106,7 +106,10 @@ def test_remaining_headers_clamp_the_bucket(redis_client, config):
 
 def test_anthropic_headers_are_read_too():
     headers = httpx.Headers(
-        {"anthropic-ratelimit-requests-remaining": "7", "anthropic-ratelimit-tokens-remaining": "900"}
+        {
+            "anthropic-ratelimit-requests-remaining": "7",
+            "anthropic-ratelimit-tokens-remaining": "900",
+        }
     )
     assert RateSignal.from_headers(headers) == RateSignal(7, 900)
     assert RateSignal.from_headers(httpx.Headers({})) is None
@@ -114,9 +117,7 @@ def test_anthropic_headers_are_read_too():
 
 def test_per_model_limits_apply_beside_the_providers(redis_client):
     base = load_config()
-    models = [
-        m.model_copy(update={"rpm": 60}) if m.name == "gpt-4o" else m for m in base.models
-    ]
+    models = [m.model_copy(update={"rpm": 60}) if m.name == "gpt-4o" else m for m in base.models]
     config = base.model_validate({**base.model_dump(), "models": models})
     limits = RateLimits(redis_client, config)
     room = Room(InFlight(redis_client, config, margin=0), limits)

@@ -19,7 +19,9 @@ def test_an_empty_redis_shows_the_config_teams_at_zero(redis_client, config):
     assert [s.team for s in statuses] == ["content", "platform", "product"]
     assert all(s.counter == 0 and s.queued == 0 and s.share == 0 for s in statuses)
     assert [(s.weight, s.weight_source) for s in statuses] == [
-        (1.0, "config"), (2.0, "config"), (1.0, "config")
+        (1.0, "config"),
+        (2.0, "config"),
+        (1.0, "config"),
     ]
 
 

@@ -34,9 +34,7 @@ def one_rpm_simulator(tmp_path) -> Iterator[str]:
     child.stop()
 
 
-def test_a_429_requeues_the_request_and_backs_off_the_provider(
-    one_rpm_simulator, db, redis_client
-):
+def test_a_429_requeues_the_request_and_backs_off_the_provider(one_rpm_simulator, db, redis_client):
     base = load_config()
     config = base.with_providers(
         [p.model_copy(update={"base_url": one_rpm_simulator}) for p in base.providers]
@@ -44,8 +42,12 @@ def test_a_429_requeues_the_request_and_backs_off_the_provider(
     body = JobCreate(
         feature="search",
         requests=[
-            {"custom_id": f"r{i}", "model": "gpt-4o-mini", "max_tokens": 8,
-             "messages": [{"role": "user", "content": f"find {i}"}]}
+            {
+                "custom_id": f"r{i}",
+                "model": "gpt-4o-mini",
+                "max_tokens": 8,
+                "messages": [{"role": "user", "content": f"find {i}"}],
+            }
             for i in range(2)
         ],
     )
