@@ -119,7 +119,7 @@ class Scheduler:
         now = now_ms()
         return {
             team: TeamQueues(
-                {p: [QueueEntry.decode(e) for e in next(raw)] for p in PRIORITY_ORDER},
+                {p: next(raw) for p in PRIORITY_ORDER},
                 now_ms=now,
                 max_wait_ms=self._max_wait_ms,
             )

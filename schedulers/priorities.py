@@ -7,7 +7,8 @@ So an aged request waits at most about ``max_wait_s`` plus every other pick of i
 fresh ``high`` work keeps at least every other pick.
 
 The scheduler sees only the head of each queue (as many entries as it could dispatch this
-round), so choosing is independent of how long the queues are.
+round), so choosing is independent of how long the queues are; entries are decoded only when
+they come up, since most of a peeked window is usually not reached.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ class TeamQueues:
     """The peeked heads of one team's three queues, consumed front to front."""
 
     def __init__(
-        self, heads: dict[Priority, list[QueueEntry]], *, now_ms: int, max_wait_ms: int
+        self,
+        heads: dict[Priority, list[bytes | str | QueueEntry]],
+        *,
+        now_ms: int,
+        max_wait_ms: int,
     ) -> None:
         self._heads = heads
         self._next = dict.fromkeys(PRIORITY_ORDER, 0)
@@ -36,6 +41,8 @@ class TeamQueues:
             if i >= len(entries):
                 continue
             entry = entries[i]
+            if not isinstance(entry, QueueEntry):
+                entry = entries[i] = QueueEntry.decode(entry)
             if fresh is None:
                 fresh = (priority, entry)
             if entry.queued_ms <= self._aged_before and (

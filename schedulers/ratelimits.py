@@ -81,6 +81,7 @@ class RateLimits:
             self._buckets[model_scope(m.name)] = _buckets(
                 model_scope(m.name), m.rpm, m.tpm, burst_s
             )
+        self._joined: dict[tuple[str, str], list[Bucket]] = {}
         self.all_buckets = [b for bs in self._buckets.values() for b in bs]
         self.scopes = list(self._buckets)
 
@@ -89,7 +90,13 @@ class RateLimits:
 
     def buckets(self, provider: str, model: str) -> list[Bucket]:
         """Every bucket a call of ``model`` on ``provider`` draws from."""
-        return self._buckets[provider_scope(provider)] + self._buckets.get(model_scope(model), [])
+        key = (provider, model)
+        found = self._joined.get(key)
+        if found is None:
+            found = self._joined[key] = self._buckets[provider_scope(provider)] + self._buckets.get(
+                model_scope(model), []
+            )
+        return found
 
     def state(self) -> tuple[dict[str, float], set[str]]:
         """Current level of every bucket, and the scopes blocked after a 429."""
