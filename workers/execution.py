@@ -21,7 +21,7 @@ from broker.errors import ProviderError, ProviderRateLimited
 from broker.store.transitions import Outcome
 from schedulers.feedback import Feedback
 from schedulers.ticket import Ticket
-from workers.providers import Completion, ProviderClient, completion_cost
+from workers.providers import Completion, ProviderClient, cache_savings, completion_cost
 from workers.recorder import Recorder
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ class Executor:
         )
 
     def _succeeded(self, ticket: Ticket, started: float, completion: Completion) -> Outcome:
+        model = self._config.model(ticket.model)
         return self._outcome(
             ticket,
             started,
@@ -111,7 +112,8 @@ class Executor:
             input_tokens=completion.input_tokens,
             cached_input_tokens=completion.cached_input_tokens,
             output_tokens=completion.output_tokens,
-            cost_micros=completion_cost(completion, self._config.model(ticket.model)),
+            cost_micros=completion_cost(completion, model),
+            cache_savings_micros=cache_savings(completion, model),
         )
 
     def close(self) -> None:

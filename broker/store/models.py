@@ -73,6 +73,9 @@ class Request(Base):
     custom_id: Mapped[str] = mapped_column(String(256))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, doc="messages, max_tokens, temperature")
     model: Mapped[str] = mapped_column(String(128), doc="The model asked for.")
+    trace_id: Mapped[str | None] = mapped_column(
+        String(128), doc="Groups requests of one agent run under a per-trace spend ceiling."
+    )
     priority: Mapped[str] = mapped_column(String(8))
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -116,6 +119,10 @@ class LedgerEntry(Base):
     cached_input_tokens: Mapped[int] = mapped_column(Integer)
     output_tokens: Mapped[int] = mapped_column(Integer)
     cost_micros: Mapped[int] = mapped_column(BigInteger)
+    cache_savings_micros: Mapped[int] = mapped_column(
+        BigInteger, default=0, doc="What the cached input tokens would have cost at full price."
+    )
+    trace_id: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (
@@ -131,4 +138,18 @@ class TeamSetting(Base):
 
     team_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     weight: Mapped[float | None] = mapped_column(Float)
+    paused_reason: Mapped[str | None] = mapped_column(
+        Text, doc="Set while the team's queues are paused (spend-velocity breaker, operator)."
+    )
+    paused_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BudgetLimit(Base):
+    """An operator's run-time override of a budget's limit from broker.toml."""
+
+    __tablename__ = "budget_limits"
+
+    budget_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    limit_micros: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -41,6 +41,7 @@ class Claimed:
     model: str
     attempt: int
     payload: dict[str, Any]
+    trace_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,7 @@ class Outcome:
     cached_input_tokens: int = 0
     output_tokens: int = 0
     cost_micros: int = 0
+    cache_savings_micros: int = 0
     error_code: str | None = None
     error: str | None = None
 
@@ -103,6 +105,7 @@ _CLAIM = (
         _R.c.feature,
         _R.c.model,
         _R.c.payload,
+        _R.c.trace_id,
     )
 )
 _STILL_RUNNING = select(_R.c.id, _R.c.attempts).where(
@@ -123,7 +126,14 @@ def claim_many(
     rows = session.execute(_CLAIM, params).all()
     return {
         (row.id, row.attempts): Claimed(
-            row.id, row.job_id, row.team_id, row.feature, row.model, row.attempts, row.payload
+            row.id,
+            row.job_id,
+            row.team_id,
+            row.feature,
+            row.model,
+            row.attempts,
+            row.payload,
+            row.trace_id,
         )
         for row in rows
     }
@@ -231,6 +241,8 @@ def _ledger_row(claimed: Claimed, outcome: Outcome, now: datetime) -> dict[str, 
         "cached_input_tokens": outcome.cached_input_tokens,
         "output_tokens": outcome.output_tokens,
         "cost_micros": outcome.cost_micros,
+        "cache_savings_micros": outcome.cache_savings_micros,
+        "trace_id": claimed.trace_id,
         "created_at": now,
     }
 

@@ -12,7 +12,13 @@ from types import MappingProxyType
 
 from broker.errors import ConfigError
 from workers.providers import anthropic, openai
-from workers.providers.base import Completion, HttpCall, WireAdapter, completion_cost
+from workers.providers.base import (
+    Completion,
+    HttpCall,
+    WireAdapter,
+    cache_savings,
+    completion_cost,
+)
 
 #: Wire format (``ProviderConfig.wire_format``) → adapter.
 ADAPTERS: Mapping[str, WireAdapter] = MappingProxyType(
@@ -44,5 +50,6 @@ __all__ = [
     "ProviderClient",
     "WireAdapter",
     "adapter_for",
+    "cache_savings",
     "completion_cost",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "HttpCall",
     "RateSignal",
     "WireAdapter",
+    "cache_savings",
     "completion_cost",
     "parse_retry_after",
 ]
@@ -132,6 +133,13 @@ def completion_cost(completion: Completion, model: ModelConfig) -> int:
             (completion.cached_input_tokens, model.cached_input_price),
             (completion.output_tokens, model.output_price),
         ]
+    )
+
+
+def cache_savings(completion: Completion, model: ModelConfig) -> int:
+    """Micro-dollars the cached input tokens saved against the full input price."""
+    return cost_micros(
+        [(completion.cached_input_tokens, model.input_price - model.cached_input_price)]
     )
 
 

@@ -22,6 +22,7 @@ def test_public_surface_is_pinned() -> None:
         "ProviderClient",
         "WireAdapter",
         "adapter_for",
+        "cache_savings",
         "completion_cost",
     ]
 
@@ -77,3 +78,12 @@ def test_registry_by_wire_format() -> None:
 def test_http_call_repr_hides_credentials() -> None:
     call = HttpCall("/v1/x", {"Authorization": "Bearer sk-secret", "x-api-key": "sk-secret"}, {})
     assert "sk-secret" not in repr(call)
+
+
+def test_cache_savings_are_the_cached_tokens_at_the_price_difference() -> None:
+    from broker.config import load_config
+    from workers.providers import Completion, cache_savings
+
+    model = load_config().model("gpt-4o")  # $2.50 input, $1.25 cached input per 1M
+    done = Completion("x", "stop", 1_000, 400_000, 10, None, "gpt-4o")
+    assert cache_savings(done, model) == 500_000  # 400k × $1.25 / 1M = $0.50
