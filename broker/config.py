@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from broker.budget_config import BudgetConfig, BudgetPolicy
 from broker.errors import ConfigError, field_path
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "broker.toml"
@@ -98,6 +99,13 @@ def hash_api_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
+class FeatureLimits(_Strict):
+    """Runaway guard for one feature of a team: requests and tokens per minute."""
+
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+
+
 class TeamConfig(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     weight: float = Field(default=1.0, gt=0)
@@ -106,6 +114,26 @@ class TeamConfig(_Strict):
         description="A request whose model's provider is full may take the next model in its chain.",
     )
     api_key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 hex of the key.")
+    budget_policy: BudgetPolicy = Field(
+        default="hold",
+        description="When a request does not fit a budget: reject it, hold it until it fits, "
+        "or downgrade it to the next cheaper model in its chain that fits.",
+    )
+    trace_limit_usd: Decimal | None = Field(
+        default=None, gt=0, description="Ceiling per trace_id (e.g. one agent run)."
+    )
+    alert_webhook: str | None = Field(default=None, pattern=r"^https?://")
+    rpm: int | None = Field(default=None, ge=1, description="Runaway guard: requests per minute.")
+    tpm: int | None = Field(default=None, ge=1, description="Runaway guard: tokens per minute.")
+    feature_limits: dict[str, FeatureLimits] = Field(default_factory=dict)
+    velocity_share: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Pause the team when it spends this share of its daily budget within "
+        "velocity_window_s (spend-velocity breaker).",
+    )
+    velocity_window_s: float = Field(default=600.0, gt=0)
 
 
 class SchedulerConfig(_Strict):
@@ -123,6 +151,13 @@ class SchedulerConfig(_Strict):
         description="A request waiting longer goes before fresher higher-priority work.",
     )
     lease_s: float = Field(default=3.0, ge=1, le=60, description="Leader lease; takeover time.")
+    reap_after_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="An attempt dispatched this long ago and not finished died with its worker; "
+        "default: twice the longest provider timeout plus 30 s.",
+    )
+    max_attempts: int = Field(default=3, ge=1, description="Attempts lost to dead workers.")
 
 
 class BrokerConfig(_Strict):
@@ -131,6 +166,10 @@ class BrokerConfig(_Strict):
     providers: list[ProviderConfig] = Field(min_length=1)
     models: list[ModelConfig] = Field(min_length=1)
     teams: list[TeamConfig] = Field(default_factory=list)
+    budgets: list[BudgetConfig] = Field(default_factory=list)
+    budget_alert_thresholds: list[float] = Field(
+        default_factory=lambda: [0.5, 0.8, 1.0], description="Shares of a limit that alert."
+    )
     admin_api_key_sha256: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{64}$",
@@ -159,6 +198,10 @@ class BrokerConfig(_Strict):
 
     def has_team(self, team_id: str) -> bool:
         return team_id in self._teams
+
+    def budgets_for(self, team: str, feature: str) -> list[BudgetConfig]:
+        """Every budget a request of ``team`` for ``feature`` counts against."""
+        return [b for b in self.budgets if b.covers(team, feature)]
 
     def team_by_key_hash(self, key_hash: str) -> TeamConfig | None:
         return self._teams_by_key.get(key_hash)
@@ -205,6 +248,11 @@ def _check_references(config: BrokerConfig, source: str) -> None:
                 f"models[{i}].provider",
                 f"unknown provider {model.provider!r} (known: {', '.join(known)})",
             )
+    teams = {t.id for t in config.teams}
+    for i, budget in enumerate(config.budgets):
+        if budget.team not in teams:
+            raise ConfigError(source, f"budgets[{i}].team", f"unknown team {budget.team!r}")
+    unique("budgets", [b.id for b in config.budgets], "id")
     models = {m.name for m in config.models}
     for i, model in enumerate(config.models):
         for j, fallback in enumerate(model.fallbacks):

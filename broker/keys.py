@@ -73,3 +73,58 @@ def scheduler_leader() -> str:
 def dispatch_journal() -> str:
     """Hash request id → ticket of the round being dispatched; replayed by a new leader."""
     return f"{PREFIX}:scheduler:dispatching"
+
+
+def budget(budget_id: str, window_id: str) -> str:
+    """Hash {spent, reserved, loaded} of one budget in one window, in micro-dollars."""
+    return f"{PREFIX}:budget:{budget_id}:{window_id}"
+
+
+def trace_budget(team_id: str, trace_id: str) -> str:
+    """Hash {spent, reserved, loaded} of one trace under its team's per-trace ceiling."""
+    return f"{PREFIX}:budget:trace:{team_id}:{trace_id}"
+
+
+def reservations() -> str:
+    """Hash request id → "<amount> <budget key> ..." of its attempt's reservation."""
+    return f"{PREFIX}:resv"
+
+
+def reservation_times() -> str:
+    """Sorted set of request ids with a reservation, scored by when it was made (for the reaper)."""
+    return f"{PREFIX}:resv:at"
+
+
+def settled(request_id: str, attempt: int) -> str:
+    """Present once an attempt's cost has been settled: a redelivered task cannot settle twice."""
+    return f"{PREFIX}:settled:{request_id}:{attempt}"
+
+
+def held(team_id: str) -> str:
+    """List of "<priority> <queue entry>" a team's budget policy holds (``waiting_budget``)."""
+    return f"{PREFIX}:held:{team_id}"
+
+
+def held_teams() -> str:
+    """Set of teams with held requests."""
+    return f"{PREFIX}:held:teams"
+
+
+def paused_teams() -> str:
+    """Set of teams whose queues are paused (spend-velocity breaker or an operator)."""
+    return f"{PREFIX}:paused"
+
+
+def epoch() -> str:
+    """Set once Redis holds what the database says it should; missing: Redis lost its data."""
+    return f"{PREFIX}:epoch"
+
+
+def alerts() -> str:
+    """List of recent alerts (JSON), newest first, capped."""
+    return f"{PREFIX}:alerts"
+
+
+def alert_sent(subject: str, threshold: str) -> str:
+    """Present once an alert for ``subject`` at ``threshold`` has fired in its window."""
+    return f"{PREFIX}:alerted:{subject}:{threshold}"

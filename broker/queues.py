@@ -1,15 +1,16 @@
 """The team priority queues in Redis: what submission pushes and the scheduler pops.
 
 One list per (team, priority), oldest first. An entry carries what the scheduler needs to decide
-without touching the database: the request id, the model asked for, an estimate of its input
-tokens, its ``max_tokens`` and when it was queued (for aging). Encoded as one short line,
-``"<id> <model> <est_in> <max_out> <queued_ms>"``, about 50 bytes.
+without touching the database: the request id, the model asked for, an upper bound of its input
+tokens, its ``max_tokens``, when it was queued (for aging), its feature and trace (for budgets).
+Encoded as one short line, ``"<id> <model> <input_bound> <max_out> <queued_ms> <feature>
+<trace>"`` (``-`` for no trace), about 70 bytes.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -24,33 +25,53 @@ _PUSH_CHUNK = 5_000
 class QueueEntry:
     request_id: str
     model: str
-    est_input: int
+    input_bound: int
     max_output: int
     queued_ms: int
+    feature: str = "-"
+    trace_id: str = "-"
+
+    @property
+    def est_input(self) -> int:
+        """Likely input tokens (about four bytes each), for fairness and rate limits."""
+        return self.input_bound // 4
 
     @property
     def est_tokens(self) -> int:
-        """Tokens the request can use at most, as providers count it against TPM."""
+        """Tokens the request is expected to count against a provider's TPM."""
         return self.est_input + self.max_output
 
+    @property
+    def trace(self) -> str | None:
+        return None if self.trace_id == "-" else self.trace_id
+
     def encode(self) -> str:
-        return f"{self.request_id} {self.model} {self.est_input} {self.max_output} {self.queued_ms}"
+        return (
+            f"{self.request_id} {self.model} {self.input_bound} {self.max_output} "
+            f"{self.queued_ms} {self.feature} {self.trace_id}"
+        )
 
     @classmethod
     def decode(cls, raw: bytes | str) -> QueueEntry:
         text = raw.decode() if isinstance(raw, bytes) else raw
-        request_id, model, est_in, max_out, queued_ms = text.split(" ")
-        return cls(request_id, model, int(est_in), int(max_out), int(queued_ms))
+        rid, model, bound, max_out, queued_ms, feature, trace = text.split(" ")
+        return cls(rid, model, int(bound), int(max_out), int(queued_ms), feature, trace)
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def estimate_input_tokens(messages: list[dict]) -> int:
-    """Input token estimate for scheduling: about 4 UTF-8 bytes per token, plus framing."""
+#: Tokens a chat format may add around each message and before the reply (roles, separators);
+#: real formats use 3-7.
+FRAMING_TOKENS = 8
+
+
+def input_token_bound(messages: list[dict]) -> int:
+    """An upper bound of the prompt's tokens: a byte-level BPE token is at least one UTF-8
+    byte, so the byte count bounds the text, plus framing per message and for the reply."""
     prompt_bytes = sum(len(m["content"].encode()) for m in messages)
-    return prompt_bytes // 4 + 4 * len(messages)
+    return prompt_bytes + FRAMING_TOKENS * (len(messages) + 1)
 
 
 def push(client: redis.Redis, team_id: str, entries: Iterable[tuple[Priority, QueueEntry]]) -> None:
@@ -67,10 +88,17 @@ def push(client: redis.Redis, team_id: str, entries: Iterable[tuple[Priority, Qu
         pipe.execute()
 
 
-def push_front(client: redis.Redis, team_id: str, priority: Priority, entry: QueueEntry) -> None:
-    """Put a request back at the head of its queue (it keeps its place and its age)."""
+def push_front(
+    client: redis.Redis, team_id: str, priority: Priority, entries: Sequence[QueueEntry]
+) -> None:
+    """Put requests back at the head of their queue, in this order (they keep their age)."""
+    if not entries:
+        return
     with client.pipeline(transaction=True) as pipe:
-        pipe.lpush(keys.team_queue(team_id, priority), entry.encode())
+        # LPUSH puts each argument at the head in turn: the last one pushed ends up first.
+        encoded = [e.encode() for e in reversed(entries)]
+        for start in range(0, len(encoded), _PUSH_CHUNK):
+            pipe.lpush(keys.team_queue(team_id, priority), *encoded[start : start + _PUSH_CHUNK])
         _announce(pipe, team_id)
         pipe.execute()
 

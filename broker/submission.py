@@ -105,6 +105,7 @@ class Submitter:
                         "temperature": request.temperature,
                     },
                     "model": request.model,
+                    "trace_id": request.trace_id,
                     "priority": priority.value,
                     "status": RequestStatus.QUEUED.value,
                     "attempts": 0,
@@ -112,10 +113,16 @@ class Submitter:
                     "created_at": now,
                 }
             )
-            est_input = queues.estimate_input_tokens(messages)
-            entries.append(
-                (priority, QueueEntry(rid, request.model, est_input, request.max_tokens, queued))
+            entry = QueueEntry(
+                rid,
+                request.model,
+                queues.input_token_bound(messages),
+                request.max_tokens,
+                queued,
+                batch.feature,
+                request.trace_id or "-",
             )
+            entries.append((priority, entry))
         try:
             with self.db.session() as session:
                 session.add(job)

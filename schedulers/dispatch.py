@@ -30,6 +30,7 @@ from broker.config import BrokerConfig
 from broker.queues import QueueEntry
 from broker.states import Priority, RequestStatus
 from broker.store import Database, Request, transitions
+from schedulers.budgets import Budgets, Scope
 from schedulers.capacity import InFlight
 from schedulers.ratelimits import Bucket, RateLimits
 from schedulers.ticket import Ticket
@@ -46,6 +47,8 @@ class Pick:
     provider: str
     model: str
     service: float
+    cost: int = 0  # the worst case reserved against the budgets, micro-dollars
+    scopes: tuple[Scope, ...] = ()
 
     def ticket(self, attempt: int) -> Ticket:
         return Ticket(
@@ -69,7 +72,9 @@ class Dispatcher:
         celery_app: Celery,
         in_flight: InFlight,
         limits: RateLimits,
+        budgets: Budgets | None = None,
     ) -> None:
+        self._budgets = budgets
         self._queues = {p.name: p.queue for p in config.providers}
         self._db = db
         self._redis = client
@@ -77,10 +82,17 @@ class Dispatcher:
         self._in_flight = in_flight
         self._limits = limits
 
-    def dispatch(self, picks: Sequence[Pick]) -> list[Pick]:
-        """Send what is still queued; returns the picks that were sent."""
+    def dispatch(self, picks: Sequence[Pick]) -> tuple[list[Pick], list[Pick]]:
+        """Send what is still queued and fits its budgets.
+
+        Returns the picks sent and the picks whose budget reservation was refused after all
+        (only possible when a limit was lowered meanwhile): those go back to their queue.
+        """
         if not picks:
-            return []
+            return [], []
+        picks, bounced = self._reserve(picks)
+        if not picks:
+            return [], bounced
         journal = {p.entry.request_id: p.ticket(attempt=0).encode() for p in picks}
         self._redis.hset(keys.dispatch_journal(), mapping=journal)
         ids = [p.entry.request_id for p in picks]
@@ -88,11 +100,33 @@ class Dispatcher:
         attempts = {d.request_id: d.attempt for d in won}
         sent = [p for p in picks if p.entry.request_id in attempts]
         if len(sent) < len(picks):
-            log.debug("%d picked requests were no longer queued", len(picks) - len(sent))
+            lost = [p for p in picks if p.entry.request_id not in attempts]
+            log.debug("%d picked requests were no longer queued", len(lost))
+            self._release([p for p in lost if p.scopes])
         tickets = [p.ticket(attempts[p.entry.request_id]) for p in sent]
         hold(self._redis, self._in_flight, self._limits, sent)
         self._send(tickets)
-        return sent
+        return sent, bounced
+
+    def _reserve(self, picks: Sequence[Pick]) -> tuple[list[Pick], list[Pick]]:
+        budgeted = [p for p in picks if p.scopes]
+        if not budgeted or self._budgets is None:
+            return list(picks), []
+        granted = self._budgets.reserve([(p.entry.request_id, p.cost, p.scopes) for p in budgeted])
+        refused = {p.entry.request_id for p, ok in zip(budgeted, granted) if not ok}
+        if refused:
+            log.warning("%d budget reservations refused at dispatch", len(refused))
+        return (
+            [p for p in picks if p.entry.request_id not in refused],
+            [p for p in picks if p.entry.request_id in refused],
+        )
+
+    def _release(self, picks: Sequence[Pick]) -> None:
+        if picks and self._budgets is not None:
+            with self._redis.pipeline(transaction=False) as pipe:
+                for pick in picks:
+                    self._budgets.release(pipe, pick.entry.request_id)
+                pipe.execute()
 
     def _send(self, tickets: Sequence[Ticket]) -> None:
         with self._celery.producer_or_acquire() as producer:
@@ -135,18 +169,12 @@ class Dispatcher:
         self._redis.delete(keys.dispatch_journal())
         return len(resend)
 
-    def fail_unroutable(self, entries: Sequence[QueueEntry]) -> None:
-        """Requests whose model left the catalog since submission fail with that reason."""
-        if not entries:
-            return
-        with self._db.session() as session:
-            for entry in entries:
-                transitions.fail_queued(
-                    session,
-                    entry.request_id,
-                    code="unknown_model",
-                    message=f"model {entry.model!r} is no longer in the catalog",
-                )
+    def fail(self, failures: Sequence[tuple[QueueEntry, str, str]]) -> None:
+        """Requests that cannot be dispatched at all fail with (code, message): a model gone
+        from the catalog, a budget exceeded under the ``reject`` policy."""
+        if failures:
+            triples = [(entry.request_id, code, message) for entry, code, message in failures]
+            self._db.write(lambda s: transitions.fail_queued(s, triples))
 
 
 def hold(

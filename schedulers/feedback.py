@@ -1,9 +1,10 @@
 """What a worker tells the scheduler's shared state when an attempt ends: one Redis round trip.
 
 It frees the in-flight slot (waking the scheduler), corrects the team's fairness charge with
-the service actually received, gives back the unused part of the token estimate, and passes on
-what the provider said about its limits: the remaining-budget headers of a success, or the
-``retry-after`` of a 429 (the bucket empties and the scope waits).
+the service actually received, gives back the unused part of the token estimate, settles the
+budget reservation with the actual cost (once per attempt), and passes on what the provider said
+about its limits: the remaining-budget headers of a success, or the ``retry-after`` of a 429
+(the bucket empties and the scope waits). Budget thresholds crossed by the settlement alert.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import redis
 
 from broker.config import BrokerConfig
+from schedulers.alerts import Alerts
+from schedulers.budgets import Budgets
 from schedulers.capacity import release
 from schedulers.fairness import ServiceMeter, record_service
 from schedulers.ratelimits import RateLimits
@@ -19,10 +22,14 @@ from workers.providers.base import RateSignal
 
 
 class Feedback:
-    def __init__(self, client: redis.Redis, config: BrokerConfig) -> None:
+    def __init__(
+        self, client: redis.Redis, config: BrokerConfig, budgets: Budgets | None = None
+    ) -> None:
         self._redis = client
         self._limits = RateLimits(client, config)
         self._meter = ServiceMeter(config)
+        self._budgets = budgets if budgets is not None and budgets.enabled else None
+        self._alerts = Alerts(client, config)
 
     def finished(
         self,
@@ -30,18 +37,35 @@ class Feedback:
         *,
         input_tokens: int = 0,
         output_tokens: int = 0,
+        cost_micros: int = 0,
+        recorded: bool = True,
         signal: RateSignal | None = None,
     ) -> None:
-        """The attempt ended (succeeded or failed) after calling the provider."""
+        """The attempt ended (succeeded or failed) after calling the provider.
+
+        ``recorded``: the database took this attempt's outcome (and its ledger row). If it did
+        not (another copy of the task recorded it first), there is nothing to settle.
+        """
         actual = self._meter.service(ticket.model, input_tokens, output_tokens)
         unused = ticket.queue_entry.est_tokens - input_tokens - output_tokens
+        entry = ticket.queue_entry
+        scopes = []
+        if self._budgets is not None and recorded:
+            scopes = self._budgets.scopes(ticket.team, entry.feature, entry.trace)
         with self._redis.pipeline(transaction=False) as pipe:
             release(pipe, ticket.provider, ticket.request_id)
             record_service(pipe, ticket.team, ticket.service, actual)
             self._limits.refund_tokens(pipe, ticket.provider, ticket.model, unused)
             if signal is not None:
                 self._limits.observe(pipe, ticket.provider, ticket.model, signal)
-            pipe.execute()
+            if scopes:
+                self._budgets.settle(pipe, ticket.request_id, ticket.attempt, cost_micros, scopes)
+                for scope in scopes:
+                    pipe.hget(scope.key, "spent")
+            replies = pipe.execute()
+        if scopes and cost_micros:
+            for scope, spent in zip(scopes, replies[-len(scopes) :]):
+                self._alerts.budget_level(scope, int(spent or 0))
 
     def rate_limited(self, ticket: Ticket, retry_after_s: float | None) -> None:
         """A 429: the request goes back to its queue, so its charge is taken back."""
@@ -49,6 +73,8 @@ class Feedback:
             release(pipe, ticket.provider, ticket.request_id)
             record_service(pipe, ticket.team, ticket.service, 0.0)
             self._limits.back_off(pipe, ticket.provider, ticket.model, retry_after_s)
+            if self._budgets is not None:
+                self._budgets.release(pipe, ticket.request_id)
             pipe.execute()
 
     def release(self, ticket: Ticket) -> None:

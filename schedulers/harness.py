@@ -53,20 +53,20 @@ class Pool:
         self.sizes: dict[str, _Request] = {}
         self.sent: list[Pick] = []
 
-    def dispatch(self, picks: Sequence[Pick]) -> list[Pick]:
+    def dispatch(self, picks: Sequence[Pick]) -> tuple[list[Pick], list[Pick]]:
         hold(self._redis, self._in_flight, self._limits, picks)
         for pick in picks:
             ticket = pick.ticket(attempt=1)
             self.running.append((ticket, self.sizes[pick.entry.request_id].size))
         self.sent.extend(picks)
-        return list(picks)
+        return list(picks), []
 
     def recover(self) -> int:
         return 0
 
-    def fail_unroutable(self, entries: Sequence[QueueEntry]) -> None:
-        if entries:
-            raise AssertionError(f"unroutable entries in a harness run: {entries[:3]}")
+    def fail(self, failures: Sequence[tuple[QueueEntry, str, str]]) -> None:
+        if failures:
+            raise AssertionError(f"requests failed in a harness run: {failures[:3]}")
 
 
 @dataclass
@@ -116,7 +116,7 @@ class Harness:
             self._seq += 1
             rid = f"req_{team}_{self._seq}"
             est_in, max_out, _, _ = size
-            entries.append((priority, QueueEntry(rid, model, est_in, max_out, now)))
+            entries.append((priority, QueueEntry(rid, model, 4 * est_in, max_out, now)))
             self.pool.sizes[rid] = _Request(account_to or team, size)
             ids.append(rid)
         queues.push(self.client, team, entries)

@@ -24,24 +24,39 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
 from broker import keys
+from broker import queues as queues_module
 from broker.config import BrokerConfig
 from broker.queues import QueueEntry, now_ms
-from broker.states import PRIORITY_ORDER
+from broker.states import PRIORITY_ORDER, Priority
+from schedulers.budget_policy import Verdict, decide
+from schedulers.budgets import BudgetRound, Budgets
 from schedulers.capacity import InFlight, Room
 from schedulers.dispatch import Dispatcher, Pick
 from schedulers.fairness import FairQueue, Round, ServiceMeter
+from schedulers.holding import Holding
 from schedulers.leader import Leadership
 from schedulers.priorities import TeamQueues
 from schedulers.ratelimits import RateLimits
 from schedulers.routing import Router
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Decisions:
+    """What one round decided: send these, fail those (entry, code, message), hold those."""
+
+    picks: list[Pick] = field(default_factory=list)
+    failed: list[tuple[QueueEntry, str, str]] = field(default_factory=list)
+    held: list[tuple[str, Priority, QueueEntry]] = field(default_factory=list)
+
 
 _PRUNE = (Path(__file__).parent / "prune_teams.lua").read_text()
 
@@ -56,6 +71,10 @@ class Scheduler:
         dispatcher: Dispatcher,
         *,
         weights: Callable[[], Mapping[str, float]] | None = None,
+        paused: Callable[[], set[str]] | None = None,
+        budgets: Budgets | None = None,
+        holding: Holding | None = None,
+        housekeeping: Callable[[], None] | None = None,
         leadership: Leadership | None = None,
         idle_wait_s: float = 0.2,
     ) -> None:
@@ -68,6 +87,10 @@ class Scheduler:
         self._meter = ServiceMeter(config)
         self._fair = FairQueue(client)
         self._weights = weights or (lambda: {t.id: t.weight for t in config.teams})
+        self._paused = paused or set
+        self._budgets = budgets if budgets is not None and budgets.enabled else None
+        self._holding = holding
+        self._housekeeping = housekeeping
         self._leadership = leadership
         self._idle_wait_s = idle_wait_s
         self._max_wait_ms = int(config.scheduler.max_wait_s * 1000)
@@ -80,7 +103,9 @@ class Scheduler:
         window = room.window()
         if window == 0:
             return 0
-        teams = sorted(t.decode() for t in self._redis.smembers(keys.backlogged_teams()))
+        paused = self._paused()
+        backlogged = self._redis.smembers(keys.backlogged_teams())
+        teams = sorted(t for t in (raw.decode() for raw in backlogged) if t not in paused)
         if not teams:
             return 0
         weights = dict(self._weights())
@@ -88,16 +113,17 @@ class Scheduler:
             weights.setdefault(team, 1.0)  # a team gone from the config still drains
         queues = self._peek(teams, window)
         round_ = self._fair.start_round(teams, weights)
-        picks, unroutable = self._pick(round_, queues, room)
+        decided = self._pick(round_, queues, room)
         # Dispatch before popping: if dispatch fails the entries stay queued for the next round;
         # if popping fails, the next round finds them no longer queued in the database.
-        sent = self._dispatcher.dispatch(picks)
-        if len(sent) < len(picks):
-            sent_ids = {p.entry.request_id for p in sent}
-            for pick in picks:
-                if pick.entry.request_id not in sent_ids:  # cancelled meanwhile: not served
-                    round_.refund(pick.team, pick.service)
-        self._dispatcher.fail_unroutable(unroutable)
+        sent, bounced = self._dispatcher.dispatch(decided.picks)
+        sent_ids = {p.entry.request_id for p in sent}
+        for pick in decided.picks:
+            if pick.entry.request_id not in sent_ids:  # cancelled or refused: not served
+                round_.refund(pick.team, pick.service)
+        self._dispatcher.fail(decided.failed)
+        if self._holding is not None:
+            self._holding.hold(decided.held)
         with self._redis.pipeline(transaction=False) as pipe:
             for team, team_queues in queues.items():
                 for priority, count in team_queues.taken().items():
@@ -108,6 +134,8 @@ class Scheduler:
                 keys=[keys.backlogged_teams()], args=[keys.team_queue_prefix(), *teams], client=pipe
             )
             pipe.execute()
+        for pick in bounced:
+            queues_module.push_front(self._redis, pick.team, pick.priority, [pick.entry])
         return len(sent)
 
     def _peek(self, teams: list[str], window: int) -> dict[str, TeamQueues]:
@@ -126,13 +154,11 @@ class Scheduler:
             for team in teams
         }
 
-    def _pick(
-        self, round_: Round, queues: dict[str, TeamQueues], room: Room
-    ) -> tuple[list[Pick], list[QueueEntry]]:
+    def _pick(self, round_: Round, queues: dict[str, TeamQueues], room: Room) -> _Decisions:
         """Serve the smallest counter first, one request at a time, while anything fits."""
-        picks: list[Pick] = []
-        unroutable: list[QueueEntry] = []
+        out = _Decisions()
         config = self._config
+        budgets = BudgetRound(self._budgets) if self._budgets is not None else None
         while (team := round_.top()) is not None:
             head = queues[team].peek()
             if head is None:
@@ -143,19 +169,36 @@ class Scheduler:
             routes = self._router.routes(entry.model, allow)
             if routes is None:
                 queues[team].take(priority)
-                unroutable.append(entry)
+                message = f"model {entry.model!r} is no longer in the catalog"
+                out.failed.append((entry, "unknown_model", message))
                 continue
-            route = next((r for r in routes if room.fits(r[0], r[1], entry.est_tokens)), None)
+            tokens = entry.est_tokens
+            route = next((r for r in routes if room.fits(r[0], r[1], tokens)), None)
             if route is None:
                 round_.drop()  # waits its turn; the other teams go on
                 continue
-            provider, model = route
-            room.take(provider, model, entry.est_tokens)
+            verdict = Verdict("go", *route)
+            if budgets is not None:
+                verdict = decide(config, budgets, team, entry, route, room)
+                if verdict.action != "go":
+                    queues[team].take(priority)
+                    if verdict.action == "reject":
+                        out.failed.append((entry, "budget_exceeded", verdict.reason))
+                    else:
+                        out.held.append((team, priority, entry))
+                    continue
+                budgets.hold(verdict.scopes, verdict.amount)
+            provider, model = verdict.provider, verdict.model
+            room.take(provider, model, tokens)
             queues[team].take(priority)
             service = self._meter.service(model, entry.est_input, entry.max_output)
             round_.charge(service)
-            picks.append(Pick(team, priority, entry, provider, model, service))
-        return picks, unroutable
+            out.picks.append(
+                Pick(
+                    team, priority, entry, provider, model, service, verdict.amount, verdict.scopes
+                )
+            )
+        return out
 
     def run_forever(self, stop: threading.Event) -> None:
         log.info("scheduler running")
@@ -171,6 +214,8 @@ class Scheduler:
                     if self._recover:
                         self._dispatcher.recover()
                         self._recover = False
+                    if self._housekeeping is not None:
+                        self._housekeeping()
                     dispatched = self.run_once()
                 except (redis.RedisError, SQLAlchemyError) as exc:
                     log.warning("scheduling round failed, retrying in 1 s: %s", exc)

@@ -9,11 +9,18 @@ import redis
 
 from broker.settings import Settings
 from broker.store import Database
+from schedulers.alerts import Alerts
+from schedulers.budgets import BudgetLimits, Budgets
 from schedulers.capacity import InFlight
 from schedulers.dispatch import Dispatcher
+from schedulers.holding import Holding
+from schedulers.housekeeping import Housekeeping
 from schedulers.leader import Leadership
 from schedulers.loop import Scheduler
+from schedulers.pauses import Pauses
 from schedulers.ratelimits import RateLimits
+from schedulers.recovery import Recovery
+from schedulers.velocity import VelocityBreaker
 from schedulers.weights import TeamWeights
 from workers.celery_app import create_celery_app
 
@@ -25,7 +32,18 @@ def build_scheduler(
     config = settings.config
     in_flight = InFlight(client, config, margin=settings.dispatch_margin)
     limits = RateLimits(client, config)
-    dispatcher = Dispatcher(config, db, client, create_celery_app(settings), in_flight, limits)
+    budget_limits = BudgetLimits(db, config)
+    budgets = Budgets(client, db, config, budget_limits)
+    celery_app = create_celery_app(settings)
+    dispatcher = Dispatcher(config, db, client, celery_app, in_flight, limits, budgets)
+    pauses = Pauses(db)
+    alerts = Alerts(client, config)
+    holding = Holding(client, db, config, budgets)
+    housekeeping = Housekeeping(
+        Recovery(client, db, config, budgets, alerts),
+        holding,
+        VelocityBreaker(db, config, budget_limits, pauses, alerts),
+    )
     return Scheduler(
         client,
         config,
@@ -33,6 +51,10 @@ def build_scheduler(
         limits,
         dispatcher,
         weights=TeamWeights(db, config),
+        paused=pauses,
+        budgets=budgets,
+        holding=holding,
+        housekeeping=housekeeping,
         leadership=Leadership(client, config.scheduler.lease_s) if lead else None,
     )
 

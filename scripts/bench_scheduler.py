@@ -101,7 +101,7 @@ class Backlog:
             self._seq += 1
             est_in = int(self._rng.lognormvariate(5.5, 0.8)) + 10  # median ~250 tokens
             max_out = self._rng.choice(MAX_TOKENS)
-            out.append((priority, QueueEntry(rid, model, est_in, max_out, now)))
+            out.append((priority, QueueEntry(rid, model, 4 * est_in, max_out, now, "search")))
             sizes[rid] = _Request(team, (est_in, max_out, est_in, max_out // 2))
         return out
 

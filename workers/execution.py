@@ -19,6 +19,7 @@ from broker import queues
 from broker.config import BrokerConfig, ProviderConfig
 from broker.errors import ProviderError, ProviderRateLimited
 from broker.store.transitions import Outcome
+from schedulers.budgets import Budgets
 from schedulers.feedback import Feedback
 from schedulers.ticket import Ticket
 from workers.providers import Completion, ProviderClient, cache_savings, completion_cost
@@ -30,11 +31,17 @@ log = logging.getLogger(__name__)
 class Executor:
     """Per-process resources for running attempts; safe to share across pool threads."""
 
-    def __init__(self, config: BrokerConfig, recorder: Recorder, client: redis.Redis) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        recorder: Recorder,
+        client: redis.Redis,
+        budgets: Budgets | None = None,
+    ) -> None:
         self._config = config
         self._recorder = recorder
         self._redis = client
-        self._feedback = Feedback(client, config)
+        self._feedback = Feedback(client, config, budgets)
         self._clients: dict[str, ProviderClient] = {}
         self._lock = threading.Lock()
 
@@ -62,7 +69,7 @@ class Executor:
             except ProviderRateLimited as exc:
                 if self._recorder.requeue(claimed):
                     queues.push_front(
-                        self._redis, claimed.team_id, ticket.priority_level, ticket.queue_entry
+                        self._redis, claimed.team_id, ticket.priority_level, [ticket.queue_entry]
                     )
                     log.info("request %s rate limited on %s; queued again", *_where(ticket))
                 self._feedback.rate_limited(ticket, exc.retry_after)
@@ -83,12 +90,15 @@ class Executor:
                 completion = None
             else:
                 outcome = self._succeeded(ticket, started, completion)
-            if not self._recorder.finish(claimed, outcome):
+            recorded = self._recorder.finish(claimed, outcome)
+            if not recorded:
                 log.warning("attempt %s/%d was already finished", *_attempt(ticket))
             self._feedback.finished(
                 ticket,
                 input_tokens=outcome.input_tokens + outcome.cached_input_tokens,
                 output_tokens=outcome.output_tokens,
+                cost_micros=outcome.cost_micros,
+                recorded=recorded,
                 signal=completion.rate if completion is not None else None,
             )
             reported = True

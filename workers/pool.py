@@ -13,6 +13,7 @@ import redis
 from broker.errors import ConfigError
 from broker.settings import Settings
 from broker.store import Database
+from schedulers.budgets import BudgetLimits, Budgets
 from workers.celery_app import create_celery_app
 from workers.execution import Executor
 from workers.recorder import Recorder
@@ -33,7 +34,8 @@ def run_worker(settings: Settings, provider_name: str, concurrency: int | None =
     db = Database(settings.database_url_or_default, pool_size=settings.db_pool_size)
     client = redis.Redis.from_url(settings.redis_url, max_connections=threads + 8)
     recorder = Recorder(db)
-    executor = Executor(config, recorder, client)
+    budgets = Budgets(client, db, config, BudgetLimits(db, config))
+    executor = Executor(config, recorder, client, budgets)
     app = create_celery_app(settings)
     register_tasks(app, executor)
     try:

@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
-    Float,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -99,6 +99,7 @@ class Request(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "seq", name="uq_requests_job_seq"),
         Index("ix_requests_job_status", "job_id", "status"),
+        Index("ix_requests_status_dispatched", "status", "dispatched_at"),
     )
 
 

@@ -247,15 +247,21 @@ def _ledger_row(claimed: Claimed, outcome: Outcome, now: datetime) -> dict[str, 
     }
 
 
-def requeue(session: Session, request_id: str, attempt: int) -> bool:
-    """running → queued, to be dispatched again (the provider said "not now", e.g. a 429).
+def requeue(
+    session: Session,
+    request_id: str,
+    attempt: int,
+    from_states: Sequence[RequestStatus] = (RequestStatus.RUNNING,),
+) -> bool:
+    """running → queued, to be dispatched again (the provider said "not now", e.g. a 429; or
+    the attempt died with its worker, from dispatched or running).
 
     Returns True when the caller should put the request back on its queue. A request whose job
     is being cancelled ends ``cancelled`` instead, and a stale attempt changes nothing (False).
     """
     row = session.execute(
         update(_R)
-        .where(_R.c.id == request_id, _R.c.attempts == attempt, _R.c.status == RequestStatus.RUNNING)
+        .where(_R.c.id == request_id, _R.c.attempts == attempt, _R.c.status.in_(from_states))
         .values(status=RequestStatus.QUEUED)
         .returning(_R.c.job_id)
     ).one_or_none()
@@ -273,11 +279,15 @@ def requeue(session: Session, request_id: str, attempt: int) -> bool:
     return False
 
 
-def fail_queued(session: Session, request_id: str, *, code: str, message: str) -> bool:
-    """queued → failed without an attempt (it could not be dispatched at all)."""
+def fail_attempt(session: Session, request_id: str, attempt: int, code: str, message: str) -> bool:
+    """dispatched/running → failed for an attempt that will never report (its worker died)."""
     row = session.execute(
         update(_R)
-        .where(_R.c.id == request_id, _R.c.status.in_(_CANCELLABLE))
+        .where(
+            _R.c.id == request_id,
+            _R.c.attempts == attempt,
+            _R.c.status.in_((RequestStatus.DISPATCHED, RequestStatus.RUNNING)),
+        )
         .values(status=RequestStatus.FAILED, error_code=code, error=message, finished_at=utcnow())
         .returning(_R.c.job_id)
     ).one_or_none()
@@ -285,6 +295,51 @@ def fail_queued(session: Session, request_id: str, *, code: str, message: str) -
         return False
     _count(session, row.job_id, failed=1)
     return True
+
+
+def fail_queued(session: Session, failures: Sequence[tuple[str, str, str]]) -> int:
+    """queued/waiting_budget → failed without an attempt, for (request id, code, message)
+    triples: it could not be dispatched at all. Returns how many failed."""
+    now = utcnow()
+    per_job: dict[str, int] = {}
+    for request_id, code, message in failures:
+        row = session.execute(
+            update(_R)
+            .where(_R.c.id == request_id, _R.c.status.in_(_CANCELLABLE))
+            .values(status=RequestStatus.FAILED, error_code=code, error=message, finished_at=now)
+            .returning(_R.c.job_id)
+        ).one_or_none()
+        if row is not None:
+            per_job[row.job_id] = per_job.get(row.job_id, 0) + 1
+    for job_id in sorted(per_job):
+        _count(session, job_id, failed=per_job[job_id])
+    return sum(per_job.values())
+
+
+def hold_for_budget(session: Session, request_ids: Sequence[str]) -> list[str]:
+    """queued → waiting_budget; returns the ids that were still queued."""
+    if not request_ids:
+        return []
+    rows = session.execute(
+        update(_R)
+        .where(_R.c.id.in_(request_ids), _R.c.status == RequestStatus.QUEUED)
+        .values(status=RequestStatus.WAITING_BUDGET)
+        .returning(_R.c.id)
+    ).all()
+    return [row.id for row in rows]
+
+
+def release_held(session: Session, request_ids: Sequence[str]) -> list[str]:
+    """waiting_budget → queued; returns the ids that were still waiting (not cancelled)."""
+    if not request_ids:
+        return []
+    rows = session.execute(
+        update(_R)
+        .where(_R.c.id.in_(request_ids), _R.c.status == RequestStatus.WAITING_BUDGET)
+        .values(status=RequestStatus.QUEUED)
+        .returning(_R.c.id)
+    ).all()
+    return [row.id for row in rows]
 
 
 def cancel_job(session: Session, job_id: str) -> int:

@@ -351,9 +351,8 @@ def test_cancelling_a_completed_job_changes_nothing(db, submit):
 def test_fail_queued_fails_once_and_counts_as_failed(db, submit):
     job_id, (a, b, c) = submit(3)
     def fail(rid: str) -> bool:
-        return db.write(
-            lambda s: transitions.fail_queued(s, rid, code="no_route", message="no provider for it")
-        )
+        failures = [(rid, "no_route", "no provider for it")]
+        return db.write(lambda s: transitions.fail_queued(s, failures)) == 1
 
     assert fail(a) is True
     assert fail(a) is False
@@ -475,3 +474,13 @@ def test_attempt_lookups_use_the_primary_key_on_sqlite(tmp_path):
 
 def claimed_stub(request_id: str) -> Claimed:
     return Claimed(request_id, "job_x", "product", "search", "gpt-4o-mini", 1, {})
+
+
+def test_held_requests_wait_and_come_back_unless_cancelled(db, submit):
+    job_id, (a, b, c) = submit(3)
+    assert db.write(lambda s: transitions.hold_for_budget(s, [a, b])) == [a, b]
+    assert get_request(db, a).status == RequestStatus.WAITING_BUDGET
+    assert db.write(lambda s: transitions.hold_for_budget(s, [a])) == [], "already held"
+    db.write(lambda s: transitions.cancel_job(s, job_id))
+    assert db.write(lambda s: transitions.release_held(s, [a, b])) == []
+    assert get_request(db, a).status == RequestStatus.CANCELLED

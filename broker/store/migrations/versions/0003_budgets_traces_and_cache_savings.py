@@ -1,4 +1,4 @@
-"""budgets: limit overrides, trace ids, paused teams, cache savings on the ledger
+"""budgets: limit overrides, trace ids, paused teams, cache savings, stale-attempt index
 
 Revision ID: 0003
 Revises: 0002
@@ -16,11 +16,10 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("requests", sa.Column("trace_id", sa.String(length=128), nullable=True))
+    op.create_index("ix_requests_status_dispatched", "requests", ["status", "dispatched_at"])
     with op.batch_alter_table("cost_ledger") as batch:
         batch.add_column(
-            sa.Column(
-                "cache_savings_micros", sa.BigInteger(), nullable=False, server_default="0"
-            )
+            sa.Column("cache_savings_micros", sa.BigInteger(), nullable=False, server_default="0")
         )
         batch.add_column(sa.Column("trace_id", sa.String(length=128), nullable=True))
     op.add_column("team_settings", sa.Column("paused_reason", sa.Text(), nullable=True))
@@ -43,4 +42,5 @@ def downgrade() -> None:
     with op.batch_alter_table("cost_ledger") as batch:
         batch.drop_column("trace_id")
         batch.drop_column("cache_savings_micros")
+    op.drop_index("ix_requests_status_dispatched", table_name="requests")
     op.drop_column("requests", "trace_id")

@@ -1,0 +1,35 @@
+"""What the leader does around its rounds: check Redis still holds what it should, and, every
+few seconds, resume held requests, reap attempts of dead workers and watch spend velocity."""
+
+from __future__ import annotations
+
+import time
+
+from schedulers.holding import Holding
+from schedulers.recovery import Recovery
+from schedulers.velocity import VelocityBreaker
+
+
+class Housekeeping:
+    def __init__(
+        self,
+        recovery: Recovery,
+        holding: Holding,
+        velocity: VelocityBreaker,
+        every_s: float = 2.0,
+    ) -> None:
+        self._recovery = recovery
+        self._holding = holding
+        self._velocity = velocity
+        self._every_s = every_s
+        self._last = float("-inf")
+
+    def __call__(self) -> None:
+        """Before a round: cheap when there is nothing to do (one EXISTS)."""
+        self._recovery.ensure_epoch()
+        now = time.monotonic()
+        if now - self._last >= self._every_s:
+            self._last = now
+            self._velocity.check()
+            self._recovery.reap()
+            self._holding.resume()

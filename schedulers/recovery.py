@@ -1,0 +1,231 @@
+"""Putting Redis back in line with the database: after Redis lost its data, and after workers died.
+
+Two jobs, both run by the leading scheduler:
+
+- :meth:`Recovery.ensure_epoch`, before every round: if the epoch marker is missing, Redis lost
+  its data (or this is a first start). Before anything is dispatched, every request the database
+  has ``queued`` or ``waiting_budget`` is put back on its team's queue (unless an entry for it is
+  there already), and every request in flight gets its slot and its worst-case budget
+  reservation back. Budget spend itself is reloaded from the ledger key by key
+  (:mod:`schedulers.budgets`).
+- :meth:`Recovery.reap`, every few seconds: an attempt dispatched longer ago than
+  ``reap_after_s`` died with its worker (a worker call is bounded by the provider timeout). Its
+  reservation and slot are released, an alert fires, and the request goes back to the head of
+  its queue, or fails with ``worker_lost`` after ``max_attempts``. If the lost attempt was in
+  fact alive and finishes later, it records nothing: it is no longer the current attempt.
+  Reservations left with no attempt in flight (a scheduler that died between reserving and
+  dispatching) are released too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+import redis
+from sqlalchemy import select, update
+
+from broker import keys, queues
+from broker.config import BrokerConfig
+from broker.queues import QueueEntry
+from broker.states import Priority, RequestStatus
+from broker.store import Database, Job, Request, transitions
+from broker.store.models import utcnow
+from schedulers.alerts import Alerts
+from schedulers.budgets import Budgets, cost_bound
+
+log = logging.getLogger(__name__)
+
+_IN_FLIGHT = (RequestStatus.DISPATCHED, RequestStatus.RUNNING)
+_CHUNK = 5_000
+
+
+def entry_of(row: Request, feature: str | None = None) -> QueueEntry:
+    """The queue entry of a request row, as submission made it."""
+    messages = row.payload["messages"]
+    return QueueEntry(
+        row.id,
+        row.model,
+        queues.input_token_bound(messages),
+        row.payload["max_tokens"],
+        int(row.created_at.timestamp() * 1000),
+        feature or row.feature,
+        row.trace_id or "-",
+    )
+
+
+class Recovery:
+    def __init__(
+        self,
+        client: redis.Redis,
+        db: Database,
+        config: BrokerConfig,
+        budgets: Budgets,
+        alerts: Alerts,
+    ) -> None:
+        self._redis = client
+        self._db = db
+        self._config = config
+        self._budgets = budgets
+        self._alerts = alerts
+        scheduler = config.scheduler
+        longest = max(p.timeout_s for p in config.providers)
+        self.reap_after_s = scheduler.reap_after_s or 2 * longest + 30
+        self._max_attempts = scheduler.max_attempts
+
+    # --- after Redis lost its data --------------------------------------------------------------
+
+    def ensure_epoch(self) -> bool:
+        """Rebuild what Redis should hold if its marker is gone; True if it rebuilt."""
+        if self._redis.exists(keys.epoch()):
+            return False
+        started = time.monotonic()
+        requeued = self._requeue_from_database()
+        in_flight = self._restore_in_flight()
+        self._redis.set(keys.epoch(), str(time.time()))
+        log.warning(
+            "Redis had no epoch marker: rebuilt %d queue entries and %d in-flight reservations "
+            "from the database in %.1f s",
+            requeued,
+            in_flight,
+            time.monotonic() - started,
+        )
+        return True
+
+    def _present(self) -> set[str]:
+        """Request ids already in the team queues."""
+        present: set[str] = set()
+        for key in self._redis.scan_iter(match=f"{keys.team_queue_prefix()}*", count=1000):
+            for start in range(0, self._redis.llen(key), _CHUNK):
+                for raw in self._redis.lrange(key, start, start + _CHUNK - 1):
+                    present.add(raw.split(b" ", 1)[0].decode())
+        return present
+
+    def _requeue_from_database(self) -> int:
+        present = self._present()
+        held = self._db.write(
+            lambda s: (
+                s.execute(
+                    update(Request)
+                    .where(Request.status == RequestStatus.WAITING_BUDGET)
+                    .values(status=RequestStatus.QUEUED)
+                ).rowcount
+            )
+        )
+        if held:
+            log.warning("%d held requests are queued again (the held lists were lost)", held)
+        pushed = 0
+        with self._db.session() as session:
+            rows = session.execute(
+                select(Request, Job.feature)
+                .join(Job, Job.id == Request.job_id)
+                .where(Request.status == RequestStatus.QUEUED)
+                .order_by(Request.created_at, Request.seq)
+                .execution_options(yield_per=_CHUNK)
+            )
+            batch: dict[tuple[str, Priority], list[tuple[Priority, QueueEntry]]] = {}
+            for row, feature in rows:
+                if row.id in present:
+                    continue
+                priority = Priority(row.priority)
+                batch.setdefault((row.team_id, priority), []).append(
+                    (priority, entry_of(row, feature))
+                )
+                pushed += 1
+        for (team, _), entries in batch.items():
+            queues.push(self._redis, team, entries)
+        return pushed
+
+    def _restore_in_flight(self) -> int:
+        restored = 0
+        with self._db.session() as session:
+            rows = session.scalars(select(Request).where(Request.status.in_(_IN_FLIGHT))).all()
+        requests = []
+        for row in rows:
+            entry = entry_of(row)
+            # The model it was sent to is not recorded until it finishes: reserve the dearest
+            # of its chain, which covers whichever it runs on.
+            chain = self._config.model(row.model).chain if self._config.has_model(row.model) else []
+            if not chain:
+                continue
+            amount = max(cost_bound(self._config, m, entry) for m in chain)
+            scopes = self._budgets.scopes(row.team_id, entry.feature, entry.trace)
+            if scopes:
+                # Load spend from the ledger first, so the reservation lands on a loaded key.
+                self._budgets.snapshot(scopes)
+                requests.append((row.id, amount, scopes))
+        if requests:
+            restored = sum(self._budgets.reserve(requests, enforce=False))
+        return restored
+
+    # --- attempts that died with their worker -----------------------------------------------
+
+    def reap(self) -> int:
+        """Requeue (or fail) attempts that outlived any call; returns how many."""
+        cutoff = utcnow() - timedelta(seconds=self.reap_after_s)
+        with self._db.session() as session:
+            stale = session.execute(
+                select(Request, Job.feature)
+                .join(Job, Job.id == Request.job_id)
+                .where(Request.status.in_(_IN_FLIGHT), Request.dispatched_at < cutoff)
+                .limit(_CHUNK)
+            ).all()
+        reaped = 0
+        for row, feature in stale:
+            reaped += self._reap_one(row, feature)
+        self._release_orphans()
+        return reaped
+
+    def _reap_one(self, row: Request, feature: str) -> int:
+        entry = entry_of(row, feature)
+        give_up = row.attempts >= self._max_attempts
+        message = (
+            f"the worker running attempt {row.attempts} stopped answering (lost after "
+            f"{self.reap_after_s:.0f} s)"
+        )
+        if give_up:
+            changed = self._db.write(
+                lambda s: transitions.fail_attempt(s, row.id, row.attempts, "worker_lost", message)
+            )
+        else:
+            changed = self._db.write(
+                lambda s: transitions.requeue(s, row.id, row.attempts, from_states=_IN_FLIGHT)
+            )
+        if not changed:
+            return 0  # it finished meanwhile
+        with self._redis.pipeline(transaction=False) as pipe:
+            self._budgets.release(pipe, row.id)
+            for provider in self._config.providers:
+                pipe.zrem(keys.in_flight(provider.name), row.id)
+            pipe.execute()
+        if not give_up:
+            queues.push_front(self._redis, row.team_id, Priority(row.priority), [entry])
+        self._alerts.fire(
+            row.team_id,
+            "attempt_lost",
+            f"request {row.id}: {message}; "
+            + ("failed after the last attempt" if give_up else "queued again"),
+            request_id=row.id,
+            attempt=row.attempts,
+        )
+        return 1
+
+    def _release_orphans(self) -> None:
+        cutoff = time.time() - self.reap_after_s
+        ids = [r.decode() for r in self._redis.zrangebyscore(keys.reservation_times(), 0, cutoff)]
+        if not ids:
+            return
+        with self._db.session() as session:
+            live = set(
+                session.scalars(
+                    select(Request.id).where(Request.id.in_(ids), Request.status.in_(_IN_FLIGHT))
+                )
+            )
+        orphans = [rid for rid in ids if rid not in live]
+        with self._redis.pipeline(transaction=False) as pipe:
+            for rid in orphans:
+                self._budgets.release(pipe, rid)
+            pipe.execute()
+        if orphans:
+            log.warning("released %d budget reservations with no attempt in flight", len(orphans))
