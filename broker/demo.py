@@ -18,7 +18,7 @@ from broker.money import format_usd
 from broker.settings import Settings
 from broker.stack import Stack
 from broker.store import Database
-from broker.store.reports import spend_by_team_feature_model
+from broker.store.reports import spend
 
 # The development keys of the default broker.toml (public, for the demo only).
 DEMO_TEAMS = {
@@ -86,7 +86,7 @@ def submit_demo(api_url: str, total: int, seed: int = 7) -> list[Job]:
     rng = random.Random(seed)
     per_feature = max(1, total // len(FEATURES))
     jobs = []
-    for team, (key, features) in DEMO_TEAMS.items():
+    for key, features in DEMO_TEAMS.values():
         client = BrokerClient(api_url, key)
         for feature in features:
             job = client.submit_batch(
@@ -127,8 +127,8 @@ def cost_table(db: Database, job_ids: list[str]) -> Table:
     for name in ("requests", "input tokens", "output tokens", "cost"):
         table.add_column(name, justify="right")
     with db.session() as session:
-        rows = spend_by_team_feature_model(session, job_ids)
-    for row in rows:
+        report = spend(session, group_by=("team", "feature", "model"), job_ids=job_ids)
+    for row in report.rows:
         table.add_row(
             row.team,
             row.feature,
@@ -138,15 +138,16 @@ def cost_table(db: Database, job_ids: list[str]) -> Table:
             f"{row.output_tokens:,}",
             format_usd(row.cost_micros),
         )
+    totals = report.totals
     table.add_section()
     table.add_row(
         "total",
         "",
         "",
-        f"{sum(r.requests for r in rows):,}",
-        f"{sum(r.input_tokens + r.cached_input_tokens for r in rows):,}",
-        f"{sum(r.output_tokens for r in rows):,}",
-        format_usd(sum(r.cost_micros for r in rows)),
+        f"{totals.requests:,}",
+        f"{totals.input_tokens + totals.cached_input_tokens:,}",
+        f"{totals.output_tokens:,}",
+        format_usd(totals.cost_micros),
         style="bold",
     )
     return table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +31,12 @@ class RequestIn(_Model):
     max_tokens: int = Field(default=256, ge=1, le=1_000_000)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     priority: Priority | None = Field(default=None, description="Defaults to the job's priority.")
+    trace_id: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+        description="Groups the requests of one run (an agent loop) under the trace ceiling.",
+    )
     metadata: dict[str, MetadataValue] | None = None
 
 
@@ -144,7 +151,77 @@ class TeamStatusOut(BaseModel):
     queued: int
     service: float = Field(description="Weighted service received (tokens or micro-dollars).")
     share: float = Field(description="This team's fraction of all service received, 0..1.")
+    paused: bool = Field(default=False, description="Its queues are not served until resumed.")
+    paused_reason: str | None = Field(default=None, description="Why, while paused.")
 
 
 class TeamList(BaseModel):
     teams: list[TeamStatusOut]
+
+
+class PauseIn(_Model):
+    """``POST /v1/admin/teams/{team}/pause``: why (shown in the team list and the alert)."""
+
+    reason: str = Field(default="paused by an operator", min_length=1, max_length=500)
+
+
+class TeamPauseOut(BaseModel):
+    """A team's pause state after ``pause`` or ``resume``."""
+
+    team: str
+    paused: bool
+    reason: str | None = Field(description="Why the team is paused; None when it is not.")
+    changed: bool = Field(description="False when it was already in that state.")
+
+
+class BudgetLimitIn(_Model):
+    """``PUT /v1/admin/budgets/{id}/limit``: the budget's limit from now on, in USD."""
+
+    limit_usd: Decimal = Field(
+        gt=0,
+        le=1_000_000,
+        decimal_places=6,
+        allow_inf_nan=False,
+        description='A decimal string ("12.50") or a number; at most 6 decimal places.',
+    )
+
+
+class BudgetOut(BaseModel):
+    """One ``[[budgets]]`` entry in its current window, as ``GET /v1/admin/budgets`` shows it."""
+
+    id: str = Field(description="team[/feature]/window, e.g. product/search/monthly.")
+    team: str
+    feature: str | None
+    window: Literal["daily", "monthly", "custom"]
+    window_start: datetime = Field(description="UTC, inclusive.")
+    window_end: datetime = Field(description="UTC, exclusive: the limit renews then.")
+    limit_micros: int = Field(description="The limit the scheduler enforces now.")
+    limit_source: Literal["config", "override"] = Field(
+        description="config: broker.toml; override: set through the admin API."
+    )
+    spent_micros: int
+    reserved_micros: int = Field(description="Held for requests dispatched but not yet settled.")
+    remaining_micros: int = Field(description="limit − spent − reserved, at least 0.")
+    limit_usd: str
+    spent_usd: str
+    reserved_usd: str
+    remaining_usd: str
+
+
+class BudgetList(BaseModel):
+    budgets: list[BudgetOut]
+
+
+class AlertOut(BaseModel):
+    """One alert; kinds add their own details (budget, threshold, spent_micros...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    team: str
+    message: str
+    at: datetime
+
+
+class AlertList(BaseModel):
+    alerts: list[AlertOut] = Field(description="Newest first.")

@@ -99,6 +99,13 @@ class Stack:
                 self._spawn(name, env, "worker", "--provider", provider.name)
         self._wait_http("api", f"{self.api_url}/healthz")
 
+    def add_worker(self, provider: str) -> Child:
+        """One more worker process for ``provider`` (e.g. to replace one a test killed)."""
+        n = sum(1 for name in self.children if name.startswith(f"worker-{provider}"))
+        return self._spawn(
+            _numbered(f"worker-{provider}", n), self.env, "worker", "--provider", provider
+        )
+
     def _spawn(self, name: str, env: dict[str, str], *args: str) -> Child:
         child = Child(name, broker_argv(*args), env, self.log_dir / f"{name}.log")
         self.children[name] = child

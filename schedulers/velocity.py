@@ -3,13 +3,14 @@
 A runaway loop spends a day's budget in minutes. For each team with ``velocity_share`` set and a
 daily team budget, the leader sums the team's ledger over the last ``velocity_window_s``; past
 ``velocity_share`` of the daily limit, the team's queues pause (only that team's) and an alert
-fires. Resuming is an operator's decision (``inference-broker teams resume``), never automatic.
+fires. Resuming is an operator's decision (``inference-broker teams resume``), never automatic;
+after a resume only spend from then on counts, or the same spend would trip it again at once.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
@@ -37,6 +38,8 @@ class VelocityBreaker:
         self._limits = limits
         self._pauses = pauses
         self._alerts = alerts
+        self._was_paused: set[str] = set()
+        self._resumed_at: dict[str, datetime] = {}
         self._watched = []
         for team in config.teams:
             daily = next(
@@ -53,11 +56,16 @@ class VelocityBreaker:
     def check(self) -> list[str]:
         """Pause every watched team over its velocity; returns the teams paused now."""
         tripped = []
-        paused = self._pauses()
+        paused = set(self._pauses())
+        for team in self._was_paused - paused:
+            self._resumed_at[team] = utcnow()
+        self._was_paused = paused
         for team, budget_id in self._watched:
             if team.id in paused:
                 continue
             since = utcnow() - timedelta(seconds=team.velocity_window_s)
+            if team.id in self._resumed_at:
+                since = max(since, self._resumed_at[team.id])
             with self._db.session() as session:
                 spent = int(
                     session.scalar(
@@ -78,6 +86,7 @@ class VelocityBreaker:
             )
             if self._db.write(lambda s, t=team.id, why=reason: team_settings.set_paused(s, t, why)):
                 self._pauses.add(team.id)
+                self._was_paused.add(team.id)
                 self._alerts.fire(
                     team.id,
                     "velocity_breaker",

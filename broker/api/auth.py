@@ -4,12 +4,13 @@ plain keys are never stored."""
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 
 from fastapi import Request
 from fastapi.security.utils import get_authorization_scheme_param
 
 from broker.config import BrokerConfig, TeamConfig, hash_api_key
-from broker.errors import AuthenticationFailed, Forbidden
+from broker.errors import AuthenticationFailed, Forbidden, NotFound
 
 
 def _bearer(request: Request, whose: str) -> str:
@@ -47,3 +48,44 @@ def authenticate_admin(request: Request) -> None:
     if config.team_by_key_hash(digest) is not None:
         raise Forbidden("admin endpoints need the admin key; this is a team's API key")
     raise AuthenticationFailed("unknown API key")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking, on endpoints both teams and operators use: a team, or the operators."""
+
+    team: TeamConfig | None  # None: the admin key
+
+    def team_filter(self, config: BrokerConfig, asked: str | None) -> str | None:
+        """The team a read is limited to (None: every team) when the caller asks for ``asked``.
+
+        A team always gets its own; naming another team is 404 with the same words whether it
+        exists or not, as another team's job is. Operators get what they ask for, and a team
+        not in broker.toml is 404 naming the known ones, as in ``/v1/admin``, so a typo is not
+        mistaken for a team that spent nothing.
+        """
+        if self.team is not None:
+            if asked is not None and asked != self.team.id:
+                raise NotFound(f"no team {asked!r} for this key")
+            return self.team.id
+        if asked is not None and not config.has_team(asked):
+            known = ", ".join(sorted(t.id for t in config.teams)) or "none"
+            raise NotFound(f"no team {asked!r} in broker.toml (known: {known})")
+        return asked
+
+
+def authenticate_caller(request: Request) -> Caller:
+    """FastAPI dependency taking either a team's key or the admin key (``/v1/reports``).
+
+    The admin digest is compared in constant time, as in :func:`authenticate_admin`; with no
+    admin key configured only team keys get in.
+    """
+    config: BrokerConfig = request.app.state.broker.config
+    digest = hash_api_key(_bearer(request, "your team's API key or the admin key"))
+    admin = config.admin_api_key_sha256
+    if admin is not None and hmac.compare_digest(digest, admin):
+        return Caller(team=None)
+    team = config.team_by_key_hash(digest)
+    if team is None:
+        raise AuthenticationFailed("unknown API key")
+    return Caller(team=team)

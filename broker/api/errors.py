@@ -31,7 +31,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
-        field = field_path(p for p in first.get("loc", ()) if p != "body") or "body"
+        loc = tuple(first.get("loc", ()))
+        if loc[:1] in (("query",), ("path",)):  # a parameter is named as the caller wrote it
+            loc = loc[1:]
+        field = field_path(p for p in loc if p != "body") or "body"
         return _body(422, "invalid_request", f"{field}: {first.get('msg')}", field)
 
     @app.exception_handler(InvalidRequest)

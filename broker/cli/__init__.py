@@ -3,7 +3,9 @@
 Process commands (``up``, ``api``, ``scheduler``, ``worker``, ``simulate``) read settings from
 the environment (``BROKER_*``, ``REDIS_URL``, ``DATABASE_URL``); client commands (``submit``,
 ``status``, ``results``) take ``--url`` and ``--api-key`` (or ``BROKER_URL``/``BROKER_API_KEY``);
-operator commands (``teams``) take ``--url`` and ``--admin-key`` (or ``BROKER_ADMIN_KEY``).
+operator commands (``teams``) take ``--url`` and ``--admin-key`` (or ``BROKER_ADMIN_KEY``);
+``report`` takes either kind of key as ``--api-key`` (``BROKER_ADMIN_KEY``, then
+``BROKER_API_KEY``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from broker.cli import admin_commands, client_commands
+from broker.cli import admin_commands, client_commands, report_commands
 from broker.config import hash_api_key
 from broker.errors import BrokerError
 from broker.settings import Settings
@@ -170,3 +172,4 @@ def keygen() -> None:
 
 client_commands.register(main)
 admin_commands.register(main)
+report_commands.register(main)

@@ -1,4 +1,6 @@
-"""Operator commands: ``teams`` (the fairness table), ``teams set-weight`` and ``reset-weight``.
+"""Operator commands: ``teams`` (the fairness table; ``set-weight``, ``reset-weight``, ``pause``,
+``resume``), ``budgets`` (spend against each limit; ``set-limit``, ``reset-limit``) and
+``alerts``.
 
 They call ``/v1/admin`` with the admin key. The Python client (:mod:`broker.client`) is for
 teams and stays that way, so these few calls are made here with httpx directly; its error
@@ -15,10 +17,11 @@ import click
 import httpx
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from broker.client._base import parse, raise_for_status
 from broker.client._errors import unreachable
-from broker.schemas import TeamList, TeamStatusOut
+from broker.schemas import AlertList, BudgetList, BudgetOut, TeamList, TeamPauseOut, TeamStatusOut
 
 console = Console()  # the table is the command's output: stdout
 DEFAULT_URL = "http://127.0.0.1:8140"
@@ -29,7 +32,13 @@ class _Admin:
     url: str
     key: str | None
 
-    def call(self, method: str, path: str, json: dict[str, Any] | None = None) -> httpx.Response:
+    def call(
+        self,
+        method: str,
+        path: str,
+        json: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> httpx.Response:
         if not self.key:
             raise click.UsageError(
                 "no admin key: pass --admin-key or set BROKER_ADMIN_KEY "
@@ -38,7 +47,7 @@ class _Admin:
         headers = {"Authorization": f"Bearer {self.key}"}
         try:
             with httpx.Client(base_url=self.url, headers=headers, timeout=30.0) as http:
-                response = http.request(method, path, json=json)
+                response = http.request(method, path, json=json, params=params)
         except httpx.TransportError as exc:
             raise unreachable(self.url, exc) from exc
         raise_for_status(response)
@@ -76,8 +85,8 @@ def _admin(ctx: click.Context, url: str | None, admin_key: str | None) -> _Admin
     return _Admin((url or parent.url).rstrip("/"), admin_key or parent.key)
 
 
-def _weight_path(team: str) -> str:
-    return f"/v1/admin/teams/{quote(team, safe='')}/weight"
+def _team_path(team: str, action: str) -> str:
+    return f"/v1/admin/teams/{quote(team, safe='')}/{action}"
 
 
 _MARKS = {
@@ -88,11 +97,13 @@ _MARKS = {
 
 def _print_table(teams: list[TeamStatusOut]) -> None:
     sources = {t.weight_source for t in teams}
-    caption = "\n".join(note for source, (_, note) in _MARKS.items() if source in sources)
-    table = Table(caption=caption or None, caption_justify="left")
+    notes = [note for source, (_, note) in _MARKS.items() if source in sources]
+    notes += [f"{t.team} is paused: {t.paused_reason}" for t in teams if t.paused]
+    table = Table(caption=Text("\n".join(notes)) if notes else None, caption_justify="left")
     table.add_column("team")
     for name in ("weight", "counter", "high", "medium", "low", "service", "share"):
         table.add_column(name, justify="right")
+    table.add_column("state")
     for t in teams:
         mark = _MARKS[t.weight_source][0] if t.weight_source in _MARKS else ""
         table.add_row(
@@ -104,8 +115,62 @@ def _print_table(teams: list[TeamStatusOut]) -> None:
             str(t.backlog.low),
             f"{t.service:,.0f}",
             f"{t.share * 100:.1f}%",
+            "[red]paused[/]" if t.paused else "",
         )
-    console.print(table)
+    _print_wide(table)
+
+
+def _limit_path(budget_id: str) -> str:
+    return f"/v1/admin/budgets/{quote(budget_id, safe='/')}/limit"
+
+
+def _print_budgets(budgets: list[BudgetOut]) -> None:
+    if not budgets:
+        console.print(Text("no budgets: broker.toml has no [[budgets]]"))
+        return
+    renewals: dict[str, set[str]] = {}
+    for b in budgets:
+        renewals.setdefault(b.window, set()).add(f"{b.window_end:%Y-%m-%d %H:%M}")
+    renew = ", ".join(f"{w} {' / '.join(sorted(ends))}" for w, ends in renewals.items())
+    notes = [f"renews (UTC): {renew}", "used = (spent + reserved) / limit"]
+    if any(b.limit_source == "override" for b in budgets):
+        notes.append("* set at run time; `budgets reset-limit ID` goes back to broker.toml")
+    table = Table(caption=Text("\n".join(notes)), caption_justify="left")
+    table.add_column("budget", no_wrap=True)
+    table.add_column("window", no_wrap=True)
+    for name in ("limit", "spent", "reserved", "remaining", "used"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for b in budgets:
+        used = (b.spent_micros + b.reserved_micros) / max(b.limit_micros, 1)
+        style = "red" if used >= 1 else "yellow" if used >= 0.8 else "default"
+        table.add_row(
+            b.id,
+            b.window,
+            b.limit_usd + ("*" if b.limit_source == "override" else ""),
+            b.spent_usd,
+            b.reserved_usd,
+            b.remaining_usd,
+            f"[{style}]{used * 100:.1f}%[/]",
+        )
+    _print_wide(table)
+
+
+def _print_wide(table: Table) -> None:
+    """Piped or captured, a table is not squeezed into 80 columns (as in ``report``)."""
+    out = console if console.is_terminal else Console(file=console.file, width=160)
+    out.print(table)
+
+
+def _print_alerts(listing: AlertList) -> None:
+    if not listing.alerts:
+        console.print("no alerts")
+        return
+    table = Table()
+    for name in ("at (UTC)", "team", "type", "message"):
+        table.add_column(name)
+    for a in listing.alerts:
+        table.add_row(f"{a.at:%Y-%m-%d %H:%M:%S}", a.team, a.type, Text(a.message))
+    _print_wide(table)
 
 
 def register(main: click.Group) -> None:
@@ -113,7 +178,8 @@ def register(main: click.Group) -> None:
     @_options(inherit=False)
     @click.pass_context
     def teams(ctx: click.Context, url: str, admin_key: str | None) -> None:
-        """Each team's weight, fairness counter, backlog per priority and share of service."""
+        """Each team's weight, fairness counter, backlog per priority, share of service and
+        whether it is paused."""
         ctx.obj = _Admin(url.rstrip("/"), admin_key)
         if ctx.invoked_subcommand is None:
             listing = parse(ctx.obj.call("GET", "/v1/admin/teams"), TeamList)
@@ -129,7 +195,7 @@ def register(main: click.Group) -> None:
     ) -> None:
         """Give TEAM the fair-share WEIGHT from now on (the scheduler picks it up in seconds)."""
         admin = _admin(ctx, url, admin_key)
-        response = admin.call("PUT", _weight_path(team), {"weight": weight})
+        response = admin.call("PUT", _team_path(team, "weight"), {"weight": weight})
         _print_table([parse(response, TeamStatusOut)])
 
     @teams.command("reset-weight")
@@ -139,4 +205,73 @@ def register(main: click.Group) -> None:
     def reset_weight(ctx: click.Context, team: str, url: str | None, admin_key: str | None) -> None:
         """Drop TEAM's run-time weight: back to its weight in broker.toml."""
         admin = _admin(ctx, url, admin_key)
-        _print_table([parse(admin.call("DELETE", _weight_path(team)), TeamStatusOut)])
+        _print_table([parse(admin.call("DELETE", _team_path(team, "weight")), TeamStatusOut)])
+
+    @teams.command("pause")
+    @click.argument("team")
+    @click.option("--reason", default=None, help="Why; shown in `teams` and in the alert.")
+    @_options(inherit=True)
+    @click.pass_context
+    def pause(
+        ctx: click.Context, team: str, reason: str | None, url: str | None, admin_key: str | None
+    ) -> None:
+        """Stop serving TEAM's queues until `teams resume TEAM` (submissions still queue)."""
+        admin = _admin(ctx, url, admin_key)
+        body = {"reason": reason} if reason else None
+        state = parse(admin.call("POST", _team_path(team, "pause"), body), TeamPauseOut)
+        already = "" if state.changed else " already"
+        console.print(Text(f"{state.team} is{already} paused: {state.reason}"))
+
+    @teams.command("resume")
+    @click.argument("team")
+    @_options(inherit=True)
+    @click.pass_context
+    def resume(ctx: click.Context, team: str, url: str | None, admin_key: str | None) -> None:
+        """Serve TEAM's queues again, whoever paused them."""
+        admin = _admin(ctx, url, admin_key)
+        state = parse(admin.call("POST", _team_path(team, "resume")), TeamPauseOut)
+        console.print(f"{state.team} resumed" if state.changed else f"{state.team} was not paused")
+
+    @main.group(invoke_without_command=True)
+    @_options(inherit=False)
+    @click.pass_context
+    def budgets(ctx: click.Context, url: str, admin_key: str | None) -> None:
+        """Each budget in its current window: limit, spent, reserved, remaining, share used."""
+        ctx.obj = _Admin(url.rstrip("/"), admin_key)
+        if ctx.invoked_subcommand is None:
+            listing = parse(ctx.obj.call("GET", "/v1/admin/budgets"), BudgetList)
+            _print_budgets(listing.budgets)
+
+    @budgets.command("set-limit")
+    @click.argument("budget_id", metavar="ID")
+    @click.argument("usd")
+    @_options(inherit=True)
+    @click.pass_context
+    def set_limit(
+        ctx: click.Context, budget_id: str, usd: str, url: str | None, admin_key: str | None
+    ) -> None:
+        """Give budget ID (e.g. product/daily) a limit of USD from now on."""
+        admin = _admin(ctx, url, admin_key)
+        body = {"limit_usd": usd.strip().removeprefix("$").replace(",", "")}
+        _print_budgets([parse(admin.call("PUT", _limit_path(budget_id), body), BudgetOut)])
+
+    @budgets.command("reset-limit")
+    @click.argument("budget_id", metavar="ID")
+    @_options(inherit=True)
+    @click.pass_context
+    def reset_limit(
+        ctx: click.Context, budget_id: str, url: str | None, admin_key: str | None
+    ) -> None:
+        """Drop budget ID's run-time limit: back to its limit in broker.toml."""
+        admin = _admin(ctx, url, admin_key)
+        _print_budgets([parse(admin.call("DELETE", _limit_path(budget_id)), BudgetOut)])
+
+    @main.command("alerts")
+    @click.option("--team", default=None, help="Only this team's alerts.")
+    @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+    @_options(inherit=False)
+    def alerts(team: str | None, limit: int, url: str, admin_key: str | None) -> None:
+        """Recent alerts, newest first: budget thresholds, pauses, resumes."""
+        admin = _Admin(url.rstrip("/"), admin_key)
+        params = {"limit": limit} | ({"team": team} if team else {})
+        _print_alerts(parse(admin.call("GET", "/v1/admin/alerts", params=params), AlertList))

@@ -64,6 +64,8 @@ def test_listing_shows_every_team_with_its_config_weight(api):
         "queued": 0,
         "service": 0.0,
         "share": 0.0,
+        "paused": False,
+        "paused_reason": None,
     }
 
 

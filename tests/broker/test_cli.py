@@ -148,3 +148,140 @@ def test_teams_lists_and_sets_weights_against_a_running_api(running_api):
         assert done.returncode == 1
         assert done.stderr.startswith("error: ") and words in done.stderr
         assert "Traceback" not in done.stderr
+
+
+BUDGETS_TOML = """
+[[budgets]]
+team = "product"
+limit_usd = "1.00"
+
+[[budgets]]
+team = "product"
+feature = "search"
+window = "monthly"
+limit_usd = "5"
+"""
+
+
+@pytest.fixture
+def budget_api(settings, redis_client, db, tmp_path):
+    """``inference-broker api`` with the packaged broker.toml plus two budgets of product's."""
+    from broker.config import DEFAULT_CONFIG
+    from broker.store import BudgetLimit
+
+    path = tmp_path / "broker.toml"
+    path.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8") + BUDGETS_TOML, encoding="utf-8")
+    db.write(lambda s: s.execute(delete(BudgetLimit)))
+    env = {
+        **os.environ,
+        "BROKER_REDIS_URL": settings.redis_url,
+        "BROKER_DATABASE_URL": settings.database_url,
+        "BROKER_DATA_DIR": str(settings.data_dir),
+        "BROKER_API_PORT": str(settings.api_port),
+        "BROKER_CONFIG_PATH": str(path),
+    }
+    for name in ("REDIS_URL", "DATABASE_URL"):
+        env.pop(name, None)
+    api = Child("api", [*CLI, "api"], env, tmp_path / "api.log")
+    url = f"http://127.0.0.1:{settings.api_port}"
+    try:
+        wait_until(http_ok(f"{url}/healthz"), 60, "the API", api.proc)
+        yield url
+    finally:
+        api.stop()
+        db.write(lambda s: s.execute(delete(BudgetLimit)))
+
+
+def admin_cli(url: str, *args: str, key: str = "ib-dev-admin") -> subprocess.CompletedProcess:
+    env = {**os.environ, "BROKER_URL": url, "BROKER_ADMIN_KEY": key}
+    return subprocess.run(
+        [*CLI, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def rows_by_first_cell(stdout: str, names: set[str]) -> dict[str, list[str]]:
+    """first cell → cells of the rich table rows whose first cell is one of ``names``."""
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if cells and cells[0] in names:
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_budgets_lists_and_sets_limits_against_a_running_api(budget_api, redis_client):
+    from datetime import UTC, datetime
+
+    from broker import keys
+
+    ids = {"product/daily", "product/search/monthly"}
+    window = datetime.now(UTC).strftime("d%Y%m%d")
+    redis_client.hset(
+        keys.budget("product/daily", window),
+        mapping={"spent": 250_000, "reserved": 50_000, "loaded": 1},
+    )
+
+    listed = admin_cli(budget_api, "budgets")
+    assert listed.returncode == 0, listed.stderr
+    rows = rows_by_first_cell(listed.stdout, ids)
+    assert sorted(rows) == sorted(ids)
+    assert rows["product/daily"] == [
+        "product/daily", "daily", "$1.0000", "$0.2500", "$0.0500", "$0.7000", "30.0%",
+    ]  # fmt: skip
+    assert rows["product/search/monthly"][1:3] == ["monthly", "$5.0000"]
+    assert "renews (UTC)" in listed.stdout
+
+    changed = admin_cli(budget_api, "budgets", "set-limit", "product/daily", "$12.50")
+    assert changed.returncode == 0, changed.stderr
+    assert rows_by_first_cell(changed.stdout, ids)["product/daily"][2] == "$12.5000*"
+    again = rows_by_first_cell(admin_cli(budget_api, "budgets").stdout, ids)
+    assert again["product/daily"][2] == "$12.5000*" and again["product/daily"][6] == "2.4%"
+
+    reset = admin_cli(budget_api, "budgets", "reset-limit", "product/daily", "--url", budget_api)
+    assert reset.returncode == 0, reset.stderr
+    again = rows_by_first_cell(admin_cli(budget_api, "budgets").stdout, ids)
+    assert again["product/daily"][2] == "$1.0000"
+
+    for done, words in [
+        (admin_cli(budget_api, "budgets", key="ib-dev-product"), "need the admin key"),
+        (admin_cli(budget_api, "budgets", "set-limit", "product/weekly", "2"), "no budget"),
+        (
+            admin_cli(budget_api, "budgets", "set-limit", "product/daily", "0"),
+            "limit_usd: Input should be greater than 0",
+        ),
+    ]:
+        assert done.returncode == 1
+        assert done.stderr.startswith("error: ") and words in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_teams_pause_and_resume_against_a_running_api(running_api):
+    teams = {"content", "platform", "product"}
+
+    paused = admin_cli(running_api, "teams", "pause", "product", "--reason", "runaway agent")
+    assert paused.returncode == 0, paused.stderr
+    assert paused.stdout.strip() == "product is paused: runaway agent"
+    listed = admin_cli(running_api, "teams")
+    rows = rows_by_first_cell(listed.stdout, teams)
+    assert rows["product"][-1] == "paused" and rows["content"][-1] == ""
+    assert "product is paused: runaway agent" in listed.stdout
+
+    again = admin_cli(running_api, "teams", "pause", "product")
+    assert again.stdout.strip() == "product is already paused: runaway agent"
+
+    resumed = admin_cli(running_api, "teams", "resume", "product")
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.strip() == "product resumed"
+    assert rows_by_first_cell(admin_cli(running_api, "teams").stdout, teams)["product"][-1] == ""
+    assert admin_cli(running_api, "teams", "resume", "product").stdout.strip() == (
+        "product was not paused"
+    )
+
+    alerts = admin_cli(running_api, "alerts", "--team", "product")
+    assert alerts.returncode == 0, alerts.stderr
+    assert "team product resumed by an operator" in alerts.stdout
+    assert "team product paused: runaway agent" in alerts.stdout
+    assert "no alerts" in admin_cli(running_api, "alerts", "--team", "content").stdout
+
+    missing = admin_cli(running_api, "teams", "pause", "nope")
+    assert missing.returncode == 1 and "no team 'nope'" in missing.stderr

@@ -1,0 +1,170 @@
+"""``/v1/reports``: spend from the cost ledger, as JSON, CSV or a PNG chart of daily spend.
+
+A team's key sees its own team only; the admin key sees every team and may narrow to one with
+``team=``. Money leaves as integer micro-dollars (exact, for machines) and beside it as a USD
+string (for people), in JSON and CSV alike.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from sqlalchemy.exc import SQLAlchemyError
+
+from broker.api.auth import Caller, authenticate_caller
+from broker.charts import daily_spend_png
+from broker.errors import ServiceUnavailable
+from broker.money import format_usd
+from broker.report_schemas import SpendReportOut, SpendRowOut
+from broker.schemas import ErrorBody
+from broker.store import reports
+from broker.store.reports import SpendReport, SpendRow
+
+router = APIRouter(
+    prefix="/v1/reports",
+    tags=["reports"],
+    responses={
+        401: {"model": ErrorBody},
+        404: {"model": ErrorBody},
+        422: {"model": ErrorBody},
+        503: {"model": ErrorBody},
+    },
+)
+Asker = Annotated[Caller, Depends(authenticate_caller)]
+TeamParam = Annotated[
+    str | None,
+    Query(max_length=64, description="Admin key: one team. Team key: its own team or nothing."),
+]
+
+USD_PLACES = 6  # exact: one micro-dollar is $0.000001
+MEASURES = (
+    "requests",
+    "attempts",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "cost_micros",
+    "cost_usd",
+    "cache_savings_micros",
+    "cache_savings_usd",
+)
+
+
+@contextmanager
+def _database() -> Iterator[None]:
+    """A database failure leaves as 503, like everywhere else in the API."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        raise ServiceUnavailable(f"the database is unreachable: {type(exc).__name__}") from exc
+
+
+def _invalid(field: str, message: str, value: Any) -> RequestValidationError:
+    """A 422 naming ``field``, through the same handler as FastAPI's own parameter checks."""
+    error = {"type": "value_error", "loc": ("query", field), "msg": message, "input": value}
+    return RequestValidationError([error])
+
+
+def _row_out(row: SpendRow, group_by: tuple[str, ...]) -> SpendRowOut:
+    return SpendRowOut(
+        **row.key(group_by),
+        requests=row.requests,
+        attempts=row.attempts,
+        input_tokens=row.input_tokens,
+        cached_input_tokens=row.cached_input_tokens,
+        output_tokens=row.output_tokens,
+        cost_micros=row.cost_micros,
+        cost_usd=format_usd(row.cost_micros, places=USD_PLACES),
+        cache_savings_micros=row.cache_savings_micros,
+        cache_savings_usd=format_usd(row.cache_savings_micros, places=USD_PLACES),
+    )
+
+
+def report_out(report: SpendReport) -> SpendReportOut:
+    return SpendReportOut(
+        group_by=list(report.group_by),
+        team=report.team,
+        since=report.since,
+        until=report.until,
+        rows=[_row_out(row, report.group_by) for row in report.rows],
+        totals=_row_out(report.totals, ()),
+    )
+
+
+def report_csv(report: SpendReport) -> str:
+    """Header, one line per group, then a ``total`` line under the first dimension."""
+    out = report_out(report)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*report.group_by, *MEASURES])
+    for row in out.rows:
+        values = row.model_dump(mode="json")
+        writer.writerow([values[d] for d in report.group_by] + [values[m] for m in MEASURES])
+    totals = out.totals.model_dump(mode="json")
+    blanks = [""] * (len(report.group_by) - 1)
+    writer.writerow(["total", *blanks, *(totals[m] for m in MEASURES)])
+    return buffer.getvalue()
+
+
+@router.get(
+    "/spend",
+    response_model=SpendReportOut,
+    response_model_exclude_unset=True,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def spend(
+    caller: Asker,
+    request: Request,
+    group_by: Annotated[
+        str, Query(description=f"Comma-separated: {', '.join(reports.DIMENSIONS)}.")
+    ] = ",".join(reports.DEFAULT_GROUP_BY),
+    since: Annotated[date | None, Query(description="First UTC day, YYYY-MM-DD.")] = None,
+    until: Annotated[date | None, Query(description="Last UTC day (included).")] = None,
+    team: TeamParam = None,
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+):
+    """Spend grouped by any of team, feature, model, provider and UTC day, with totals."""
+    try:
+        dims = reports.parse_group_by(group_by)
+    except ValueError as exc:
+        raise _invalid("group_by", str(exc), group_by) from exc
+    if since is not None and until is not None and since > until:
+        raise _invalid("until", f"must be on or after since ({since})", until.isoformat())
+    resources = request.app.state.broker
+    scope = caller.team_filter(resources.config, team)
+    with _database(), resources.db.session() as session:
+        report = reports.spend(session, group_by=dims, team=scope, since=since, until=until)
+    if format == "csv":
+        return Response(
+            report_csv(report),
+            media_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="spend.csv"'},
+        )
+    return report_out(report)
+
+
+@router.get(
+    "/daily.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "A 1200×600 PNG."}},
+)
+def daily_png(
+    caller: Asker,
+    request: Request,
+    days: Annotated[int, Query(ge=1, le=366, description="Days up to today (UTC).")] = 30,
+    team: TeamParam = None,
+) -> Response:
+    """Stacked bars of each team's spend per UTC day; an empty ledger says "no spend yet"."""
+    resources = request.app.state.broker
+    scope = caller.team_filter(resources.config, team)
+    with _database(), resources.db.session() as session:
+        series = reports.daily_spend_by_team(session, days=days, team=scope)
+    return Response(daily_spend_png(series), media_type="image/png")

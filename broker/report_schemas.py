@@ -1,0 +1,41 @@
+"""Response models of ``/v1/reports``, shared by the server and ``inference-broker report``.
+
+Kept beside :mod:`broker.schemas` rather than in it: reports are read by operators and finance
+as much as by the teams that submit jobs, and grow on their own schedule.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pydantic import BaseModel, Field
+
+
+class SpendRowOut(BaseModel):
+    """One group of the report; only the dimensions it was grouped by are present."""
+
+    team: str | None = None
+    feature: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    day: date | None = Field(default=None, description="UTC calendar day.")
+    requests: int = Field(description="Distinct requests charged in this group.")
+    attempts: int = Field(description="Charged attempts: retries and fallbacks count each.")
+    input_tokens: int = Field(description="Uncached input tokens.")
+    cached_input_tokens: int
+    output_tokens: int
+    cost_micros: int = Field(description="Integer micro-dollars (1 USD = 1,000,000).")
+    cost_usd: str
+    cache_savings_micros: int = Field(
+        description="What the cached input tokens would have cost more at the full input price."
+    )
+    cache_savings_usd: str
+
+
+class SpendReportOut(BaseModel):
+    group_by: list[str]
+    team: str | None = Field(description="The team the report is limited to; null: every team.")
+    since: date | None = Field(description="First UTC day included; null: from the beginning.")
+    until: date | None = Field(description="Last UTC day included; null: up to now.")
+    rows: list[SpendRowOut]
+    totals: SpendRowOut = Field(description="Every row together (no dimensions).")
