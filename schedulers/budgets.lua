@@ -10,6 +10,8 @@
 --          reservation is already gone)
 --          ARGV = 'settle', id, actual, flag ttl. Returns 0 if this attempt already settled.
 -- release: KEYS = reservations, reservation times. ARGV = 'release', id.
+-- Each settlement bumps a key's 'version', so a reconciliation with the ledger can tell whether
+-- anything settled while it was summing.
 local op = ARGV[1]
 
 local function undo(record)
@@ -78,6 +80,7 @@ elseif op == 'settle' then
   end
   for _, key in ipairs(targets) do
     redis.call('HINCRBY', key, 'spent', actual)
+    redis.call('HINCRBY', key, 'version', 1)
   end
   return 1
 elseif op == 'release' then
@@ -88,6 +91,15 @@ elseif op == 'release' then
   redis.call('HDEL', KEYS[1], id)
   redis.call('ZREM', KEYS[2], id)
   return 1
+elseif op == 'reconcile' then
+  -- KEYS = budget key; ARGV = 'reconcile', version read before the ledger was summed, sum.
+  -- Only while nothing is reserved and nothing settled since: then spent must equal the ledger.
+  local state = redis.call('HMGET', KEYS[1], 'version', 'reserved')
+  if (state[1] or '0') == ARGV[2] and (tonumber(state[2]) or 0) == 0 then
+    redis.call('HSET', KEYS[1], 'spent', ARGV[3], 'loaded', '1')
+    return 1
+  end
+  return 0
 elseif op == 'load' then
   -- KEYS = budget key; ARGV = 'load', spent from the ledger. Once per key (after Redis lost it).
   if redis.call('HSETNX', KEYS[1], 'loaded', '1') == 1 then

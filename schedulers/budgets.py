@@ -31,6 +31,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from broker import keys
+from broker.budget_config import BudgetConfig
 from broker.config import BrokerConfig
 from broker.money import format_usd, usd_to_micros
 from broker.queues import QueueEntry
@@ -107,20 +108,9 @@ class Budgets:
             return []
         now = now or datetime.now(UTC)
         limits = self._limits()
-        out = []
-        for budget in self._config.budgets_for(team, feature):
-            window = budget.window_at(now)
-            out.append(
-                Scope(
-                    keys.budget(budget.id, window.id),
-                    budget.id,
-                    limits.get(budget.id, budget.limit_micros),
-                    team,
-                    budget.feature,
-                    window.start,
-                    window.end,
-                )
-            )
+        out = [
+            self._scope(budget, limits, now) for budget in self._config.budgets_for(team, feature)
+        ]
         if trace and self._config.has_team(team):
             ceiling = self._config.team(team).trace_limit_usd
             if ceiling is not None:
@@ -215,6 +205,51 @@ class Budgets:
             ],
             args=["settle", request_id, actual, SETTLED_TTL_S],
             client=pipe,
+        )
+
+    def reconcile(self) -> int:
+        """Set each idle budget's spend to the ledger's; returns how many were corrected.
+
+        Redis can only drift upwards (a settlement counted again by a reload from the ledger
+        after Redis lost its data): this brings it back, but only for a budget with nothing
+        reserved and nothing settled while the ledger was summed, so it can never lose spend.
+        """
+        corrected = 0
+        for scope in self.scopes_of_all_budgets():
+            version, spent, reserved = self._redis.hmget(scope.key, "version", "spent", "reserved")
+            if spent is None or int(reserved or 0) != 0:
+                continue
+            ledger = self._ledger_spent(scope)
+            if ledger == int(spent):
+                continue
+            args = ["reconcile", (version or b"0").decode(), ledger]
+            if self._script(keys=[scope.key], args=args):
+                log.warning(
+                    "budget %s: Redis said %s, the ledger %s; set to the ledger",
+                    scope.label,
+                    format_usd(int(spent)),
+                    format_usd(ledger),
+                )
+                corrected += 1
+        return corrected
+
+    def scopes_of_all_budgets(self) -> list[Scope]:
+        """Every configured budget in its current window (not the per-trace ceilings)."""
+        now = datetime.now(UTC)
+        limits = self._limits()
+        return [self._scope(budget, limits, now) for budget in self._config.budgets]
+
+    @staticmethod
+    def _scope(budget: BudgetConfig, limits: dict[str, int], now: datetime) -> Scope:
+        window = budget.window_at(now)
+        return Scope(
+            keys.budget(budget.id, window.id),
+            budget.id,
+            limits.get(budget.id, budget.limit_micros),
+            budget.team,
+            budget.feature,
+            window.start,
+            window.end,
         )
 
     def release(self, pipe: redis.client.Pipeline | redis.Redis, request_id: str) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 
 import redis
 from celery import Celery
+from kombu import Exchange, Queue
 from sqlalchemy import select
 
 from broker import keys
@@ -75,7 +76,12 @@ class Dispatcher:
         budgets: Budgets | None = None,
     ) -> None:
         self._budgets = budgets
-        self._queues = {p.name: p.queue for p in config.providers}
+        # Straight to each provider's list through the default exchange: no binding to look up
+        # in Redis per message, and none to lose if Redis loses its data.
+        self._queues = {
+            p.name: Queue(p.queue, Exchange(""), routing_key=p.queue, no_declare=True)
+            for p in config.providers
+        }
         self._db = db
         self._redis = client
         self._celery = celery_app

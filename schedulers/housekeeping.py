@@ -1,10 +1,12 @@
 """What the leader does around its rounds: check Redis still holds what it should, and, every
-few seconds, resume held requests, reap attempts of dead workers and watch spend velocity."""
+few seconds, resume held requests, reap attempts of dead workers and watch spend velocity,
+and now and then reconcile idle budgets with the ledger."""
 
 from __future__ import annotations
 
 import time
 
+from schedulers.budgets import Budgets
 from schedulers.holding import Holding
 from schedulers.recovery import Recovery
 from schedulers.velocity import VelocityBreaker
@@ -16,8 +18,13 @@ class Housekeeping:
         recovery: Recovery,
         holding: Holding,
         velocity: VelocityBreaker,
+        budgets: Budgets,
         every_s: float = 2.0,
+        reconcile_every_s: float = 10.0,
     ) -> None:
+        self._budgets = budgets
+        self._reconcile_every_s = reconcile_every_s
+        self._reconciled = float("-inf")
         self._recovery = recovery
         self._holding = holding
         self._velocity = velocity
@@ -33,3 +40,6 @@ class Housekeeping:
             self._velocity.check()
             self._recovery.reap()
             self._holding.resume()
+        if now - self._reconciled >= self._reconcile_every_s:
+            self._reconciled = now
+            self._budgets.reconcile()

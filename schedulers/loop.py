@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from kombu.exceptions import KombuError
 from sqlalchemy.exc import SQLAlchemyError
 
 from broker import keys
@@ -217,7 +218,7 @@ class Scheduler:
                     if self._housekeeping is not None:
                         self._housekeeping()
                     dispatched = self.run_once()
-                except (redis.RedisError, SQLAlchemyError) as exc:
+                except (redis.RedisError, SQLAlchemyError, KombuError) as exc:
                     log.warning("scheduling round failed, retrying in 1 s: %s", exc)
                     stop.wait(1.0)
                     continue

@@ -43,6 +43,7 @@ def build_scheduler(
         Recovery(client, db, config, budgets, alerts),
         holding,
         VelocityBreaker(db, config, budget_limits, pauses, alerts),
+        budgets,
     )
     return Scheduler(
         client,

@@ -3,7 +3,9 @@ policy, a worker killed between reserve and settle, and the spend-velocity break
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -37,7 +39,7 @@ def key(team: str) -> str:
     return f"ib-test-{team}"
 
 
-def write_config(tmp_path: Path, teams: dict[str, str], extra: str) -> Path:
+def write_config(tmp_path: Path, teams: dict[str, str], extra: str, scheduler: str = "") -> Path:
     """The default broker.toml plus teams of these tests' own (their keys are ``key(team)``)
     with these lines, and more sections. Own teams: the session's database may hold other
     tests' spend for the default ones, and the ledger is what budgets count."""
@@ -45,8 +47,9 @@ def write_config(tmp_path: Path, teams: dict[str, str], extra: str) -> Path:
         f'\n[[teams]]\nid = "{team}"\napi_key_sha256 = "{hash_api_key(key(team))}"\n{lines}\n'
         for team, lines in teams.items()
     )
+    text = DEFAULT_CONFIG.read_text().replace("[scheduler]\n", f"[scheduler]\n{scheduler}\n", 1)
     path = tmp_path / "broker.toml"
-    path.write_text(DEFAULT_CONFIG.read_text() + blocks + extra)
+    path.write_text(text + blocks + extra)
     return path
 
 
@@ -315,3 +318,104 @@ def test_the_velocity_breaker_pauses_only_the_runaway_team(policies):
             30,
             "the team to run again after resume",
         )
+
+
+def request_rows(db: Database, team: str) -> list[Request]:
+    with db.session() as s:
+        return list(s.scalars(select(Request).where(Request.team_id == team)))
+
+
+def assert_counters_equal_the_ledger(r: redis.Redis, db: Database, team: str) -> int:
+    """Once nothing is reserved, the Redis counter equals the ledger (within a reconciliation
+    period, after Redis lost its data) and every request was charged once."""
+    wait_until(lambda: budget_state(r, f"{team}/daily")[1] == 0, 30, "reservations released")
+    wait_until(
+        lambda: budget_state(r, f"{team}/daily")[0] == ledger_total(db, team)[0],
+        30,
+        "the counter to equal the ledger",
+    )
+    with db.session() as s:
+        charges = s.execute(
+            select(LedgerEntry.request_id, func.count())
+            .where(LedgerEntry.team_id == team)
+            .group_by(LedgerEntry.request_id)
+        ).all()
+    assert all(n == 1 for _, n in charges), "one charge per request"
+    return ledger_total(db, team)[0]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_worker_killed_between_reserve_and_settle(tmp_path, database_url):
+    config = write_config(
+        tmp_path,
+        {"crashy": 'budget_policy = "hold"'},
+        '[[budgets]]\nteam = "crashy"\nlimit_usd = "1.00"\n',
+        scheduler="reap_after_s = 8",
+    )
+    stack = start(
+        tmp_path, database_url, config, BROKER_SIM_LATENCY_MS="3000", BROKER_SIM_LATENCY_SIGMA="0"
+    )
+    r = redis.Redis.from_url(stack.env["BROKER_REDIS_URL"])
+    db = Database(stack.settings.database_url_or_default)
+    try:
+        with BrokerClient(stack.api_url, key("crashy")) as client:
+            job = client.submit_batch(batch(12, model="gpt-4o-mini"), feature="search")
+
+            def running() -> int:
+                return sum(
+                    row.status == RequestStatus.RUNNING for row in request_rows(db, "crashy")
+                )
+
+            wait_until(lambda: running() >= 6, 30, "attempts in flight")
+            assert r.hlen(keys.reservations()) >= 6, "reserved, not yet settled"
+            stack.children["worker-sim-openai"].signal(signal.SIGKILL)
+            stack.add_worker("sim-openai")
+            done = job.wait(timeout=90, poll_interval=0.5)
+        ledger = assert_counters_equal_the_ledger(r, db, "crashy")
+        retried = [row for row in request_rows(db, "crashy") if row.attempts > 1]
+        alerts = [
+            a
+            for a in (json.loads(x) for x in r.lrange(keys.alerts(), 0, -1))
+            if a["type"] == "attempt_lost"
+        ]
+    finally:
+        db.dispose()
+        r.close()
+        stack.stop()
+    print(
+        f"\nkilled a worker mid-call: {len(retried)} requests retried, ledger "
+        f"{format_usd(ledger)} = Redis spent, {len(alerts)} attempt_lost alerts"
+    )
+    assert done.status == "completed" and done.counts.succeeded == 12
+    assert retried and len(alerts) >= len(retried)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_redis_flushed_mid_run_is_rebuilt_from_the_database(tmp_path, database_url):
+    config = write_config(
+        tmp_path,
+        {"flushed": 'budget_policy = "reject"'},
+        '[[budgets]]\nteam = "flushed"\nlimit_usd = "0.20"\n',
+        scheduler="reap_after_s = 8",
+    )
+    stack = start(tmp_path, database_url, config, BROKER_SIM_LATENCY_MS="200")
+    r = redis.Redis.from_url(stack.env["BROKER_REDIS_URL"])
+    db = Database(stack.settings.database_url_or_default)
+    try:
+        with BrokerClient(stack.api_url, key("flushed")) as client:
+            job = client.submit_batch(batch(300), feature="summarization")
+            wait_until(lambda: client.get_job(job.id).counts.succeeded >= 40, 60, "progress")
+            r.flushall()  # our private server: everything Redis held is gone
+            done = job.wait(timeout=120, poll_interval=0.5)
+        ledger = assert_counters_equal_the_ledger(r, db, "flushed")
+        rows = request_rows(db, "flushed")
+        assert not stack.dead_children()
+    finally:
+        db.dispose()
+        r.close()
+        stack.stop()
+    outcomes = Counter(row.error_code for row in rows)
+    print(f"\nRedis flushed mid-run: settled {format_usd(ledger)} of $0.2000; {dict(outcomes)}")
+    assert done.status == "completed" and done.counts.total == 300
+    assert ledger <= 200_000, "no overshoot after the rebuild"
+    assert set(outcomes) <= {None, "budget_exceeded"}
