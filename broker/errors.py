@@ -69,6 +69,17 @@ class NotFound(BrokerError):
     status_code = 404
 
 
+class TooManyRequests(BrokerError):
+    """Refused for now: a team's runaway guard (``rate_limited``) or an exhausted budget under
+    the ``reject`` policy (``budget_exceeded``). ``retry_after`` says when it may fit."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, type_: str, retry_after: float) -> None:
+        self.message, self.type_, self.retry_after = message, type_, retry_after
+        super().__init__(message)
+
+
 class ServiceUnavailable(BrokerError):
     status_code = 503
 

@@ -15,13 +15,16 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from broker import queues
 from broker.config import BrokerConfig, TeamConfig
-from broker.errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable
+from broker.errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable, TooManyRequests
 from broker.ids import new_job_id, request_id
+from broker.money import format_usd
 from broker.queues import QueueEntry
 from broker.schemas import JobCreate
 from broker.states import JobStatus, RequestStatus
 from broker.store import Database, Job, Request
 from broker.store.models import utcnow
+from schedulers.budgets import BudgetLimits, Budgets
+from schedulers.ratelimits import RateLimits
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,50 @@ class Submitter:
                     field=f"{where}.max_tokens",
                 )
 
+    def __post_init__(self) -> None:
+        # Frozen: set once here. Both only read and write Redis (and the budget limits table).
+        object.__setattr__(self, "_limits", RateLimits(self.redis, self.config))
+        budgets = Budgets(self.redis, self.db, self.config, BudgetLimits(self.db, self.config))
+        object.__setattr__(self, "_budgets", budgets)
+
+    def admit(self, team: TeamConfig, batch: JobCreate) -> None:
+        """Refuse with 429 what a team may not submit now: over its runaway guard (requests or
+        tokens per minute, the team's or the feature's), or, under the ``reject`` budget policy,
+        into a budget that is already spent."""
+        try:
+            tokens = sum(
+                queues.input_token_bound([m.model_dump() for m in r.messages]) // 4 + r.max_tokens
+                for r in batch.requests
+            )
+            wait = self._limits.admit(team.id, batch.feature, len(batch.requests), tokens)
+            if wait is not None:
+                raise TooManyRequests(
+                    f"team {team.id!r} (feature {batch.feature!r}) is over its submission rate "
+                    f"limit; retry in {wait:.0f} s",
+                    type_="rate_limited",
+                    retry_after=wait,
+                )
+            if team.budget_policy != "reject":
+                return
+            scopes = self._budgets.scopes(team.id, batch.feature, None)
+            state = self._budgets.snapshot(scopes)
+        except redis.RedisError as exc:
+            raise ServiceUnavailable(f"the queue (Redis) is unreachable: {exc}") from exc
+        for scope in scopes:
+            spent, reserved = state[scope.key]
+            if spent + reserved >= scope.limit:
+                assert scope.end is not None  # team and feature budgets have windows
+                raise TooManyRequests(
+                    f"budget {scope.label} is spent: {format_usd(spent)} spent and "
+                    f"{format_usd(reserved)} reserved of {format_usd(scope.limit)}; it renews at "
+                    f"{scope.end.isoformat()}",
+                    type_="budget_exceeded",
+                    retry_after=(scope.end - utcnow()).total_seconds(),
+                )
+
     def submit(self, team: TeamConfig, batch: JobCreate) -> Job:
         self.validate(batch)
+        self.admit(team, batch)
         job_id = new_job_id()
         now = utcnow()
         queued = int(now.timestamp() * 1000)

@@ -50,7 +50,7 @@ def decide(
             target = config.model(cheaper).provider
             if (
                 cost < amount
-                and room.fits(target, cheaper, entry.est_tokens)
+                and room.fits(target, cheaper, entry.est_tokens, team, entry.feature)
                 and budgets.over(scopes, cost) is None
             ):
                 return Verdict("go", target, cheaper, cost, scopes)

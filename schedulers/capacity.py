@@ -78,20 +78,36 @@ class Room:
             total += slots
         return total
 
-    def fits(self, provider: str, model: str, tokens: int) -> bool:
+    def fits(
+        self,
+        provider: str,
+        model: str,
+        tokens: int,
+        team: str | None = None,
+        feature: str | None = None,
+    ) -> bool:
+        """Whether a request has a slot and rate budget on ``provider``, and within its team's
+        (and feature's) runaway guard when given."""
         if self.slots.get(provider, 0) <= 0:
             return False
         if provider_scope(provider) in self._blocked or model_scope(model) in self._blocked:
             return False
-        for bucket in self._limits.buckets(provider, model):
+        for bucket in self._limits.buckets(provider, model, team, feature):
             # A request larger than a whole bucket goes when the bucket is full.
             if self._levels[bucket.key] < min(bucket.amount(tokens), bucket.capacity):
                 return False
         return True
 
-    def take(self, provider: str, model: str, tokens: int) -> None:
+    def take(
+        self,
+        provider: str,
+        model: str,
+        tokens: int,
+        team: str | None = None,
+        feature: str | None = None,
+    ) -> None:
         self.slots[provider] -= 1
-        for bucket in self._limits.buckets(provider, model):
+        for bucket in self._limits.buckets(provider, model, team, feature):
             amount = bucket.amount(tokens)
             self._levels[bucket.key] -= amount
             self.taken[bucket] = self.taken.get(bucket, 0.0) + amount

@@ -191,7 +191,8 @@ def hold(
     taken: dict[Bucket, float] = {}
     for pick in picks:
         by_provider.setdefault(pick.provider, []).append(pick.entry.request_id)
-        for bucket in limits.buckets(pick.provider, pick.model):
+        buckets = limits.buckets(pick.provider, pick.model, pick.team, pick.entry.feature)
+        for bucket in buckets:
             taken[bucket] = taken.get(bucket, 0.0) + bucket.amount(pick.entry.est_tokens)
     with client.pipeline(transaction=False) as pipe:
         for provider, request_ids in by_provider.items():

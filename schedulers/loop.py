@@ -174,7 +174,8 @@ class Scheduler:
                 out.failed.append((entry, "unknown_model", message))
                 continue
             tokens = entry.est_tokens
-            route = next((r for r in routes if room.fits(r[0], r[1], tokens)), None)
+            guard = (team, entry.feature)
+            route = next((r for r in routes if room.fits(r[0], r[1], tokens, *guard)), None)
             if route is None:
                 round_.drop()  # waits its turn; the other teams go on
                 continue
@@ -190,7 +191,7 @@ class Scheduler:
                     continue
                 budgets.hold(verdict.scopes, verdict.amount)
             provider, model = verdict.provider, verdict.model
-            room.take(provider, model, tokens)
+            room.take(provider, model, tokens, *guard)
             queues[team].take(priority)
             service = self._meter.service(model, entry.est_input, entry.max_output)
             round_.charge(service)

@@ -30,6 +30,8 @@ from workers.providers.base import RateSignal
 
 #: How much later than its dispatch one request may reach the provider compared to another.
 JITTER_S = 1.0
+#: A team's runaway guard at dispatch lets this many seconds of its limits go at once.
+GUARD_BURST_S = 2.0
 #: Wait this long after a 429 that named no ``retry-after``.
 DEFAULT_BACKOFF_S = 1.0
 
@@ -63,6 +65,14 @@ def provider_scope(name: str) -> str:
     return f"provider:{name}"
 
 
+def team_scope(team: str) -> str:
+    return f"team:{team}"
+
+
+def feature_scope(team: str, feature: str) -> str:
+    return f"feature:{team}:{feature}"
+
+
 def model_scope(name: str) -> str:
     return f"model:{name}"
 
@@ -81,22 +91,69 @@ class RateLimits:
             self._buckets[model_scope(m.name)] = _buckets(
                 model_scope(m.name), m.rpm, m.tpm, burst_s
             )
-        self._joined: dict[tuple[str, str], list[Bucket]] = {}
+        self._joined: dict[tuple[str, str, str | None, str | None], list[Bucket]] = {}
         self.all_buckets = [b for bs in self._buckets.values() for b in bs]
         self.scopes = list(self._buckets)
+        # The runaway guard: a team's (and its features') own requests and tokens per minute,
+        # at dispatch (these buckets, sized like a provider's) and at submission (a minute's
+        # worth may arrive at once; see admit).
+        self._guards: dict[str, list[Bucket]] = {}
+        self._submission: dict[str, list[Bucket]] = {}
+        for team in config.teams:
+            limits = {team_scope(team.id): (team.rpm, team.tpm)}
+            for feature, feature_limits in team.feature_limits.items():
+                limits[feature_scope(team.id, feature)] = (feature_limits.rpm, feature_limits.tpm)
+            for scope, (rpm, tpm) in limits.items():
+                self._guards[scope] = _buckets(scope, rpm, tpm, GUARD_BURST_S)
+                self._submission[scope] = [
+                    Bucket(
+                        keys.rate_bucket(f"submit:{scope}", kind),
+                        limit,
+                        limit / 60.0,
+                        kind == "tpm",
+                    )
+                    for kind, limit in (("rpm", rpm), ("tpm", tpm))
+                    if limit
+                ]
+        self.all_buckets += [b for bs in self._guards.values() for b in bs]
 
     def provider_buckets(self, provider: str) -> list[Bucket]:
         return self._buckets[provider_scope(provider)]
 
-    def buckets(self, provider: str, model: str) -> list[Bucket]:
-        """Every bucket a call of ``model`` on ``provider`` draws from."""
-        key = (provider, model)
+    def buckets(
+        self, provider: str, model: str, team: str | None = None, feature: str | None = None
+    ) -> list[Bucket]:
+        """Every bucket a call of ``model`` on ``provider`` draws from, with the runaway guard
+        of ``team`` and its ``feature`` when given."""
+        key = (provider, model, team, feature)
         found = self._joined.get(key)
         if found is None:
-            found = self._joined[key] = self._buckets[provider_scope(provider)] + self._buckets.get(
+            found = self._buckets[provider_scope(provider)] + self._buckets.get(
                 model_scope(model), []
             )
+            if team is not None:
+                found = found + self._guards.get(team_scope(team), [])
+                if feature is not None:
+                    found = found + self._guards.get(feature_scope(team, feature), [])
+            self._joined[key] = found
         return found
+
+    def admit(self, team: str, feature: str, requests: int, tokens: int) -> float | None:
+        """Submission side of the runaway guard: take ``requests`` and ``tokens`` from the
+        team's and the feature's submission buckets, all or none. Returns None when admitted,
+        else the seconds until they would be. A batch larger than a bucket goes when the bucket
+        is full, and the next waits for it to refill."""
+        buckets = self._submission.get(team_scope(team), []) + self._submission.get(
+            feature_scope(team, feature), []
+        )
+        if not buckets:
+            return None
+        argv: list[object] = ["admit"]
+        for bucket in buckets:
+            amount = tokens if bucket.tokens else requests
+            argv += [repr(bucket.capacity), repr(bucket.rate), amount]
+        reply = self._script(keys=[b.key for b in buckets], args=argv)
+        return None if int(reply[0]) == 1 else float(reply[1])
 
     def state(self) -> tuple[dict[str, float], set[str]]:
         """Current level of every bucket, and the scopes blocked after a 429."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,6 +16,7 @@ from broker.errors import (
     InvalidRequest,
     NotFound,
     ServiceUnavailable,
+    TooManyRequests,
     field_path,
 )
 
@@ -56,6 +58,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         return _body(exc.status_code, "http_error", str(exc.detail))
+
+    @app.exception_handler(TooManyRequests)
+    async def _too_many(_: Request, exc: TooManyRequests) -> JSONResponse:
+        response = _body(429, exc.type_, exc.message)
+        response.headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
+        return response
 
     @app.exception_handler(ServiceUnavailable)
     async def _unavailable(_: Request, exc: ServiceUnavailable) -> JSONResponse:

@@ -127,3 +127,17 @@ def test_per_model_limits_apply_beside_the_providers(redis_client):
         n += 1
     assert n == 1  # 60 rpm, 2 s burst: capacity 1.9 → one at once
     assert room.fits("sim-openai", "gpt-4o-mini", 10), "the provider itself is unlimited"
+
+
+def test_a_teams_runaway_guard_limits_its_dispatches_not_others(redis_client):
+    base = load_config()
+    teams = [t.model_copy(update={"rpm": 60}) if t.id == "product" else t for t in base.teams]
+    config = base.model_validate({**base.model_dump(), "teams": teams})
+    limits = RateLimits(redis_client, config)
+    room = Room(InFlight(redis_client, config, margin=0), limits)
+    n = 0
+    while room.fits("sim-openai", "gpt-4o-mini", 10, "product", "search"):
+        room.take("sim-openai", "gpt-4o-mini", 10, "product", "search")
+        n += 1
+    assert n == 1  # 60 a minute, 2 s at once: one
+    assert room.fits("sim-openai", "gpt-4o-mini", 10, "content", "search")
