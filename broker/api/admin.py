@@ -16,14 +16,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Annotated
 
 import redis
 from fastapi import APIRouter, Body, Depends, Query, Request
 from sqlalchemy.exc import SQLAlchemyError
 
-from broker import keys
 from broker.api.auth import authenticate_admin
 from broker.budget_config import BudgetConfig
 from broker.errors import NotFound, ServiceUnavailable
@@ -44,7 +42,7 @@ from broker.schemas import (
 )
 from broker.store import budget_limits, team_settings
 from schedulers.alerts import Alerts, recent_alerts
-from schedulers.budgets import BudgetLimits, Budgets, Scope
+from schedulers.budgets import BudgetLimits, Budgets
 from schedulers.pauses import read_paused
 from schedulers.status import TeamStatus, team_status
 from schedulers.weights import read_overrides
@@ -201,20 +199,15 @@ def _budgets(request: Request, only: BudgetConfig | None = None) -> list[BudgetO
     resources = request.app.state.broker
     config = resources.config
     chosen = [only] if only is not None else list(config.budgets)
-    now = datetime.now(UTC)
     with _stores():
         with resources.db.session() as session:
             overrides = budget_limits.read_limits(session)
-        scopes = []
-        for budget in chosen:
-            window = budget.window_at(now)
-            limit = overrides.get(budget.id, budget.limit_micros)
-            key = keys.budget(budget.id, window.id)
-            scopes.append(
-                Scope(key, budget.id, limit, budget.team, budget.feature, window.start, window.end)
-            )
-        limits = BudgetLimits(resources.db, config, refresh_s=0)  # unused: scopes are built here
-        state = Budgets(resources.redis, resources.db, config, limits).snapshot(scopes)
+        budgets = Budgets(
+            resources.redis, resources.db, config, BudgetLimits(resources.db, config, refresh_s=0)
+        )
+        by_id = {scope.label: scope for scope in budgets.scopes_of_all_budgets()}
+        scopes = [by_id[budget.id] for budget in chosen]
+        state = budgets.snapshot(scopes)
     out = []
     for budget, scope in zip(chosen, scopes):
         spent, reserved = state[scope.key]
