@@ -146,3 +146,23 @@ def start_simulator(env: dict[str, str], log_dir: Path) -> tuple[Child, str]:
         child.stop()
         raise
     return child, url
+
+
+def start_api(
+    settings_env: dict[str, str], log_path: Path, config_path: Path | None = None
+) -> tuple[Child, str]:
+    """``inference-broker api`` as a user runs it, with these ``BROKER_*`` settings only (the
+    caller's ``REDIS_URL``/``DATABASE_URL``/config do not leak in); returns it and its URL."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "DATABASE_URL", "BROKER_CONFIG_PATH")}
+    env.update(settings_env)
+    if config_path is not None:
+        env["BROKER_CONFIG_PATH"] = str(config_path)
+    child = Child("api", broker_argv("api"), env, log_path)
+    url = f"http://127.0.0.1:{env['BROKER_API_PORT']}"
+    try:
+        wait_until(http_ok(f"{url}/healthz"), 60, "the API", child.proc)
+    except BaseException:
+        child.stop()
+        raise
+    return child, url

@@ -13,7 +13,8 @@ import httpx
 import pytest
 from sqlalchemy import delete
 
-from broker.processes import Child, free_port, http_ok, wait_until
+from broker.processes import free_port, start_api
+from broker.stack import settings_env
 from broker.store import TeamSetting
 
 CLI = [sys.executable, "-m", "broker.cli"]
@@ -88,19 +89,8 @@ def test_keygen_prints_a_key_and_its_hash():
 def running_api(settings, redis_client, db, tmp_path):
     """``inference-broker api`` as a user runs it, on the test Redis and database."""
     db.write(lambda s: s.execute(delete(TeamSetting)))  # overrides from other tests
-    env = {
-        **os.environ,
-        "BROKER_REDIS_URL": settings.redis_url,
-        "BROKER_DATABASE_URL": settings.database_url,
-        "BROKER_DATA_DIR": str(settings.data_dir),
-        "BROKER_API_PORT": str(settings.api_port),
-    }
-    for name in ("REDIS_URL", "DATABASE_URL", "BROKER_CONFIG_PATH"):
-        env.pop(name, None)
-    api = Child("api", [*CLI, "api"], env, tmp_path / "api.log")
-    url = f"http://127.0.0.1:{settings.api_port}"
+    api, url = start_api(settings_env(settings), tmp_path / "api.log")
     try:
-        wait_until(http_ok(f"{url}/healthz"), 60, "the API", api.proc)
         yield url
     finally:
         api.stop()
@@ -172,20 +162,8 @@ def budget_api(settings, redis_client, db, tmp_path):
     path = tmp_path / "broker.toml"
     path.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8") + BUDGETS_TOML, encoding="utf-8")
     db.write(lambda s: s.execute(delete(BudgetLimit)))
-    env = {
-        **os.environ,
-        "BROKER_REDIS_URL": settings.redis_url,
-        "BROKER_DATABASE_URL": settings.database_url,
-        "BROKER_DATA_DIR": str(settings.data_dir),
-        "BROKER_API_PORT": str(settings.api_port),
-        "BROKER_CONFIG_PATH": str(path),
-    }
-    for name in ("REDIS_URL", "DATABASE_URL"):
-        env.pop(name, None)
-    api = Child("api", [*CLI, "api"], env, tmp_path / "api.log")
-    url = f"http://127.0.0.1:{settings.api_port}"
+    api, url = start_api(settings_env(settings), tmp_path / "api.log", path)
     try:
-        wait_until(http_ok(f"{url}/healthz"), 60, "the API", api.proc)
         yield url
     finally:
         api.stop()

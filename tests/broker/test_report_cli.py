@@ -15,8 +15,9 @@ from PIL import Image
 from sqlalchemy import delete, select
 
 from broker.money import format_usd
-from broker.processes import Child, http_ok, wait_until
+from broker.processes import start_api
 from broker.schemas import JobCreate
+from broker.stack import settings_env
 from broker.store import LedgerEntry, Request
 from broker.submission import Submitter
 
@@ -60,19 +61,8 @@ def ledger(db, redis_client, settings):
 @pytest.fixture
 def running_api(settings, ledger, tmp_path):
     """``inference-broker api`` as a user runs it, on the test Redis and database."""
-    env = {
-        **os.environ,
-        "BROKER_REDIS_URL": settings.redis_url,
-        "BROKER_DATABASE_URL": settings.database_url,
-        "BROKER_DATA_DIR": str(settings.data_dir),
-        "BROKER_API_PORT": str(settings.api_port),
-    }
-    for name in ("REDIS_URL", "DATABASE_URL", "BROKER_CONFIG_PATH"):
-        env.pop(name, None)
-    api = Child("api", [*CLI, "api"], env, tmp_path / "api.log")
-    url = f"http://127.0.0.1:{settings.api_port}"
+    api, url = start_api(settings_env(settings), tmp_path / "api.log")
     try:
-        wait_until(http_ok(f"{url}/healthz"), 60, "the API", api.proc)
         yield url
     finally:
         api.stop()
