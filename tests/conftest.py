@@ -73,6 +73,27 @@ def database_url(request, tmp_path_factory) -> Iterator[str]:
         yield from _postgres_database()
 
 
+def _fresh(database_url: str, tmp_path_factory) -> Iterator[str]:
+    if database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'broker.db'}"
+    else:
+        yield from _postgres_database()
+
+
+@pytest.fixture
+def fresh_database_url(database_url: str, tmp_path_factory) -> Iterator[str]:
+    """An empty database of ``database_url``'s kind, for one test's stack. The scheduler runs
+    whatever the database says is queued or in flight, so a stack must not share the rows other
+    tests leave behind in the session's database."""
+    yield from _fresh(database_url, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def module_database_url(database_url: str, tmp_path_factory) -> Iterator[str]:
+    """:func:`fresh_database_url` shared by one module's stack."""
+    yield from _fresh(database_url, tmp_path_factory)
+
+
 @pytest.fixture(scope="session")
 def migrated_database_url(database_url: str) -> str:
     db = Database(database_url)

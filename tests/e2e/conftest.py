@@ -12,9 +12,9 @@ from broker.stack import Stack
 
 
 @pytest.fixture(scope="module")
-def stack(database_url: str, tmp_path_factory) -> Iterator[Stack]:
+def stack(module_database_url: str, tmp_path_factory) -> Iterator[Stack]:
     settings = Settings(
-        database_url=database_url,
+        database_url=module_database_url,
         data_dir=tmp_path_factory.mktemp("stack"),
         api_port=free_port(),
     )

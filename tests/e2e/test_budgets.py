@@ -108,13 +108,13 @@ with BrokerClient(url, "ib-test-capped") as client:
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_sixty_four_submitters_never_overshoot_a_one_dollar_budget(tmp_path, database_url):
+def test_sixty_four_submitters_never_overshoot_a_one_dollar_budget(tmp_path, fresh_database_url):
     config = write_config(
         tmp_path,
         {"capped": 'budget_policy = "reject"'},
         '[[budgets]]\nteam = "capped"\nwindow = "daily"\nlimit_usd = "1.00"\n',
     )
-    stack = start(tmp_path, database_url, config, BROKER_SIM_LATENCY_MS="20")
+    stack = start(tmp_path, fresh_database_url, config, BROKER_SIM_LATENCY_MS="20")
     r = redis.Redis.from_url(stack.env["BROKER_REDIS_URL"])
     db = Database(stack.settings.database_url_or_default)
     samples: list[int] = []
@@ -200,7 +200,7 @@ def test_sixty_four_submitters_never_overshoot_a_one_dollar_budget(tmp_path, dat
 
 
 @pytest.fixture(scope="module")
-def policies(tmp_path_factory, database_url):
+def policies(tmp_path_factory, module_database_url):
     """One stack, one policy per team: rejecter, holder, downgrader, and research with the
     spend-velocity breaker."""
     tmp_path = tmp_path_factory.mktemp("policies")
@@ -232,7 +232,7 @@ team = "research"
 limit_usd = "0.10"
 """,
     )
-    stack = start(tmp_path, database_url, config, BROKER_SIM_LATENCY_MS="300")
+    stack = start(tmp_path, fresh_database_url, config, BROKER_SIM_LATENCY_MS="300")
     yield stack
     dead = stack.dead_children()
     stack.stop()
@@ -345,7 +345,7 @@ def assert_counters_equal_the_ledger(r: redis.Redis, db: Database, team: str) ->
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_a_worker_killed_between_reserve_and_settle(tmp_path, database_url):
+def test_a_worker_killed_between_reserve_and_settle(tmp_path, fresh_database_url):
     config = write_config(
         tmp_path,
         {"crashy": 'budget_policy = "hold"'},
@@ -353,7 +353,11 @@ def test_a_worker_killed_between_reserve_and_settle(tmp_path, database_url):
         scheduler="reap_after_s = 8",
     )
     stack = start(
-        tmp_path, database_url, config, BROKER_SIM_LATENCY_MS="3000", BROKER_SIM_LATENCY_SIGMA="0"
+        tmp_path,
+        fresh_database_url,
+        config,
+        BROKER_SIM_LATENCY_MS="3000",
+        BROKER_SIM_LATENCY_SIGMA="0",
     )
     r = redis.Redis.from_url(stack.env["BROKER_REDIS_URL"])
     db = Database(stack.settings.database_url_or_default)
@@ -391,14 +395,14 @@ def test_a_worker_killed_between_reserve_and_settle(tmp_path, database_url):
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_redis_flushed_mid_run_is_rebuilt_from_the_database(tmp_path, database_url):
+def test_redis_flushed_mid_run_is_rebuilt_from_the_database(tmp_path, fresh_database_url):
     config = write_config(
         tmp_path,
         {"flushed": 'budget_policy = "reject"'},
         '[[budgets]]\nteam = "flushed"\nlimit_usd = "0.20"\n',
         scheduler="reap_after_s = 8",
     )
-    stack = start(tmp_path, database_url, config, BROKER_SIM_LATENCY_MS="200")
+    stack = start(tmp_path, fresh_database_url, config, BROKER_SIM_LATENCY_MS="200")
     r = redis.Redis.from_url(stack.env["BROKER_REDIS_URL"])
     db = Database(stack.settings.database_url_or_default)
     try:
