@@ -17,7 +17,7 @@ from broker.config import DEFAULT_CONFIG
 from broker.processes import free_port, wait_until
 from broker.settings import Settings
 from broker.stack import Stack
-from broker.store import Database, LedgerEntry, Request
+from broker.store import Database, LedgerEntry
 
 pytestmark = pytest.mark.e2e
 
