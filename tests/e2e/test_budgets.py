@@ -232,7 +232,7 @@ team = "research"
 limit_usd = "0.10"
 """,
     )
-    stack = start(tmp_path, fresh_database_url, config, BROKER_SIM_LATENCY_MS="300")
+    stack = start(tmp_path, module_database_url, config, BROKER_SIM_LATENCY_MS="300")
     yield stack
     dead = stack.dead_children()
     stack.stop()
