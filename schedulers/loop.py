@@ -97,9 +97,11 @@ class Scheduler:
         self._max_wait_ms = int(config.scheduler.max_wait_s * 1000)
         self._prune = client.register_script(_PRUNE)
         self._recover = True  # a new leader replays the dispatch journal first
+        self._settled_other = 0  # requests the last round failed or held: it made progress
 
     def run_once(self) -> int:
         """One scheduling round; returns the number of requests dispatched."""
+        self._settled_other = 0
         room = Room(self._in_flight, self._limits)
         window = room.window()
         if window == 0:
@@ -137,6 +139,7 @@ class Scheduler:
             pipe.execute()
         for pick in bounced:
             queues_module.push_front(self._redis, pick.team, pick.priority, [pick.entry])
+        self._settled_other = len(decided.failed) + len(decided.held)
         return len(sent)
 
     def _peek(self, teams: list[str], window: int) -> dict[str, TeamQueues]:
@@ -223,7 +226,7 @@ class Scheduler:
                     log.warning("scheduling round failed, retrying in 1 s: %s", exc)
                     stop.wait(1.0)
                     continue
-                if dispatched == 0:
+                if dispatched == 0 and self._settled_other == 0:
                     self._redis.blpop([keys.scheduler_wake()], timeout=self._idle_wait_s)
         finally:
             if leadership is not None:
