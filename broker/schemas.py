@@ -46,8 +46,18 @@ class JobCreate(_Model):
     feature: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     priority: Priority = Priority.MEDIUM
     webhook_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+    completion_window: str = Field(
+        default="24h",
+        pattern=r"^[1-9][0-9]{0,5}(s|m|h|d)$",
+        description="Requests not started within this (e.g. 30m, 24h, 7d) end as expired.",
+    )
     metadata: dict[str, MetadataValue] | None = None
     requests: list[RequestIn]
+
+    @property
+    def completion_window_s(self) -> int:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[self.completion_window[-1]]
+        return int(self.completion_window[:-1]) * unit
 
 
 class JobCounts(BaseModel):
@@ -80,6 +90,9 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    expires_at: datetime | None = Field(
+        default=None, description="Requests still queued then end as expired."
+    )
 
 
 class JobList(BaseModel):

@@ -8,6 +8,7 @@ submission leaves no rows and no queue entries.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import redis
 from sqlalchemy import insert
@@ -130,6 +131,7 @@ class Submitter:
             output_tokens=0,
             cost_micros=0,
             created_at=now,
+            expires_at=now + timedelta(seconds=batch.completion_window_s),
         )
         rows, entries = [], []
         for seq, request in enumerate(batch.requests):

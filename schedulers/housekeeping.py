@@ -1,5 +1,6 @@
 """What the leader does around its rounds: check Redis still holds what it should, and, every
-few seconds, resume held requests, reap attempts of dead workers and watch spend velocity,
+few seconds, resume held requests, reap attempts of dead workers, watch spend velocity and
+expire requests past their job's completion window,
 and now and then reconcile idle budgets with the ledger."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import time
 
 from schedulers.budgets import Budgets
+from schedulers.deadlines import Deadlines
 from schedulers.holding import Holding
 from schedulers.recovery import Recovery
 from schedulers.velocity import VelocityBreaker
@@ -19,10 +21,12 @@ class Housekeeping:
         holding: Holding,
         velocity: VelocityBreaker,
         budgets: Budgets,
+        deadlines: Deadlines,
         every_s: float = 2.0,
         reconcile_every_s: float = 10.0,
     ) -> None:
         self._budgets = budgets
+        self._deadlines = deadlines
         self._reconcile_every_s = reconcile_every_s
         self._reconciled = float("-inf")
         self._recovery = recovery
@@ -40,6 +44,7 @@ class Housekeeping:
             self._velocity.check()
             self._recovery.reap()
             self._holding.resume()
+            self._deadlines.expire()
         if now - self._reconciled >= self._reconcile_every_s:
             self._reconciled = now
             self._budgets.reconcile()

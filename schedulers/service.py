@@ -12,6 +12,7 @@ from broker.store import Database
 from schedulers.alerts import Alerts
 from schedulers.budgets import BudgetLimits, Budgets
 from schedulers.capacity import InFlight
+from schedulers.deadlines import Deadlines
 from schedulers.dispatch import Dispatcher
 from schedulers.holding import Holding
 from schedulers.housekeeping import Housekeeping
@@ -44,6 +45,7 @@ def build_scheduler(
         holding,
         VelocityBreaker(db, config, budget_limits, pauses, alerts),
         budgets,
+        Deadlines(db),
     )
     return Scheduler(
         client,

@@ -29,6 +29,7 @@ def job_out(job: Job) -> JobOut:
         metadata=job.metadata_,
         created_at=job.created_at,
         started_at=job.started_at,
+        expires_at=job.expires_at,
         finished_at=job.finished_at,
     )
 

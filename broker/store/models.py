@@ -54,8 +54,14 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     cancel_requested_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None] = mapped_column(
+        doc="End of the completion window: requests still queued then end as expired."
+    )
 
-    __table_args__ = (Index("ix_jobs_team_created", "team_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_jobs_team_created", "team_id", "created_at"),
+        Index("ix_jobs_status_expires", "status", "expires_at"),
+    )
 
     @property
     def n_done(self) -> int:

@@ -359,6 +359,27 @@ def cancel_job(session: Session, job_id: str) -> int:
     return cancelled
 
 
+def expire_overdue(session: Session, now: datetime | None = None) -> dict[str, int]:
+    """Requests of jobs past their completion window that never started → expired; the job
+    ends once its running requests finish. Returns job id → requests expired."""
+    now = now or utcnow()
+    overdue = select(_J.c.id).where(
+        _J.c.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)), _J.c.expires_at < now
+    )
+    rows = session.execute(
+        update(_R)
+        .where(_R.c.job_id.in_(overdue), _R.c.status.in_(_CANCELLABLE))
+        .values(status=RequestStatus.EXPIRED, finished_at=now)
+        .returning(_R.c.job_id)
+    ).all()
+    per_job: dict[str, int] = {}
+    for row in rows:
+        per_job[row.job_id] = per_job.get(row.job_id, 0) + 1
+    for job_id in sorted(per_job):
+        _count(session, job_id, expired=per_job[job_id])
+    return per_job
+
+
 _ADD_COUNTS = (
     update(_J)
     .where(_J.c.id == bindparam("b_job"))
@@ -366,6 +387,7 @@ _ADD_COUNTS = (
         n_succeeded=_J.c.n_succeeded + bindparam("b_succeeded"),
         n_failed=_J.c.n_failed + bindparam("b_failed"),
         n_cancelled=_J.c.n_cancelled + bindparam("b_cancelled"),
+        n_expired=_J.c.n_expired + bindparam("b_expired"),
         input_tokens=_J.c.input_tokens + bindparam("b_input_tokens"),
         output_tokens=_J.c.output_tokens + bindparam("b_output_tokens"),
         cost_micros=_J.c.cost_micros + bindparam("b_cost_micros"),
@@ -395,6 +417,7 @@ def _count(
     succeeded: int = 0,
     failed: int = 0,
     cancelled: int = 0,
+    expired: int = 0,
     input_tokens: int = 0,
     output_tokens: int = 0,
     cost_micros: int = 0,
@@ -410,6 +433,7 @@ def _count(
             "b_succeeded": succeeded,
             "b_failed": failed,
             "b_cancelled": cancelled,
+            "b_expired": expired,
             "b_input_tokens": input_tokens,
             "b_output_tokens": output_tokens,
             "b_cost_micros": cost_micros,

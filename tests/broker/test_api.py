@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -56,6 +57,8 @@ def test_submit_writes_rows_and_queue_entries(api, db, redis_client):
     assert resp.status_code == 201, resp.text
     job = resp.json()
     assert job["status"] == "queued" and job["counts"]["total"] == 6 and job["team"] == "product"
+    window = datetime.fromisoformat(job["expires_at"]) - datetime.fromisoformat(job["created_at"])
+    assert window == timedelta(hours=24), "the default completion window"
     assert counts(db) == (before[0] + 1, before[1] + 6)
     assert redis_client.llen(keys.team_queue("product", "medium")) == 5
     assert redis_client.llen(keys.team_queue("product", "high")) == 1
@@ -113,6 +116,12 @@ def test_missing_or_wrong_key_is_401(api, headers, expected):
             "required",
         ),
         ({"requests": [req(1)]}, 422, "feature", "required"),
+        (
+            {"feature": "chatbot", "completion_window": "24x", "requests": [req(1)]},
+            422,
+            "completion_window",
+            "should match pattern",
+        ),
     ],
 )
 def test_bad_submissions_are_refused_and_leave_nothing(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -16,6 +17,7 @@ from broker.schemas import JobCreate
 from broker.states import JobStatus, RequestStatus
 from broker.store import Base, Database, Job, LedgerEntry, Request, transitions
 from broker.store.db import MIGRATIONS, WriteConflict
+from broker.store.models import utcnow
 from broker.store.transitions import Claimed, Outcome
 from broker.submission import Submitter
 
@@ -477,10 +479,28 @@ def claimed_stub(request_id: str) -> Claimed:
 
 
 def test_held_requests_wait_and_come_back_unless_cancelled(db, submit):
-    job_id, (a, b, c) = submit(3)
+    job_id, (a, b, _) = submit(3)
     assert db.write(lambda s: transitions.hold_for_budget(s, [a, b])) == [a, b]
     assert get_request(db, a).status == RequestStatus.WAITING_BUDGET
     assert db.write(lambda s: transitions.hold_for_budget(s, [a])) == [], "already held"
     db.write(lambda s: transitions.cancel_job(s, job_id))
     assert db.write(lambda s: transitions.release_held(s, [a, b])) == []
     assert get_request(db, a).status == RequestStatus.CANCELLED
+
+
+def test_a_closed_completion_window_expires_what_never_started(db, submit):
+    job_id, (running, held, queued) = submit(3)
+    dispatch(db, [running])
+    (claimed,) = claim(db, [(running, 1)]).values()
+    db.write(lambda s: transitions.hold_for_budget(s, [held]))
+    assert job_id not in db.write(transitions.expire_overdue), "the window (24h) is still open"
+    past = utcnow() - timedelta(seconds=1)  # this job's window closed (others' stay open)
+    db.write(lambda s: s.execute(update(Job).where(Job.id == job_id).values(expires_at=past)))
+    assert db.write(transitions.expire_overdue) == {job_id: 2}
+    assert statuses(db, job_id) == ["running", "expired", "expired"]
+    job = get_job(db, job_id)
+    assert (job.status, job.n_expired) == (JobStatus.RUNNING, 2), "the running one finishes"
+    finish(db, [(claimed, ok())])
+    job = get_job(db, job_id)
+    assert (job.status, job.n_succeeded, job.n_expired) == (JobStatus.COMPLETED, 1, 2)
+    assert job_id not in db.write(transitions.expire_overdue), "once"

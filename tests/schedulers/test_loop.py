@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import pytest
 
 from broker import keys
 from broker.queues import QueueEntry
 from broker.schemas import JobCreate
-from broker.store import Request, transitions
+from broker.store import Job, Request, transitions
 from broker.submission import Submitter
 from schedulers.capacity import InFlight, release
+from schedulers.deadlines import Deadlines
 from schedulers.dispatch import Dispatcher
 from schedulers.loop import Scheduler
 from schedulers.ratelimits import RateLimits
@@ -220,3 +222,28 @@ def test_a_full_provider_sends_work_down_the_chain_only_for_teams_that_allow_it(
     assert redis_client.llen(keys.team_queue("content", "medium")) == 3, "content waits its turn"
     body = json.loads(redis_client.lindex("provider.sim-anthropic", 0))
     assert json.loads(base64.b64decode(body["body"]))[1]["model"] == "claude-haiku-4-5"
+
+
+def test_requests_past_their_completion_window_expire_and_are_never_sent(
+    scheduler, db, redis_client, config
+):
+    body = JobCreate(
+        feature="search",
+        completion_window="1s",
+        requests=[
+            {
+                "custom_id": f"r{i}",
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": "hi"}],
+            }
+            for i in range(3)
+        ],
+    )
+    job = Submitter(db, redis_client, config).submit(config.team("product"), body)
+    time.sleep(1.1)
+    assert Deadlines(db).expire() >= 3  # the shared database may hold other overdue jobs
+    assert scheduler.run_once() == 0
+    assert sent(redis_client, "sim-openai") == []
+    with db.session() as session:
+        done = session.get(Job, job.id)
+        assert (done.status, done.n_expired) == ("completed", 3)
