@@ -489,7 +489,7 @@ def test_held_requests_wait_and_come_back_unless_cancelled(db, submit):
 
 
 def test_a_closed_completion_window_expires_what_never_started(db, submit):
-    job_id, (running, held, queued) = submit(3)
+    job_id, (running, held, _queued) = submit(3)
     dispatch(db, [running])
     (claimed,) = claim(db, [(running, 1)]).values()
     db.write(lambda s: transitions.hold_for_budget(s, [held]))
