@@ -28,7 +28,6 @@ from pathlib import Path
 
 import redis
 from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
 
 from broker import keys
 from broker.budget_config import BudgetConfig
@@ -36,6 +35,7 @@ from broker.config import BrokerConfig
 from broker.money import format_usd, usd_to_micros
 from broker.queues import QueueEntry
 from broker.store import BudgetLimit, Database, LedgerEntry
+from schedulers.reread import Reread
 
 log = logging.getLogger(__name__)
 
@@ -66,27 +66,20 @@ def cost_bound(config: BrokerConfig, model: str, entry: QueueEntry) -> int:
     return math.ceil(bound)
 
 
-class BudgetLimits:
+class BudgetLimits(Reread[dict[str, int]]):
     """Callable: budget id → limit in micro-dollars; broker.toml overridden by operators."""
+
+    what = "budget limits"
 
     def __init__(self, db: Database, config: BrokerConfig, refresh_s: float = 2.0) -> None:
         self._db = db
         self._base = {b.id: b.limit_micros for b in config.budgets}
-        self._refresh_s = refresh_s
-        self._limits = dict(self._base)
-        self._read_at = float("-inf")
+        super().__init__(dict(self._base), refresh_s)
 
-    def __call__(self) -> dict[str, int]:
-        now = time.monotonic()
-        if now - self._read_at >= self._refresh_s:
-            self._read_at = now
-            try:
-                with self._db.session() as session:
-                    rows = session.execute(select(BudgetLimit.budget_id, BudgetLimit.limit_micros))
-                    self._limits = {**self._base, **{r.budget_id: r.limit_micros for r in rows}}
-            except SQLAlchemyError as exc:
-                log.warning("could not read budget limits, keeping the last ones: %s", exc)
-        return self._limits
+    def load(self) -> dict[str, int]:
+        with self._db.session() as session:
+            rows = session.execute(select(BudgetLimit.budget_id, BudgetLimit.limit_micros))
+            return {**self._base, **{r.budget_id: r.limit_micros for r in rows}}
 
 
 class Budgets:

@@ -10,38 +10,30 @@ operator (admin API or ``inference-broker teams resume``); writes are
 from __future__ import annotations
 
 import logging
-import time
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 
 from broker.store import Database, TeamSetting
+from schedulers.reread import Reread
 
 log = logging.getLogger(__name__)
 
 
-class Pauses:
+class Pauses(Reread[set[str]]):
     """Callable: the set of paused team ids, reread from the database every ``refresh_s``."""
+
+    what = "paused teams"
 
     def __init__(self, db: Database, refresh_s: float = 2.0) -> None:
         self._db = db
-        self._refresh_s = refresh_s
-        self._paused: set[str] = set()
-        self._read_at = float("-inf")
+        super().__init__(set(), refresh_s)
 
-    def __call__(self) -> set[str]:
-        now = time.monotonic()
-        if now - self._read_at >= self._refresh_s:
-            self._read_at = now
-            try:
-                self._paused = set(read_paused(self._db))
-            except SQLAlchemyError as exc:
-                log.warning("could not read paused teams, keeping the last ones: %s", exc)
-        return self._paused
+    def load(self) -> set[str]:
+        return set(read_paused(self._db))
 
     def add(self, team: str) -> None:
         """This process paused ``team`` itself: no need to wait for the next read."""
-        self._paused.add(team)
+        self._value.add(team)
 
 
 def read_paused(db: Database) -> dict[str, str]:

@@ -318,25 +318,23 @@ def fail_queued(session: Session, failures: Sequence[tuple[str, str, str]]) -> i
 
 def hold_for_budget(session: Session, request_ids: Sequence[str]) -> list[str]:
     """queued → waiting_budget; returns the ids that were still queued."""
-    if not request_ids:
-        return []
-    rows = session.execute(
-        update(_R)
-        .where(_R.c.id.in_(request_ids), _R.c.status == RequestStatus.QUEUED)
-        .values(status=RequestStatus.WAITING_BUDGET)
-        .returning(_R.c.id)
-    ).all()
-    return [row.id for row in rows]
+    return _move(session, request_ids, RequestStatus.QUEUED, RequestStatus.WAITING_BUDGET)
 
 
 def release_held(session: Session, request_ids: Sequence[str]) -> list[str]:
     """waiting_budget → queued; returns the ids that were still waiting (not cancelled)."""
+    return _move(session, request_ids, RequestStatus.WAITING_BUDGET, RequestStatus.QUEUED)
+
+
+def _move(
+    session: Session, request_ids: Sequence[str], old: RequestStatus, new: RequestStatus
+) -> list[str]:
     if not request_ids:
         return []
     rows = session.execute(
         update(_R)
-        .where(_R.c.id.in_(request_ids), _R.c.status == RequestStatus.WAITING_BUDGET)
-        .values(status=RequestStatus.QUEUED)
+        .where(_R.c.id.in_(request_ids), _R.c.status == old)
+        .values(status=new)
         .returning(_R.c.id)
     ).all()
     return [row.id for row in rows]
