@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from broker.budget_config import BudgetConfig, BudgetPolicy
 from broker.errors import ConfigError, field_path
+from broker.resilience_config import BreakerConfig, RetryConfig
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "broker.toml"
 
@@ -157,12 +158,19 @@ class SchedulerConfig(_Strict):
         description="An attempt dispatched this long ago and not finished died with its worker; "
         "default: twice the longest provider timeout plus 30 s.",
     )
-    max_attempts: int = Field(default=3, ge=1, description="Attempts lost to dead workers.")
+    max_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Dispatches that may fail (a dead worker, a provider failing every try) "
+        "before the request fails; rate limiting and open breakers do not count.",
+    )
 
 
 class BrokerConfig(_Strict):
     prices_as_of: date
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    retries: RetryConfig = Field(default_factory=RetryConfig)
+    breakers: BreakerConfig = Field(default_factory=BreakerConfig)
     providers: list[ProviderConfig] = Field(min_length=1)
     models: list[ModelConfig] = Field(min_length=1)
     teams: list[TeamConfig] = Field(default_factory=list)

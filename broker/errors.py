@@ -15,6 +15,7 @@ Errors from redis, httpx, SQLAlchemy and providers are translated where they ent
         ├── ProviderRetryable        429, 5xx, 529, timeouts, connection errors
         │   └── ProviderRateLimited  429 rate limit (carries retry_after)
         ├── ProviderUnavailable      auth failure or quota exhausted: stop calling it
+        ├── CircuitOpen              its breaker is open: not called at all
         ├── ContextWindowExceeded    the prompt does not fit this model
         ├── ProviderRejected         any other 4xx: the request itself is wrong
         └── MalformedResponse        a 2xx body we cannot read
@@ -116,6 +117,12 @@ class ProviderRateLimited(ProviderRetryable):
 
 class ProviderUnavailable(ProviderError):
     code = "provider_unavailable"
+
+
+class CircuitOpen(ProviderError):
+    """The provider's (or the model's) breaker is open: the call was not made."""
+
+    code = "circuit_open"
 
 
 class ContextWindowExceeded(ProviderError):

@@ -1,7 +1,8 @@
 """Every Redis key the broker uses is built here, so the layout can be read in one place.
 
 Redis holds only the fast path (queues, in-flight sets, fairness counters, rate-limit buckets,
-wake-ups, the leader lease); all of it can be rebuilt from the database or starts afresh safely.
+breakers, wake-ups, the leader lease); all of it can be rebuilt from the database or starts
+afresh safely.
 """
 
 from __future__ import annotations
@@ -128,3 +129,14 @@ def alerts() -> str:
 def alert_sent(subject: str, threshold: str) -> str:
     """Present once an alert for ``subject`` at ``threshold`` has fired in its window."""
     return f"{PREFIX}:alerted:{subject}:{threshold}"
+
+
+def breaker(scope: str) -> str:
+    """Hash of a provider or model scope's circuit breaker: its state and a ring of per-second
+    call and failure counts (see :mod:`workers.breakers`); expires when idle."""
+    return f"{PREFIX}:breaker:{scope}"
+
+
+def breaker_transitions() -> str:
+    """List of recent breaker transitions (JSON), newest first, capped at 1000."""
+    return f"{PREFIX}:breaker:transitions"

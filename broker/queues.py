@@ -3,8 +3,9 @@
 One list per (team, priority), oldest first. An entry carries what the scheduler needs to decide
 without touching the database: the request id, the model asked for, an upper bound of its input
 tokens, its ``max_tokens``, when it was queued (for aging), its feature and trace (for budgets).
+A request handed back after a failure also carries where in its model's chain it goes next.
 Encoded as one short line, ``"<id> <model> <input_bound> <max_out> <queued_ms> <feature>
-<trace>"`` (``-`` for no trace), about 70 bytes.
+<trace>"`` (``-`` for no trace) and `` <chain index>`` when not 0, about 70 bytes.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class QueueEntry:
     queued_ms: int
     feature: str = "-"
     trace_id: str = "-"
+    chain_index: int = 0
 
     @property
     def est_input(self) -> int:
@@ -46,16 +48,26 @@ class QueueEntry:
         return None if self.trace_id == "-" else self.trace_id
 
     def encode(self) -> str:
-        return (
+        line = (
             f"{self.request_id} {self.model} {self.input_bound} {self.max_output} "
             f"{self.queued_ms} {self.feature} {self.trace_id}"
         )
+        return f"{line} {self.chain_index}" if self.chain_index else line
 
     @classmethod
     def decode(cls, raw: bytes | str) -> QueueEntry:
         text = raw.decode() if isinstance(raw, bytes) else raw
-        rid, model, bound, max_out, queued_ms, feature, trace = text.split(" ")
-        return cls(rid, model, int(bound), int(max_out), int(queued_ms), feature, trace)
+        rid, model, bound, max_out, queued_ms, feature, trace, *chain = text.split(" ")
+        return cls(
+            rid,
+            model,
+            int(bound),
+            int(max_out),
+            int(queued_ms),
+            feature,
+            trace,
+            int(chain[0]) if chain else 0,
+        )
 
 
 def now_ms() -> int:

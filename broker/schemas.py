@@ -105,6 +105,21 @@ class ResultError(BaseModel):
     message: str
 
 
+class CallOut(BaseModel):
+    """One provider call made for a request."""
+
+    attempt: int = Field(description="The dispatch it belonged to (1, 2, ...).")
+    try_: int = Field(alias="try", description="Its number within that dispatch.")
+    model: str
+    provider: str
+    outcome: str = Field(description="succeeded, or the error code (rate_limited, ...).")
+    error: str | None = None
+    latency_ms: int
+    cost_micros: int
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
 class ResultOut(BaseModel):
     id: str
     custom_id: str
@@ -120,6 +135,10 @@ class ResultOut(BaseModel):
     attempts: int
     error: ResultError | None = None
     metadata: dict[str, Any] | None = None
+    calls: list[CallOut] = Field(
+        default_factory=list,
+        description="Every provider call made for it, in order: retries and fallbacks included.",
+    )
 
 
 class ResultsPage(BaseModel):
@@ -238,3 +257,30 @@ class AlertOut(BaseModel):
 
 class AlertList(BaseModel):
     alerts: list[AlertOut] = Field(description="Newest first.")
+
+
+class BreakerOut(BaseModel):
+    scope: str = Field(description="provider:<name> or model:<name>.")
+    state: Literal["closed", "open", "half_open"]
+    calls: int = Field(description="Calls in the sliding window.")
+    failures: int
+    failure_rate: float
+    consecutive_failures: int
+    opened_at: datetime | None = None
+    retry_at: datetime | None = Field(default=None, description="When an open breaker half-opens.")
+    transitions: int
+
+
+class BreakerTransitionOut(BaseModel):
+    scope: str
+    from_: str = Field(alias="from")
+    to: str
+    at: datetime
+    reason: str
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
+class BreakerList(BaseModel):
+    breakers: list[BreakerOut]
+    transitions: list[BreakerTransitionOut] = Field(description="Recent ones, newest first.")

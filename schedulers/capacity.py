@@ -7,14 +7,16 @@ capacity cannot leak away. The cap is the pool's concurrency plus a small margin
 queues hold only what the pools can start soon, so decisions stay late.
 
 :class:`Room` joins the free slots with the rate-limit buckets (:mod:`schedulers.ratelimits`)
-for one round: the loop asks whether a request fits, takes it, and commits what it took.
+and the circuit breakers (:mod:`workers.breakers`) for one round: the loop asks whether a request
+fits, takes it, and commits what it took. An open breaker fits nothing; a half-open one fits as
+many calls as it has probe permits left.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import redis
 
@@ -57,21 +59,37 @@ def release(pipe: redis.client.Pipeline, provider: str, request_id: str) -> None
 class Room:
     """What each provider can still take this round: free slots and rate-limit budget."""
 
-    def __init__(self, in_flight: InFlight, limits: RateLimits) -> None:
+    def __init__(
+        self,
+        in_flight: InFlight,
+        limits: RateLimits,
+        breakers: Callable[[], dict[str, int | None]] | None = None,
+    ) -> None:
         self._limits = limits
         self.slots = in_flight.free_slots()
         self._levels: dict[str, float] = {}
         self._blocked: set[str] = set()
+        #: Breaker scope → calls it may still take this round (absent: closed, no limit).
+        self._permits: dict[str, int] = {}
         self.taken: dict[Bucket, float] = {}
         if any(self.slots.values()):
             self._levels, self._blocked = limits.state()
+            if breakers is not None:
+                self._permits = {s: n for s, n in breakers().items() if n is not None}
+
+    def healthy(self, provider: str, model: str) -> bool:
+        """Whether the breakers let a call to ``model`` on ``provider`` through now."""
+        permits = self._permits
+        return permits.get(provider_scope(provider), 1) > 0 and permits.get(model_scope(model), 1) > 0
 
     def window(self) -> int:
         """An upper bound on what this round can dispatch (how far to peek into queues)."""
         total = 0
         for provider, slots in self.slots.items():
-            if slots <= 0 or provider_scope(provider) in self._blocked:
+            scope = provider_scope(provider)
+            if slots <= 0 or scope in self._blocked:
                 continue
+            slots = min(slots, self._permits.get(scope, slots))
             for bucket in self._limits.provider_buckets(provider):
                 if not bucket.tokens:
                     slots = min(slots, max(0, math.floor(self._levels[bucket.key])))
@@ -88,7 +106,7 @@ class Room:
     ) -> bool:
         """Whether a request has a slot and rate budget on ``provider``, and within its team's
         (and feature's) runaway guard when given."""
-        if self.slots.get(provider, 0) <= 0:
+        if self.slots.get(provider, 0) <= 0 or not self.healthy(provider, model):
             return False
         if provider_scope(provider) in self._blocked or model_scope(model) in self._blocked:
             return False
@@ -107,6 +125,9 @@ class Room:
         feature: str | None = None,
     ) -> None:
         self.slots[provider] -= 1
+        for scope in (provider_scope(provider), model_scope(model)):
+            if scope in self._permits:
+                self._permits[scope] -= 1
         for bucket in self._limits.buckets(provider, model, team, feature):
             amount = bucket.amount(tokens)
             self._levels[bucket.key] -= amount

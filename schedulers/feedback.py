@@ -4,7 +4,10 @@ It frees the in-flight slot (waking the scheduler), corrects the team's fairness
 the service actually received, gives back the unused part of the token estimate, settles the
 budget reservation with the actual cost (once per attempt), and passes on what the provider said
 about its limits: the remaining-budget headers of a success, or the ``retry-after`` of a 429
-(the bucket empties and the scope waits). Budget thresholds crossed by the settlement alert.
+(the bucket empties and the scope waits), and a healthy answer to the circuit breakers. Budget
+thresholds crossed by the settlement alert. An attempt handed back (a 429, an open breaker, a
+failure sent down the chain) is not served: its fairness charge and budget reservation are taken
+back, and the next dispatch reserves again at its model's price.
 """
 
 from __future__ import annotations
@@ -18,14 +21,20 @@ from schedulers.capacity import release
 from schedulers.fairness import ServiceMeter, record_service
 from schedulers.ratelimits import RateLimits
 from schedulers.ticket import Ticket
+from workers.breakers import Breakers
 from workers.providers.base import RateSignal
 
 
 class Feedback:
     def __init__(
-        self, client: redis.Redis, config: BrokerConfig, budgets: Budgets | None = None
+        self,
+        client: redis.Redis,
+        config: BrokerConfig,
+        budgets: Budgets | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         self._redis = client
+        self._breakers = breakers
         self._limits = RateLimits(client, config)
         self._meter = ServiceMeter(config)
         self._budgets = budgets if budgets is not None and budgets.enabled else None
@@ -40,8 +49,10 @@ class Feedback:
         cost_micros: int = 0,
         recorded: bool = True,
         signal: RateSignal | None = None,
+        healthy: bool = False,
     ) -> None:
-        """The attempt ended (succeeded or failed) after calling the provider.
+        """The attempt ended (succeeded or failed) after calling the provider; ``healthy``: its
+        last call showed the provider working.
 
         ``recorded``: the database took this attempt's outcome (and its ledger row). If it did
         not (another copy of the task recorded it first), there is nothing to settle.
@@ -58,6 +69,7 @@ class Feedback:
             self._limits.refund_tokens(pipe, ticket.provider, ticket.model, unused)
             if signal is not None:
                 self._limits.observe(pipe, ticket.provider, ticket.model, signal)
+            self._healthy(pipe, ticket, healthy)
             if scopes:
                 self._budgets.settle(pipe, ticket.request_id, ticket.attempt, cost_micros, scopes)
                 for scope in scopes:
@@ -67,15 +79,29 @@ class Feedback:
             for scope, spent in zip(scopes, replies[-len(scopes) :]):
                 self._alerts.budget_level(scope, int(spent or 0))
 
-    def rate_limited(self, ticket: Ticket, retry_after_s: float | None) -> None:
-        """A 429: the request goes back to its queue, so its charge is taken back."""
+    def handed_back(
+        self,
+        ticket: Ticket,
+        *,
+        rate_limited: bool = False,
+        retry_after_s: float | None = None,
+        healthy: bool = False,
+    ) -> None:
+        """The request went back to its queue: its charge and reservation are taken back; a 429
+        holds the provider (or model) back for its ``retry-after``."""
         with self._redis.pipeline(transaction=False) as pipe:
             release(pipe, ticket.provider, ticket.request_id)
             record_service(pipe, ticket.team, ticket.service, 0.0)
-            self._limits.back_off(pipe, ticket.provider, ticket.model, retry_after_s)
+            if rate_limited:
+                self._limits.back_off(pipe, ticket.provider, ticket.model, retry_after_s)
+            self._healthy(pipe, ticket, healthy)
             if self._budgets is not None:
                 self._budgets.release(pipe, ticket.request_id)
             pipe.execute()
+
+    def _healthy(self, pipe: redis.client.Pipeline, ticket: Ticket, healthy: bool) -> None:
+        if healthy and self._breakers is not None:
+            self._breakers.record(ticket.provider, ticket.model, "success", pipe=pipe)
 
     def release(self, ticket: Ticket) -> None:
         """Only free the slot: the attempt never ran (stale, cancelled) or was not recorded."""

@@ -1,7 +1,8 @@
 """What the leader does around its rounds: check Redis still holds what it should, and, every
 few seconds, resume held requests, reap attempts of dead workers, watch spend velocity and
 expire requests past their job's completion window,
-and now and then reconcile idle budgets with the ledger."""
+and now and then (and first of all) put back queued requests Redis lost and reconcile idle
+budgets with the ledger."""
 
 from __future__ import annotations
 
@@ -47,4 +48,5 @@ class Housekeeping:
             self._deadlines.expire()
         if now - self._reconciled >= self._reconcile_every_s:
             self._reconciled = now
+            self._recovery.reconcile_queues()
             self._budgets.reconcile()

@@ -2,13 +2,13 @@
 
 A round, in a fixed order:
 
-1. :class:`~schedulers.capacity.Room`: free in-flight slots and rate-limit budget per provider;
-   nothing to do if there is none.
+1. :class:`~schedulers.capacity.Room`: free in-flight slots, rate-limit budget and breaker
+   permits per provider; nothing to do if there is none.
 2. Peek at the head of every backlogged team's queues, only as deep as the round could
    dispatch (so a round costs the same with ten queued requests or a million).
 3. :mod:`~schedulers.fairness`: take the backlogged team with the smallest virtual counter;
    :mod:`~schedulers.priorities`: its next request; :mod:`~schedulers.routing`: where it may
-   run. If it fits, charge the team and pick it; if not, the team sits out the rest of the round
+   run (its model's chain, past open breakers). If it fits, charge the team and pick it; if not, the team sits out the rest of the round
    (its work waits its turn) while the others go on, so a full provider blocks nobody whose
    work can go elsewhere.
 4. :mod:`~schedulers.dispatch`: record and send the picks.
@@ -46,6 +46,7 @@ from schedulers.leader import Leadership
 from schedulers.priorities import TeamQueues
 from schedulers.ratelimits import RateLimits
 from schedulers.routing import Router
+from workers.breakers import Breakers
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class Scheduler:
         holding: Holding | None = None,
         housekeeping: Callable[[], None] | None = None,
         leadership: Leadership | None = None,
+        breakers: Breakers | None = None,
         idle_wait_s: float = 0.2,
     ) -> None:
         self._redis = client
@@ -93,6 +95,7 @@ class Scheduler:
         self._holding = holding
         self._housekeeping = housekeeping
         self._leadership = leadership
+        self._breakers = breakers
         self._idle_wait_s = idle_wait_s
         self._max_wait_ms = int(config.scheduler.max_wait_s * 1000)
         self._prune = client.register_script(_PRUNE)
@@ -102,7 +105,8 @@ class Scheduler:
     def run_once(self) -> int:
         """One scheduling round; returns the number of requests dispatched."""
         self._settled_other = 0
-        room = Room(self._in_flight, self._limits)
+        breakers = self._breakers.allowances if self._breakers is not None else None
+        room = Room(self._in_flight, self._limits, breakers)
         window = room.window()
         if window == 0:
             return 0
@@ -170,7 +174,7 @@ class Scheduler:
                 continue
             priority, entry = head
             allow = config.has_team(team) and config.team(team).allow_fallback
-            routes = self._router.routes(entry.model, allow)
+            routes = self._router.routes(entry.model, entry.chain_index)
             if routes is None:
                 queues[team].take(priority)
                 message = f"model {entry.model!r} is no longer in the catalog"
@@ -178,7 +182,15 @@ class Scheduler:
                 continue
             tokens = entry.est_tokens
             guard = (team, entry.feature)
-            route = next((r for r in routes if room.fits(r[0], r[1], tokens, *guard)), None)
+            route = None
+            for candidate in routes:
+                if not room.healthy(*candidate):
+                    continue  # an open breaker: down the chain, for every team
+                if room.fits(*candidate, tokens, *guard):
+                    route = candidate
+                    break
+                if not allow:
+                    break  # healthy but full: only teams that allow it spill over
             if route is None:
                 round_.drop()  # waits its turn; the other teams go on
                 continue

@@ -1,17 +1,22 @@
 """Putting Redis back in line with the database: after Redis lost its data, and after workers died.
 
-Two jobs, both run by the leading scheduler:
+Three jobs, all run by the leading scheduler:
 
 - :meth:`Recovery.ensure_epoch`, before every round: if the epoch marker is missing, Redis lost
-  its data (or this is a first start). Before anything is dispatched, every request the database
-  has ``queued`` or ``waiting_budget`` is put back on its team's queue (unless an entry for it is
-  there already), and every request in flight gets its slot and its worst-case budget
-  reservation back. Budget spend itself is reloaded from the ledger key by key
-  (:mod:`schedulers.budgets`).
+  its data (or this is a first start). Before anything is dispatched, requests ``dispatched``
+  but not yet started are queued again (their Celery tasks were in Redis; a new attempt number
+  makes any copy a worker still holds stale), every request the database has ``queued`` or
+  ``waiting_budget`` is put back on its team's queue (unless an entry for it is there already),
+  and every request running gets its slot and its worst-case budget reservation back. Budget
+  spend itself is reloaded from the ledger key by key (:mod:`schedulers.budgets`).
+- :meth:`Recovery.reconcile_queues`, at start and every few seconds: a team whose queues hold
+  fewer entries than the database has requests queued lost some (a process died between
+  requeueing a request in the database and pushing it); the missing ones are pushed back. An
+  entry twice is harmless: only one dispatch of a queued request wins.
 - :meth:`Recovery.reap`, every few seconds: an attempt dispatched longer ago than
   ``reap_after_s`` died with its worker (a worker call is bounded by the provider timeout). Its
   reservation and slot are released, an alert fires, and the request goes back to the head of
-  its queue, or fails with ``worker_lost`` after ``max_attempts``. If the lost attempt was in
+  its queue, or fails with ``worker_lost`` once ``max_attempts`` dispatches have failed. If the lost attempt was in
   fact alive and finishes later, it records nothing: it is no longer the current attempt.
   Reservations left with no attempt in flight (a scheduler that died between reserving and
   dispatching) are released too.
@@ -24,7 +29,7 @@ import time
 from datetime import timedelta
 
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from broker import keys, queues
 from broker.config import BrokerConfig
@@ -52,6 +57,7 @@ def entry_of(row: Request, feature: str | None = None) -> QueueEntry:
         int(row.created_at.timestamp() * 1000),
         feature or row.feature,
         row.trace_id or "-",
+        row.chain_index,
     )
 
 
@@ -81,6 +87,7 @@ class Recovery:
         if self._redis.exists(keys.epoch()):
             return False
         started = time.monotonic()
+        self._requeue_dispatched()
         requeued = self._requeue_from_database()
         in_flight = self._restore_in_flight()
         self._redis.set(keys.epoch(), str(time.time()))
@@ -93,10 +100,32 @@ class Recovery:
         )
         return True
 
-    def _present(self) -> set[str]:
-        """Request ids already in the team queues."""
+    def _requeue_dispatched(self) -> int:
+        with self._db.session() as session:
+            rows = session.execute(
+                select(Request.id, Request.attempts).where(
+                    Request.status == RequestStatus.DISPATCHED
+                )
+            ).all()
+        requeued = 0
+        for row in rows:
+            requeued += self._db.write(
+                lambda s, row=row: transitions.requeue(
+                    s, row.id, row.attempts, from_states=(RequestStatus.DISPATCHED,)
+                )
+            )
+        if rows:
+            log.warning("%d dispatched requests lost their tasks with Redis: queued again", requeued)
+        return requeued
+
+    def _present(self, team: str | None = None) -> set[str]:
+        """Request ids already in the team queues (of one team, or all)."""
         present: set[str] = set()
-        for key in self._redis.scan_iter(match=f"{keys.team_queue_prefix()}*", count=1000):
+        if team is None:
+            queue_keys = self._redis.scan_iter(match=f"{keys.team_queue_prefix()}*", count=1000)
+        else:
+            queue_keys = [keys.team_queue(team, p) for p in Priority]
+        for key in queue_keys:
             for start in range(0, self._redis.llen(key), _CHUNK):
                 for raw in self._redis.lrange(key, start, start + _CHUNK - 1):
                     present.add(raw.split(b" ", 1)[0].decode())
@@ -140,7 +169,9 @@ class Recovery:
     def _restore_in_flight(self) -> int:
         restored = 0
         with self._db.session() as session:
-            rows = session.scalars(select(Request).where(Request.status.in_(_IN_FLIGHT))).all()
+            rows = session.scalars(
+                select(Request).where(Request.status == RequestStatus.RUNNING)
+            ).all()
         requests = []
         for row in rows:
             entry = entry_of(row)
@@ -158,6 +189,55 @@ class Recovery:
         if requests:
             restored = sum(self._budgets.reserve(requests, enforce=False))
         return restored
+
+    # --- requests queued in the database but not in Redis --------------------------------------
+
+    def reconcile_queues(self) -> int:
+        """Push back requests the database has queued and no team queue holds; returns how many.
+
+        Cheap when nothing is missing: one grouped count and a few LLENs. A team's queues may
+        hold more entries than it has queued requests (entries of cancelled or expired requests
+        wait to be skipped), never fewer unless some were lost.
+        """
+        with self._db.session() as session:
+            counts = dict(
+                session.execute(
+                    select(Request.team_id, func.count())
+                    .where(Request.status == RequestStatus.QUEUED)
+                    .group_by(Request.team_id)
+                ).all()
+            )
+        if not counts:
+            return 0
+        teams = sorted(counts)
+        with self._redis.pipeline(transaction=False) as pipe:
+            for team in teams:
+                for priority in Priority:
+                    pipe.llen(keys.team_queue(team, priority))
+            lengths = pipe.execute()
+        n = len(Priority)
+        short = [t for i, t in enumerate(teams) if sum(lengths[i * n : (i + 1) * n]) < counts[t]]
+        return sum(self._push_missing(team) for team in short)
+
+    def _push_missing(self, team: str) -> int:
+        present = self._present(team)
+        with self._db.session() as session:
+            rows = session.execute(
+                select(Request, Job.feature)
+                .join(Job, Job.id == Request.job_id)
+                .where(Request.team_id == team, Request.status == RequestStatus.QUEUED)
+                .order_by(Request.created_at, Request.seq)
+            ).all()
+        missing: dict[Priority, list[QueueEntry]] = {}
+        for row, feature in rows:
+            if row.id not in present:
+                missing.setdefault(Priority(row.priority), []).append(entry_of(row, feature))
+        for priority, entries in missing.items():
+            queues.push_front(self._redis, team, priority, entries)
+        pushed = sum(len(entries) for entries in missing.values())
+        if pushed:
+            log.warning("team %s: %d queued requests were missing from Redis; pushed", team, pushed)
+        return pushed
 
     # --- attempts that died with their worker -----------------------------------------------
 
@@ -179,7 +259,7 @@ class Recovery:
 
     def _reap_one(self, row: Request, feature: str) -> int:
         entry = entry_of(row, feature)
-        give_up = row.attempts >= self._max_attempts
+        give_up = row.failures + 1 >= self._max_attempts
         message = (
             f"the worker running attempt {row.attempts} stopped answering (lost after "
             f"{self.reap_after_s:.0f} s)"
@@ -190,7 +270,9 @@ class Recovery:
             )
         else:
             changed = self._db.write(
-                lambda s: transitions.requeue(s, row.id, row.attempts, from_states=_IN_FLIGHT)
+                lambda s: transitions.requeue(
+                    s, row.id, row.attempts, from_states=_IN_FLIGHT, failed=True
+                )
             )
         if not changed:
             return 0  # it finished meanwhile

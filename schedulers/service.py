@@ -23,6 +23,7 @@ from schedulers.ratelimits import RateLimits
 from schedulers.recovery import Recovery
 from schedulers.velocity import VelocityBreaker
 from schedulers.weights import TeamWeights
+from workers.breakers import Breakers
 from workers.celery_app import create_celery_app
 
 
@@ -59,6 +60,7 @@ def build_scheduler(
         holding=holding,
         housekeeping=housekeeping,
         leadership=Leadership(client, config.scheduler.lease_s) if lead else None,
+        breakers=Breakers(client, config),
     )
 
 

@@ -1,13 +1,19 @@
-"""Running one attempt: claim it, call the provider, record the outcome, report back.
+"""Running one attempt: claim it, call the provider, then finish the request or hand it back.
 
 Nothing a provider sends back may kill the worker: every failure becomes a recorded outcome
 with a reason a person can act on. A stale or redelivered attempt is claimed by nobody and
-does nothing. A 429 is not a failure of the request: it goes back to the head of its queue
-(keeping its age) and the provider's buckets back off, so rate limiting never fails a request.
+does nothing, so it neither calls the provider nor charges again.
+
+What an attempt produced decides what comes next (:mod:`workers.fallback`): a completion or a
+final failure finishes the request; a 429, an open breaker or a failure with somewhere left to
+go hands it back, at the head of its team's queue (keeping its age), with its place in its
+model's chain, for the scheduler to dispatch again under fresh budgets and limits. Every call
+made on the way is recorded with the attempt.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -17,12 +23,15 @@ import redis
 
 from broker import queues
 from broker.config import BrokerConfig, ProviderConfig
-from broker.errors import ProviderError, ProviderRateLimited
-from broker.store.transitions import Outcome
+from broker.errors import ProviderRateLimited
+from broker.store.transitions import Claimed, HandBack, Outcome
 from schedulers.budgets import Budgets
 from schedulers.feedback import Feedback
 from schedulers.ticket import Ticket
-from workers.providers import Completion, ProviderClient, cache_savings, completion_cost
+from workers.attempts import AttemptResult, Attempts
+from workers.breakers import Breakers
+from workers.fallback import Fail, after_error
+from workers.providers import ProviderClient, cache_savings
 from workers.recorder import Recorder
 
 log = logging.getLogger(__name__)
@@ -41,7 +50,9 @@ class Executor:
         self._config = config
         self._recorder = recorder
         self._redis = client
-        self._feedback = Feedback(client, config, budgets)
+        breakers = Breakers(client, config)
+        self._attempts = Attempts(config, breakers)
+        self._feedback = Feedback(client, config, budgets, breakers)
         self._clients: dict[str, ProviderClient] = {}
         self._lock = threading.Lock()
 
@@ -62,67 +73,94 @@ class Executor:
         reported = False
         try:
             started = time.monotonic()
-            try:
-                completion = self._client_for(self._config.provider(ticket.provider)).complete(
-                    self._config.model(ticket.model), claimed.payload
-                )
-            except ProviderRateLimited as exc:
-                if self._recorder.requeue(claimed):
-                    queues.push_front(
-                        self._redis, claimed.team_id, ticket.priority_level, [ticket.queue_entry]
-                    )
-                    log.info("request %s rate limited on %s; queued again", *_where(ticket))
-                self._feedback.rate_limited(ticket, exc.retry_after)
-                reported = True
-                return
-            except ProviderError as exc:
-                log.info("request %s failed on %s: %s", *_where(ticket), exc.code)
-                outcome = self._outcome(ticket, started, error_code=exc.code, error=str(exc))
-                completion = None
-            except Exception as exc:  # a bug must fail this request, never the worker
-                log.exception("request %s: unexpected error", ticket.request_id)
-                outcome = self._outcome(
-                    ticket,
-                    started,
-                    error_code="internal_error",
-                    error=f"internal error: {type(exc).__name__}",
-                )
-                completion = None
-            else:
-                outcome = self._succeeded(ticket, started, completion)
-            recorded = self._recorder.finish(claimed, outcome)
-            if not recorded:
-                log.warning("attempt %s/%d was already finished", *_attempt(ticket))
-            self._feedback.finished(
-                ticket,
-                input_tokens=outcome.input_tokens + outcome.cached_input_tokens,
-                output_tokens=outcome.output_tokens,
-                cost_micros=outcome.cost_micros,
-                recorded=recorded,
-                signal=completion.rate if completion is not None else None,
+            result = self._attempts.run(
+                self._client_for(self._config.provider(ticket.provider)),
+                self._config.model(ticket.model),
+                claimed.payload,
             )
+            if result.completion is not None:
+                self._finish(ticket, claimed, self._succeeded(ticket, started, result), result)
+            else:
+                decision = after_error(
+                    self._config, claimed.model, ticket.model, result.error, claimed.failures
+                )
+                if isinstance(decision, Fail):
+                    log.info("request %s failed on %s: %s", *_where(ticket), decision.code)
+                    outcome = self._outcome(
+                        ticket, started, result, error_code=decision.code, error=decision.message
+                    )
+                    self._finish(ticket, claimed, outcome, result)
+                else:
+                    self._hand_back(ticket, claimed, decision, result)
             reported = True
         finally:
             if not reported:  # recording failed: at least give the slot back
                 self._feedback.release(ticket)
 
-    def _outcome(self, ticket: Ticket, started: float, **fields) -> Outcome:
-        latency_ms = int((time.monotonic() - started) * 1000)
-        return Outcome(
-            model=ticket.model, provider=ticket.provider, latency_ms=latency_ms, **fields
+    def _finish(
+        self, ticket: Ticket, claimed: Claimed, outcome: Outcome, result: AttemptResult
+    ) -> None:
+        recorded = self._recorder.finish(claimed, outcome)
+        if not recorded:
+            log.warning("attempt %s/%d was already finished", *_attempt(ticket))
+        completion = result.completion
+        self._feedback.finished(
+            ticket,
+            input_tokens=outcome.input_tokens + outcome.cached_input_tokens,
+            output_tokens=outcome.output_tokens,
+            cost_micros=outcome.cost_micros,
+            recorded=recorded,
+            signal=completion.rate if completion is not None else None,
+            healthy=result.healthy,
         )
 
-    def _succeeded(self, ticket: Ticket, started: float, completion: Completion) -> Outcome:
+    def _hand_back(
+        self, ticket: Ticket, claimed: Claimed, decision: HandBack, result: AttemptResult
+    ) -> None:
+        back = dataclasses.replace(decision, calls=result.calls)
+        if self._recorder.hand_back(claimed, back):
+            entry = dataclasses.replace(ticket.queue_entry, chain_index=back.chain_index)
+            queues.push_front(self._redis, claimed.team_id, ticket.priority_level, [entry])
+            log.info(
+                "request %s: %s on %s; queued again at chain position %d",
+                ticket.request_id,
+                getattr(result.error, "code", "error"),
+                ticket.provider,
+                back.chain_index,
+            )
+        rate_limited = isinstance(result.error, ProviderRateLimited)
+        self._feedback.handed_back(
+            ticket,
+            rate_limited=rate_limited,
+            retry_after_s=result.retry_after,
+            healthy=result.healthy,
+        )
+
+    def _outcome(
+        self, ticket: Ticket, started: float, result: AttemptResult, **fields
+    ) -> Outcome:
+        latency_ms = int((time.monotonic() - started) * 1000)
+        return Outcome(
+            model=ticket.model,
+            provider=ticket.provider,
+            latency_ms=latency_ms,
+            calls=result.calls,
+            **fields,
+        )
+
+    def _succeeded(self, ticket: Ticket, started: float, result: AttemptResult) -> Outcome:
+        completion = result.completion
         model = self._config.model(ticket.model)
         return self._outcome(
             ticket,
             started,
+            result,
             output=completion.text,
             finish_reason=completion.finish_reason,
             input_tokens=completion.input_tokens,
             cached_input_tokens=completion.cached_input_tokens,
             output_tokens=completion.output_tokens,
-            cost_micros=completion_cost(completion, model),
+            cost_micros=result.calls[-1].cost_micros,
             cache_savings_micros=cache_savings(completion, model),
         )
 

@@ -1,7 +1,7 @@
 """Group commit for a worker pool: many threads' claims and outcomes, one transaction.
 
-Every attempt writes twice (claim before the call, outcome after it) and every outcome moves
-its job's counters, one hot row per job. With a hundred threads each committing on its own,
+Every attempt writes twice (claim before the call, then its outcome, or its hand-back to the
+queue) and every outcome moves its job's counters, one hot row per job. With a hundred threads each committing on its own,
 the pool spends its time queueing for the database (and, on SQLite, sleeping in the busy
 handler). Instead, threads hand their writes to one writer thread and wait; the writer takes
 whatever has gathered since its last commit and writes it in one transaction. Under no load a
@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from broker.store import Database, transitions
-from broker.store.transitions import Claimed, Outcome
+from broker.store.transitions import Claimed, HandBack, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,13 @@ _STOP = object()
 class _Batch:
     claims: list[tuple[tuple[str, int], Future]] = field(default_factory=list)
     finishes: list[tuple[tuple[Claimed, Outcome], Future]] = field(default_factory=list)
+    hand_backs: list[tuple[tuple[Claimed, HandBack], Future]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.claims) + len(self.finishes)
+        return len(self.claims) + len(self.finishes) + len(self.hand_backs)
+
+    def add(self, kind: str, payload: object, future: Future) -> None:
+        getattr(self, kind).append((payload, future))
 
 
 class Recorder:
@@ -43,17 +47,16 @@ class Recorder:
 
     def claim(self, request_id: str, attempt: int) -> Claimed | None:
         """dispatched → running; None when the attempt is stale or was cancelled."""
-        return self._submit("claim", (request_id, attempt)).result()
+        return self._submit("claims", (request_id, attempt)).result()
 
     def finish(self, claimed: Claimed, outcome: Outcome) -> bool:
         """Record the outcome; False when this attempt had already been recorded."""
-        return self._submit("finish", (claimed, outcome)).result()
+        return self._submit("finishes", (claimed, outcome)).result()
 
-    def requeue(self, claimed: Claimed) -> bool:
-        """running → queued (rare: a 429), written at once rather than batched."""
-        return self._db.write(
-            lambda s: transitions.requeue(s, claimed.request_id, claimed.attempt)
-        )
+    def hand_back(self, claimed: Claimed, back: HandBack) -> bool:
+        """running → queued with the attempt's calls; True when the request should be pushed
+        back onto its queue (False: stale, or its job is being cancelled)."""
+        return self._submit("hand_backs", (claimed, back)).result()
 
     def close(self) -> None:
         self._queue.put(_STOP)
@@ -70,7 +73,7 @@ class Recorder:
             if first is _STOP:
                 return
             batch = _Batch()
-            self._add(batch, first)
+            batch.add(*first)
             while len(batch) < self._max_batch:
                 try:
                     item = self._queue.get_nowait()
@@ -79,25 +82,21 @@ class Recorder:
                 if item is _STOP:
                     self._write(batch)
                     return
-                self._add(batch, item)
+                batch.add(*item)
             self._write(batch)
-
-    @staticmethod
-    def _add(batch: _Batch, item: tuple) -> None:
-        kind, payload, future = item
-        (batch.claims if kind == "claim" else batch.finishes).append((payload, future))
 
     def _write(self, batch: _Batch) -> None:
         def work(session):
             claimed = transitions.claim_many(session, [key for key, _ in batch.claims])
             recorded = transitions.finish_many(session, [item for item, _ in batch.finishes])
-            return claimed, recorded
+            requeued = transitions.hand_back_many(session, [i for i, _ in batch.hand_backs])
+            return claimed, recorded, requeued
 
         try:
-            claimed, recorded = self._db.write(work)
+            claimed, recorded, requeued = self._db.write(work)
         except Exception as exc:  # hand the failure to every waiting thread
             log.error("recording %d writes failed: %s", len(batch), exc)
-            for _, future in batch.claims + batch.finishes:
+            for _, future in batch.claims + batch.finishes + batch.hand_backs:
                 future.set_exception(exc)
             return
         for key, future in batch.claims:
@@ -105,4 +104,6 @@ class Recorder:
             # only the first caller runs it.
             future.set_result(claimed.pop(key, None))
         for (_, future), ok in zip(batch.finishes, recorded):
+            future.set_result(ok)
+        for (_, future), ok in zip(batch.hand_backs, requeued):
             future.set_result(ok)

@@ -14,17 +14,14 @@ its ``broker.toml`` value.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
-import redis
 from fastapi import APIRouter, Body, Depends, Query, Request
-from sqlalchemy.exc import SQLAlchemyError
 
 from broker.api.auth import authenticate_admin
+from broker.api.errors import store_errors
 from broker.budget_config import BudgetConfig
-from broker.errors import NotFound, ServiceUnavailable
+from broker.errors import NotFound
 from broker.money import format_usd, usd_to_micros
 from broker.schemas import (
     AlertList,
@@ -61,20 +58,9 @@ router = APIRouter(
 )
 
 
-@contextmanager
-def _stores() -> Iterator[None]:
-    """Redis and database failures leave as 503, like everywhere else in the API."""
-    try:
-        yield
-    except redis.RedisError as exc:
-        raise ServiceUnavailable(f"Redis is unreachable: {exc}") from exc
-    except SQLAlchemyError as exc:
-        raise ServiceUnavailable(f"the database is unreachable: {type(exc).__name__}") from exc
-
-
 def _statuses(request: Request) -> list[TeamStatusOut]:
     resources = request.app.state.broker
-    with _stores():
+    with store_errors():
         overrides = read_overrides(resources.db)
         paused = read_paused(resources.db)
         statuses = team_status(resources.redis, resources.config, overrides)
@@ -121,7 +107,7 @@ def list_teams(request: Request) -> TeamList:
 def set_weight(team_id: str, body: WeightIn, request: Request) -> TeamStatusOut:
     """Override the team's fair-share weight; the scheduler uses it within a few seconds."""
     _known_team(request, team_id)
-    with _stores():
+    with store_errors():
         request.app.state.broker.db.write(
             lambda session: team_settings.set_weight(session, team_id, body.weight)
         )
@@ -134,7 +120,7 @@ def set_weight(team_id: str, body: WeightIn, request: Request) -> TeamStatusOut:
 def reset_weight(team_id: str, request: Request) -> TeamStatusOut:
     """Remove the override: the team is back to its weight in broker.toml."""
     _known_team(request, team_id)
-    with _stores():
+    with store_errors():
         request.app.state.broker.db.write(
             lambda session: team_settings.set_weight(session, team_id, None)
         )
@@ -171,7 +157,7 @@ def _set_paused(
     request: Request, team_id: str, reason: str | None, kind: str, message: str
 ) -> TeamPauseOut:
     resources = request.app.state.broker
-    with _stores():
+    with store_errors():
         changed = resources.db.write(
             lambda session: team_settings.set_paused(session, team_id, reason)
         )
@@ -199,7 +185,7 @@ def _budgets(request: Request, only: BudgetConfig | None = None) -> list[BudgetO
     resources = request.app.state.broker
     config = resources.config
     chosen = [only] if only is not None else list(config.budgets)
-    with _stores():
+    with store_errors():
         with resources.db.session() as session:
             overrides = budget_limits.read_limits(session)
         budgets = Budgets(
@@ -254,7 +240,7 @@ def set_budget_limit(budget_id: str, body: BudgetLimitIn, request: Request) -> B
     """
     budget = _known_budget(request, budget_id)
     limit = usd_to_micros(body.limit_usd)
-    with _stores():
+    with store_errors():
         request.app.state.broker.db.write(
             lambda session: budget_limits.set_limit(session, budget.id, limit)
         )
@@ -269,7 +255,7 @@ def set_budget_limit(budget_id: str, body: BudgetLimitIn, request: Request) -> B
 def reset_budget_limit(budget_id: str, request: Request) -> BudgetOut:
     """Remove the override: the budget is back to its limit in broker.toml."""
     budget = _known_budget(request, budget_id)
-    with _stores():
+    with store_errors():
         request.app.state.broker.db.write(
             lambda session: budget_limits.set_limit(session, budget.id, None)
         )
@@ -285,6 +271,6 @@ def list_alerts(
     """The most recent alerts, newest first (the last 1000 are kept)."""
     if team is not None:
         _known_team(request, team)
-    with _stores():
+    with store_errors():
         alerts = recent_alerts(request.app.state.broker.redis, team, limit)
     return AlertList(alerts=[AlertOut.model_validate(a) for a in alerts])

@@ -10,7 +10,7 @@ import redis
 from fastapi import FastAPI
 
 from broker import __version__
-from broker.api import admin, errors, jobs, reports
+from broker.api import admin, breakers, errors, jobs, reports
 from broker.config import BrokerConfig
 from broker.settings import Settings
 from broker.store import Database
@@ -50,6 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(admin.router)
+    app.include_router(breakers.router)
     app.include_router(reports.router)
 
     @app.get("/healthz", tags=["health"])

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
 from broker.errors import (
@@ -21,6 +26,17 @@ from broker.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """Redis and database failures leave as 503, like everywhere else in the API."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise ServiceUnavailable(f"Redis is unreachable: {exc}") from exc
+    except SQLAlchemyError as exc:
+        raise ServiceUnavailable(f"the database is unreachable: {type(exc).__name__}") from exc
 
 
 def _body(status: int, type_: str, message: str, field: str | None = None) -> JSONResponse:

@@ -75,15 +75,16 @@ def get_results(
         queries.get_job(session, team.id, job_id)
         if format == "json":
             rows, has_more = queries.result_page(session, job_id, after=after, limit=limit)
+            calls = queries.calls_of(session, rows)
             return ResultsPage(
-                data=[result_out(row) for row in rows],
+                data=[result_out(row, calls.get(row.id)) for row in rows],
                 has_more=has_more,
                 next_after=rows[-1].seq if has_more else None,
             )
 
     def lines():
-        for row in queries.iter_results(db.session, job_id):
-            yield result_out(row).model_dump_json() + "\n"
+        for row, calls in queries.iter_results(db.session, job_id):
+            yield result_out(row, calls).model_dump_json() + "\n"
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 

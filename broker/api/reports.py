@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from sqlalchemy.exc import SQLAlchemyError
 
 from broker.api.auth import Caller, authenticate_caller
+from broker.api.errors import store_errors
 from broker.charts import daily_spend_png
 from broker.errors import ServiceUnavailable
 from broker.money import format_usd
@@ -57,14 +58,6 @@ MEASURES = (
     "cache_savings_usd",
 )
 
-
-@contextmanager
-def _database() -> Iterator[None]:
-    """A database failure leaves as 503, like everywhere else in the API."""
-    try:
-        yield
-    except SQLAlchemyError as exc:
-        raise ServiceUnavailable(f"the database is unreachable: {type(exc).__name__}") from exc
 
 
 def _invalid(field: str, message: str, value: Any) -> RequestValidationError:
@@ -140,7 +133,7 @@ def spend(
         raise _invalid("until", f"must be on or after since ({since})", until.isoformat())
     resources = request.app.state.broker
     scope = caller.team_filter(resources.config, team)
-    with _database(), resources.db.session() as session:
+    with store_errors(), resources.db.session() as session:
         report = reports.spend(session, group_by=dims, team=scope, since=since, until=until)
     if format == "csv":
         return Response(
@@ -165,6 +158,6 @@ def daily_png(
     """Stacked bars of each team's spend per UTC day; an empty ledger says "no spend yet"."""
     resources = request.app.state.broker
     scope = caller.team_filter(resources.config, team)
-    with _database(), resources.db.session() as session:
+    with store_errors(), resources.db.session() as session:
         series = reports.daily_spend_by_team(session, days=days, team=scope)
     return Response(daily_spend_png(series), media_type="image/png")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from broker.money import format_usd
-from broker.schemas import JobCounts, JobOut, ResultError, ResultOut, Usage
-from broker.store.models import Job, Request
+from broker.schemas import CallOut, JobCounts, JobOut, ResultError, ResultOut, Usage
+from broker.store.models import Job, ProviderCall, Request
 
 
 def job_out(job: Job) -> JobOut:
@@ -34,7 +34,7 @@ def job_out(job: Job) -> JobOut:
     )
 
 
-def result_out(request: Request) -> ResultOut:
+def result_out(request: Request, calls: list[ProviderCall] | None = None) -> ResultOut:
     usage = None
     if request.input_tokens is not None:
         usage = Usage(
@@ -60,4 +60,17 @@ def result_out(request: Request) -> ResultOut:
         attempts=request.attempts,
         error=error,
         metadata=request.metadata_,
+        calls=[
+            CallOut(
+                attempt=c.attempt,
+                try_=c.try_,
+                model=c.model,
+                provider=c.provider,
+                outcome=c.outcome,
+                error=c.error,
+                latency_ms=c.latency_ms,
+                cost_micros=c.cost_micros,
+            )
+            for c in calls or ()
+        ],
     )

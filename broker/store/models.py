@@ -84,7 +84,13 @@ class Request(Base):
     )
     priority: Mapped[str] = mapped_column(String(8))
     status: Mapped[str] = mapped_column(String(16))
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, doc="Dispatches so far.")
+    chain_index: Mapped[int] = mapped_column(
+        Integer, default=0, doc="Where in its model's chain the next dispatch starts."
+    )
+    failures: Mapped[int] = mapped_column(
+        Integer, default=0, doc="Dispatches that failed (every try) or died with their worker."
+    )
     model_used: Mapped[str | None] = mapped_column(String(128))
     provider_used: Mapped[str | None] = mapped_column(String(64))
     output: Mapped[str | None] = mapped_column(Text)
@@ -135,6 +141,35 @@ class LedgerEntry(Base):
     __table_args__ = (
         UniqueConstraint("request_id", "attempt", name="uq_ledger_attempt"),
         Index("ix_ledger_team_created", "team_id", "created_at"),
+    )
+
+
+class ProviderCall(Base):
+    """One call to a provider for a request: what it was, how long it took, how it ended.
+
+    A dispatch (``attempt``) makes one call, or several when it retries; a request that falls
+    back to other models has calls on each. Unique per (request, attempt, try): a redelivered
+    task cannot record a call twice.
+    """
+
+    __tablename__ = "provider_calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    try_: Mapped[int] = mapped_column("try", Integer)
+    model: Mapped[str] = mapped_column(String(128))
+    provider: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(
+        String(64), doc="succeeded, or the error code (rate_limited, provider_retryable, ...)."
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("request_id", "attempt", "try", name="uq_provider_calls_try"),
     )
 
 

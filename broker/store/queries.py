@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker.errors import NotFound
-from broker.store.models import Job, Request
+from broker.store.models import Job, ProviderCall, Request
 
 
 def get_job(session: Session, team_id: str, job_id: str) -> Job:
@@ -49,13 +49,33 @@ def result_page(
     return rows[:limit], len(rows) > limit
 
 
-def iter_results(session_factory, job_id: str, page_size: int = 2000) -> Iterator[Request]:
-    """All requests of a job, one short transaction per page (for streaming JSONL)."""
+def calls_of(session: Session, requests: list[Request]) -> dict[str, list[ProviderCall]]:
+    """The provider calls of these requests, in the order they were made, by request id."""
+    ids = [r.id for r in requests if r.attempts]
+    calls: dict[str, list[ProviderCall]] = {}
+    if not ids:
+        return calls
+    rows = session.scalars(
+        select(ProviderCall)
+        .where(ProviderCall.request_id.in_(ids))
+        .order_by(ProviderCall.request_id, ProviderCall.attempt, ProviderCall.try_)
+    )
+    for call in rows:
+        calls.setdefault(call.request_id, []).append(call)
+    return calls
+
+
+def iter_results(
+    session_factory, job_id: str, page_size: int = 2000
+) -> Iterator[tuple[Request, list[ProviderCall]]]:
+    """All requests of a job with their calls, one short transaction per page (for JSONL)."""
     after = -1
     while True:
         with session_factory() as session:
             rows, has_more = result_page(session, job_id, after=after, limit=page_size)
-        yield from rows
+            calls = calls_of(session, rows)
+        for row in rows:
+            yield row, calls.get(row.id, [])
         if not has_more or not rows:
             return
         after = rows[-1].seq

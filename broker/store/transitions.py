@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session
 
 from broker.states import JobStatus, RequestStatus
 from broker.store.db import WriteConflict
-from broker.store.models import Job, LedgerEntry, Request, utcnow
+from broker.store.models import Job, LedgerEntry, ProviderCall, Request, utcnow
 
 _R, _J, _L = Request.__table__, Job.__table__, LedgerEntry.__table__
+_C = ProviderCall.__table__
 _CANCELLABLE = (RequestStatus.QUEUED, RequestStatus.WAITING_BUDGET)
 _COUNTERS = ("succeeded", "failed", "input_tokens", "output_tokens", "cost_micros")
 
@@ -42,6 +43,19 @@ class Claimed:
     attempt: int
     payload: dict[str, Any]
     trace_id: str | None = None
+    failures: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One provider call of an attempt: ``outcome`` is ``succeeded`` or the error code."""
+
+    model: str
+    provider: str
+    outcome: str
+    latency_ms: int
+    error: str | None = None
+    cost_micros: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +74,21 @@ class Outcome:
     cache_savings_micros: int = 0
     error_code: str | None = None
     error: str | None = None
+    calls: tuple[Call, ...] = ()
 
     @property
     def succeeded(self) -> bool:
         return self.error_code is None
+
+
+@dataclass(frozen=True, slots=True)
+class HandBack:
+    """An attempt that ends with its request queued again rather than finished: a 429, an
+    open breaker, or a failure that sends it down its model's chain."""
+
+    chain_index: int
+    failed: bool  # counts against ``max_attempts``
+    calls: tuple[Call, ...] = ()
 
 
 def mark_dispatched(session: Session, request_ids: Sequence[str]) -> list[Dispatched]:
@@ -106,6 +131,7 @@ _CLAIM = (
         _R.c.model,
         _R.c.payload,
         _R.c.trace_id,
+        _R.c.failures,
     )
 )
 _STILL_RUNNING = select(_R.c.id, _R.c.attempts).where(
@@ -134,6 +160,7 @@ def claim_many(
             row.attempts,
             row.payload,
             row.trace_id,
+            row.failures,
         )
         for row in rows
     }
@@ -183,7 +210,7 @@ def finish_many(session: Session, finished: Sequence[tuple[Claimed, Outcome]]) -
     params = {"b_ids": [rid for rid, _ in keys], "b_keys": keys}
     running = {(row.id, row.attempts) for row in session.execute(_STILL_RUNNING, params)}
     now = utcnow()
-    recorded, params, ledger = [], [], []
+    recorded, params, ledger, calls = [], [], [], []
     deltas: dict[str, dict[str, int]] = {}
     for (claimed, outcome), key in zip(finished, keys):
         won = key in running
@@ -192,6 +219,7 @@ def finish_many(session: Session, finished: Sequence[tuple[Claimed, Outcome]]) -
         if not won:
             continue
         params.append(_finish_params(claimed, outcome, now))
+        calls.extend(_call_rows(claimed, outcome.calls, now))
         if outcome.succeeded:
             ledger.append(_ledger_row(claimed, outcome, now))
         delta = deltas.setdefault(claimed.job_id, dict.fromkeys(_COUNTERS, 0))
@@ -203,6 +231,8 @@ def finish_many(session: Session, finished: Sequence[tuple[Claimed, Outcome]]) -
         raise WriteConflict("an attempt was finished by another writer meanwhile")
     if ledger:
         session.execute(insert(_L), ledger)
+    if calls:
+        session.execute(insert(_C), calls)
     for job_id in sorted(deltas):  # a fixed order: concurrent writers cannot deadlock
         _count(session, job_id, **deltas[job_id])
     return recorded
@@ -226,6 +256,24 @@ def _finish_params(claimed: Claimed, outcome: Outcome, now: datetime) -> dict[st
         "b_error": outcome.error,
         "b_finished_at": now,
     }
+
+
+def _call_rows(claimed: Claimed, calls: Sequence[Call], now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "request_id": claimed.request_id,
+            "attempt": claimed.attempt,
+            "try": n,
+            "model": call.model,
+            "provider": call.provider,
+            "outcome": call.outcome,
+            "error": call.error,
+            "latency_ms": call.latency_ms,
+            "cost_micros": call.cost_micros,
+            "created_at": now,
+        }
+        for n, call in enumerate(calls, start=1)
+    ]
 
 
 def _ledger_row(claimed: Claimed, outcome: Outcome, now: datetime) -> dict[str, Any]:
@@ -252,17 +300,26 @@ def requeue(
     request_id: str,
     attempt: int,
     from_states: Sequence[RequestStatus] = (RequestStatus.RUNNING,),
+    *,
+    chain_index: int | None = None,
+    failed: bool = False,
 ) -> bool:
-    """running → queued, to be dispatched again (the provider said "not now", e.g. a 429; or
-    the attempt died with its worker, from dispatched or running).
+    """running → queued, to be dispatched again (a hand-back, see :class:`HandBack`; or the
+    attempt died with its worker, from dispatched or running). ``chain_index`` moves the
+    request along its model's chain; ``failed`` counts the attempt against ``max_attempts``.
 
     Returns True when the caller should put the request back on its queue. A request whose job
     is being cancelled ends ``cancelled`` instead, and a stale attempt changes nothing (False).
     """
+    values: dict[str, Any] = {"status": RequestStatus.QUEUED}
+    if chain_index is not None:
+        values["chain_index"] = chain_index
+    if failed:
+        values["failures"] = _R.c.failures + 1
     row = session.execute(
         update(_R)
         .where(_R.c.id == request_id, _R.c.attempts == attempt, _R.c.status.in_(from_states))
-        .values(status=RequestStatus.QUEUED)
+        .values(values)
         .returning(_R.c.job_id)
     ).one_or_none()
     if row is None:
@@ -277,6 +334,29 @@ def requeue(
     )
     _count(session, row.job_id, cancelled=1)
     return False
+
+
+def hand_back_many(
+    session: Session, handed: Sequence[tuple[Claimed, HandBack]]
+) -> list[bool]:
+    """Requeue many attempts (see :func:`requeue`), recording their calls; True for each the
+    caller should push back onto its queue."""
+    now = utcnow()
+    requeued, calls = [], []
+    for claimed, back in handed:
+        ok = requeue(
+            session,
+            claimed.request_id,
+            claimed.attempt,
+            chain_index=back.chain_index,
+            failed=back.failed,
+        )
+        requeued.append(ok)
+        if ok:  # like an outcome, calls are recorded for the current attempt only
+            calls.extend(_call_rows(claimed, back.calls, now))
+    if calls:
+        session.execute(insert(_C), calls)
+    return requeued
 
 
 def fail_attempt(session: Session, request_id: str, attempt: int, code: str, message: str) -> bool:
