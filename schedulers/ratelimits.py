@@ -36,6 +36,7 @@ GUARD_BURST_S = 2.0
 DEFAULT_BACKOFF_S = 1.0
 
 _SCRIPT = (Path(__file__).parent / "ratelimits.lua").read_text()
+_BLOCK = (Path(__file__).parent / "ratelimit_block.lua").read_text()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,7 @@ class RateLimits:
     def __init__(self, client: redis.Redis, config: BrokerConfig) -> None:
         self._redis = client
         self._script = client.register_script(_SCRIPT)
+        self._block = client.register_script(_BLOCK)
         self._buckets: dict[str, list[Bucket]] = {}
         for p in config.providers:
             self._buckets[provider_scope(p.name)] = _buckets(
@@ -207,7 +209,8 @@ class RateLimits:
             else provider_scope(provider)
         )
         wait_ms = max(1, math.ceil((retry_after_s or DEFAULT_BACKOFF_S) * 1000))
-        pipe.set(keys.rate_blocked(scope), "429", px=wait_ms)
+        # The longest ask wins: a later 429 with a shorter retry-after must not cut it short.
+        self._block(keys=[keys.rate_blocked(scope)], args=[wait_ms], client=pipe)
         self._run(pipe, "clamp", {b: 0.0 for b in self.buckets(provider, model)})
 
     def _run(self, pipe: redis.client.Pipeline, op: str, amounts: dict[Bucket, float]) -> None:

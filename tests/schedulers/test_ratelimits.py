@@ -91,6 +91,16 @@ def test_a_429_blocks_the_provider_for_its_retry_after(redis_client, config):
     assert Room(in_flight, limits).fits("sim-openai", "gpt-4o-mini", 10)
 
 
+def test_a_shorter_retry_after_does_not_cut_a_longer_one_short(redis_client, config):
+    limits = RateLimits(redis_client, config)
+    with redis_client.pipeline() as pipe:
+        limits.back_off(pipe, "sim-openai", "gpt-4o-mini", retry_after_s=1.0)
+        limits.back_off(pipe, "sim-openai", "gpt-4o-mini", retry_after_s=0.05)
+        pipe.execute()
+    time.sleep(0.2)
+    assert "provider:sim-openai" in limits.state()[1]
+
+
 def test_remaining_headers_clamp_the_bucket(redis_client, config):
     limits = RateLimits(redis_client, config)
     in_flight = InFlight(redis_client, config, margin=0)
