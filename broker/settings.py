@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     task_events: bool = Field(
         default=False, description="Workers send Celery task events (Flower's live view)."
     )
+    flower_basic_auth: str | None = Field(
+        default=None, description="Flower's HTTP basic auth, 'user:password'."
+    )
 
     @property
     def database_url_or_default(self) -> str:

@@ -2,7 +2,8 @@
 
 Redis (a private one unless ``REDIS_URL`` is set), the result store (a SQLite file unless
 ``DATABASE_URL`` is set), the simulator (when a provider is simulated), the API, the scheduler
-and one worker pool per provider, each a child process logging to ``<data_dir>/logs``.
+and one worker pool per provider, each a child process logging to ``<data_dir>/logs``; and
+Flower on 127.0.0.1 when ``flower_port`` is set (``up`` does not start it).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class Stack:
     schedulers: int = 1
     #: Worker processes per provider, each a pool of the provider's concurrency.
     workers_per_provider: int = 1
+    #: Run ``inference-broker flower`` on 127.0.0.1 on this port (auth: BROKER_FLOWER_BASIC_AUTH).
+    flower_port: int | None = None
     redis_server: RedisServer | None = None
     children: dict[str, Child] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
@@ -50,6 +53,10 @@ class Stack:
     @property
     def api_url(self) -> str:
         return f"http://{self.settings.api_host}:{self.settings.api_port}"
+
+    @property
+    def flower_url(self) -> str | None:
+        return None if self.flower_port is None else f"http://127.0.0.1:{self.flower_port}"
 
     @property
     def log_dir(self) -> Path:
@@ -89,6 +96,8 @@ class Stack:
             raise BrokerError(
                 f"port {settings.api_port} is taken: stop what uses it or set BROKER_API_PORT"
             )
+        if self.flower_port is not None and not port_is_free(self.flower_port):
+            raise BrokerError(f"port {self.flower_port} is taken: pick another flower_port")
         self.env = env
         self._spawn("api", env, "api")
         for i in range(self.schedulers):
@@ -97,7 +106,11 @@ class Stack:
             for i in range(self.workers_per_provider):
                 name = _numbered(f"worker-{provider.name}", i)
                 self._spawn(name, env, "worker", "--provider", provider.name)
+        if self.flower_port is not None:
+            self._spawn("flower", env, "flower", "--port", str(self.flower_port))
         self._wait_http("api", f"{self.api_url}/healthz")
+        if self.flower_url:  # /healthcheck answers without auth
+            self._wait_http("flower", f"{self.flower_url}/healthcheck")
 
     def add_worker(self, provider: str) -> Child:
         """One more worker process for ``provider`` (e.g. to replace one a test killed)."""

@@ -1,11 +1,11 @@
 """``inference-broker``: run the stack or one of its processes, and talk to a running broker.
 
-Process commands (``up``, ``api``, ``scheduler``, ``worker``, ``simulate``) read settings from
-the environment (``BROKER_*``, ``REDIS_URL``, ``DATABASE_URL``); client commands (``submit``,
-``status``, ``results``) take ``--url`` and ``--api-key`` (or ``BROKER_URL``/``BROKER_API_KEY``);
-operator commands (``teams``) take ``--url`` and ``--admin-key`` (or ``BROKER_ADMIN_KEY``);
-``report`` takes either kind of key as ``--api-key`` (``BROKER_ADMIN_KEY``, then
-``BROKER_API_KEY``).
+Process commands (``up``, ``api``, ``scheduler``, ``worker``, ``simulate``, ``flower``) read
+settings from the environment (``BROKER_*``, ``REDIS_URL``, ``DATABASE_URL``); client commands
+(``submit``, ``status``, ``results``) take ``--url`` and ``--api-key`` (or ``BROKER_URL``/
+``BROKER_API_KEY``); operator commands (``teams``) take ``--url`` and ``--admin-key`` (or
+``BROKER_ADMIN_KEY``); ``report`` takes either kind of key as ``--api-key``
+(``BROKER_ADMIN_KEY``, then ``BROKER_API_KEY``).
 """
 
 from __future__ import annotations
@@ -151,6 +151,18 @@ def simulate(host: str, port: int) -> None:
     from workers.simulator import SimulatorSettings, serve
 
     serve(SimulatorSettings(), host=host, port=port)
+
+
+@main.command()
+@click.option("--address", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=5555, show_default=True, type=int)
+def flower(address: str, port: int) -> None:
+    """Run Flower on the workers' queues (basic auth: BROKER_FLOWER_BASIC_AUTH)."""
+    from broker.cli.flower_command import run_flower
+
+    settings = _settings()
+    _logging(settings)
+    run_flower(settings, address=address, port=port)
 
 
 @main.command()
