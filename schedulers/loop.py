@@ -234,13 +234,15 @@ class Scheduler:
                     if self._housekeeping is not None:
                         self._housekeeping()
                     dispatched = self.run_once()
+                    if dispatched == 0 and self._settled_other == 0:
+                        self._redis.blpop([keys.scheduler_wake()], timeout=self._idle_wait_s)
                 except (redis.RedisError, SQLAlchemyError, KombuError) as exc:
                     log.warning("scheduling round failed, retrying in 1 s: %s", exc)
                     stop.wait(1.0)
-                    continue
-                if dispatched == 0 and self._settled_other == 0:
-                    self._redis.blpop([keys.scheduler_wake()], timeout=self._idle_wait_s)
         finally:
             if leadership is not None:
-                leadership.resign()
+                try:
+                    leadership.resign()
+                except redis.RedisError as exc:  # the lease expires by itself
+                    log.warning("could not give up the leader lease: %s", exc)
             log.info("scheduler stopped")

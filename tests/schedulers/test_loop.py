@@ -247,3 +247,31 @@ def test_requests_past_their_completion_window_expire_and_are_never_sent(
     with db.session() as session:
         done = session.get(Job, job.id)
         assert (done.status, done.n_expired) == ("completed", 3)
+
+
+def test_redis_going_away_between_rounds_does_not_stop_the_scheduler(scheduler):
+    """Found by the Redis-restart chaos test: the idle wait after a round was outside the
+    loop's error handling, so Redis stopping at that moment killed the process."""
+    import threading
+
+    import redis
+
+    from broker.processes import free_port
+
+    scheduler.run_once = lambda: 0  # a round that found nothing, then the wait on Redis
+    scheduler._redis = redis.Redis(port=free_port(), socket_connect_timeout=0.2, retry=None)
+    stop, errors = threading.Event(), []
+
+    def run():
+        try:
+            scheduler.run_forever(stop)
+        except Exception as exc:  # the bug: the exception ends the thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(1.5)
+    alive = thread.is_alive()
+    stop.set()
+    thread.join(5)
+    assert alive and not errors, errors
