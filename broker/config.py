@@ -156,7 +156,7 @@ class SchedulerConfig(_Strict):
         default=None,
         gt=0,
         description="An attempt dispatched this long ago and not finished died with its worker; "
-        "default: twice the longest provider timeout plus 30 s.",
+        "default: the longest an attempt can take (every try timing out) plus 30 s.",
     )
     max_attempts: int = Field(
         default=5,
@@ -213,6 +213,18 @@ class BrokerConfig(_Strict):
 
     def team_by_key_hash(self, key_hash: str) -> TeamConfig | None:
         return self._teams_by_key.get(key_hash)
+
+    def longest_attempt_s(self, provider: str | None = None) -> float:
+        """The longest one attempt can take: every try timing out, with the longest waits
+        between them (of ``provider``, or of the slowest provider)."""
+        timeout = (
+            self.provider(provider).timeout_s
+            if provider is not None
+            else max(p.timeout_s for p in self.providers)
+        )
+        retries = self.retries
+        wait = max(retries.max_backoff_s, retries.max_retry_after_s)
+        return retries.tries * timeout + (retries.tries - 1) * wait
 
     def provider_for_model(self, model: str) -> ProviderConfig:
         return self._providers[self._models[model].provider]

@@ -29,7 +29,7 @@ class InFlight:
     def __init__(self, client: redis.Redis, config: BrokerConfig, margin: int) -> None:
         self._redis = client
         self._limits = {p.name: p.concurrency + margin for p in config.providers}
-        self._stale_after = {p.name: 2 * p.timeout_s + 60 for p in config.providers}
+        self._stale_after = {p.name: config.longest_attempt_s(p.name) + 60 for p in config.providers}
 
     def free_slots(self) -> dict[str, int]:
         """Slots each provider can take now (limit minus what is in flight), never negative."""

@@ -14,7 +14,7 @@ Three jobs, all run by the leading scheduler:
   requeueing a request in the database and pushing it); the missing ones are pushed back. An
   entry twice is harmless: only one dispatch of a queued request wins.
 - :meth:`Recovery.reap`, every few seconds: an attempt dispatched longer ago than
-  ``reap_after_s`` died with its worker (a worker call is bounded by the provider timeout). Its
+  ``reap_after_s`` died with its worker (an attempt is bounded by its tries' timeouts). Its
   reservation and slot are released, an alert fires, and the request goes back to the head of
   its queue, or fails with ``worker_lost`` once ``max_attempts`` dispatches have failed. If the lost attempt was in
   fact alive and finishes later, it records nothing: it is no longer the current attempt.
@@ -76,8 +76,7 @@ class Recovery:
         self._budgets = budgets
         self._alerts = alerts
         scheduler = config.scheduler
-        longest = max(p.timeout_s for p in config.providers)
-        self.reap_after_s = scheduler.reap_after_s or 2 * longest + 30
+        self.reap_after_s = scheduler.reap_after_s or config.longest_attempt_s() + 30
         self._max_attempts = scheduler.max_attempts
 
     # --- after Redis lost its data --------------------------------------------------------------

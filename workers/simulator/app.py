@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from workers.simulator.anthropic_format import AnthropicFormat
 from workers.simulator.faults import FaultPlan, malformed_body
+from workers.providers.base import parse_retry_after
 from workers.simulator.limits import SlidingWindow, WindowState
 from workers.simulator.openai_format import OpenAIFormat
 from workers.simulator.settings import SimulatorSettings, Wire
@@ -41,7 +42,7 @@ class Simulator:
     def __init__(self, settings: SimulatorSettings) -> None:
         self.faults = FaultPlan(settings)
         self.stats = Stats()
-        self.windows = {wire: SlidingWindow() for wire in Wire}
+        self.windows = {wire: SlidingWindow(settings.rate_window_s) for wire in Wire}
 
     @property
     def settings(self) -> SimulatorSettings:
@@ -50,6 +51,8 @@ class Simulator:
     def configure(self, changes: dict) -> SimulatorSettings:
         """Apply a partial update; outage windows restart their clock when they are replaced."""
         settings = self.settings.updated(changes)
+        if settings.rate_window_s != self.settings.rate_window_s:
+            self.windows = {wire: SlidingWindow(settings.rate_window_s) for wire in Wire}
         self.faults.reconfigure(settings, outages_changed="outages" in changes)
         return settings
 
@@ -60,6 +63,7 @@ class Simulator:
     async def handle(self, adapter: WireAdapter, request: Request) -> Response:
         request_id = adapter.new_request_id()
         wire = adapter.wire
+        self.stats.arrived(wire)
         settings = self.settings
         model: str | None = None
         try:
@@ -116,7 +120,9 @@ class Simulator:
         headers = {adapter.request_id_header: request_id,
                    **adapter.limit_headers(self._window_state(adapter.wire))}
         if error.retry_after_s is not None:
-            headers.update(adapter.retry_headers(error.retry_after_s))
+            retry = adapter.retry_headers(error.retry_after_s)
+            headers.update(retry)
+            self.stats.asked_to_wait(adapter.wire, parse_retry_after(retry) or 0.0)
         self.stats.record(adapter.wire, model, error.status)
         body = _dumps(adapter.error_payload(error, request_id))
         return Response(body, error.status, headers, media_type=JSON)

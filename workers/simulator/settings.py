@@ -59,8 +59,16 @@ class SimulatorSettings(BaseSettings):
     latency_ms: float = Field(default=0.0, ge=0, description="Median latency; 0 answers at once.")
     latency_sigma: float = Field(default=0.5, ge=0, le=5, description="Lognormal spread.")
     error_rate: float = Field(default=0.0, ge=0, le=1, description="Share of retryable 5xx/529.")
-    rpm: int | None = Field(default=None, ge=1, description="Requests per 60 s, per wire format.")
+    rpm: int | None = Field(
+        default=None, ge=1, description="Requests per rate_window_s (60 s), per wire format."
+    )
     tpm: int | None = Field(default=None, ge=1, description="Tokens per 60 s, per wire format.")
+    rate_window_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="The sliding window rpm and tpm count over (a short one makes a quick storm).",
+    )
     quota_exhausted: bool = Field(default=False, description="OpenAI 429 insufficient_quota.")
     outages: list[OutageWindow] = Field(default_factory=list)
     malformed_rate: float = Field(default=0.0, ge=0, le=1, description="Share of broken 200s.")

@@ -2,6 +2,10 @@
 
 Requests are bucketed by wall-clock minute (UTC) and wire format, which lets a test assert that
 no minute exceeded a provider's RPM. One ``record`` call per response keeps the hot path cheap.
+
+Whether callers honour ``retry-after``: after a 429 that asked a wire format's callers to wait,
+a call arriving before the wait is over counts as early, unless it arrives within
+``RETRY_GRACE_S`` of the first such 429 (calls already on their way when it went out).
 """
 
 from __future__ import annotations
@@ -11,6 +15,10 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
 from workers.simulator.settings import MalformedKind, Wire
+
+
+#: Calls arriving this soon after a 429 were on their way before the caller could see it.
+RETRY_GRACE_S = 0.5
 
 
 def _iso(ts: float, fmt: str = "%Y-%m-%dT%H:%M:%SZ") -> str:
@@ -31,6 +39,24 @@ class Stats:
         self._malformed: Counter[str] = Counter()
         self._input_tokens = 0
         self._output_tokens = 0
+        self._wait_until: dict[str, float] = {}
+        self._wait_since: dict[str, float] = {}
+        self._asked: Counter[str] = Counter()
+        self._early: Counter[str] = Counter()
+
+    def asked_to_wait(self, wire: Wire, seconds: float) -> None:
+        """A 429 told this wire format's callers to wait ``seconds``."""
+        now = time.monotonic()
+        if now >= self._wait_until.get(wire, 0.0):
+            self._wait_since[wire] = now
+        self._wait_until[wire] = max(self._wait_until.get(wire, 0.0), now + seconds)
+        self._asked[wire] += 1
+
+    def arrived(self, wire: Wire) -> None:
+        """A call arrived: early if a 429 asked callers to wait until later."""
+        now = time.monotonic()
+        if now < self._wait_until.get(wire, 0.0) and now > self._wait_since[wire] + RETRY_GRACE_S:
+            self._early[wire] += 1
 
     def record(
         self,
@@ -81,4 +107,9 @@ class Stats:
             "max_requests_per_minute": {key: peak[key] for key in (*map(str, Wire), "total")},
             "tokens": {"input": self._input_tokens, "output": self._output_tokens},
             "malformed": {str(kind): self._malformed[kind] for kind in MalformedKind},
+            "retry_after": {
+                "asked": {str(wire): self._asked[wire] for wire in Wire},
+                "early_calls": {str(wire): self._early[wire] for wire in Wire},
+                "grace_s": RETRY_GRACE_S,
+            },
         }

@@ -1,0 +1,405 @@
+"""Faults injected into a real local stack while a batch runs, and what became of every request.
+
+Each scenario starts a fresh :class:`~broker.stack.Stack` (private Redis, the simulator, API,
+scheduler, one worker pool per provider) on a small configuration (:data:`CHAOS_TOML`), submits
+one batch, injects its fault mid-batch and tallies the outcome from the database: succeeded,
+failed, lost (never reached a terminal state) and double-charged (more than one ledger row for
+one request). ``tests/e2e/test_chaos.py`` asserts on them; ``scripts/chaos_report.py`` prints
+them as one table.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+from broker.client import BrokerClient
+from broker.config import hash_api_key
+from broker.errors import BrokerError
+from broker.processes import RedisServer, free_port
+from broker.settings import Settings
+from broker.stack import Stack
+from broker.states import RequestStatus
+from broker.store import Database, LedgerEntry, Request
+
+TEAM_KEY = "ib-chaos"
+ADMIN_KEY = "ib-chaos-admin"
+_TERMINAL = {
+    RequestStatus.SUCCEEDED,
+    RequestStatus.FAILED,
+    RequestStatus.CANCELLED,
+    RequestStatus.EXPIRED,
+}
+
+#: Two simulated providers of six calls each, short timeouts and a quick reaper, so faults
+#: show within seconds; gpt-4o-mini falls back to claude-haiku-4-5, then gpt-4.1-nano.
+CHAOS_TOML = f"""
+prices_as_of = 2026-11-01
+admin_api_key_sha256 = "{hash_api_key(ADMIN_KEY)}"
+
+[scheduler]
+reap_after_s = 10
+lease_s = 3
+
+[retries]
+tries = 3
+backoff_s = 0.2
+max_backoff_s = 1.0
+max_retry_after_s = 2.0
+
+[[providers]]
+name = "sim-openai"
+kind = "simulated"
+wire = "openai"
+base_url = "http://127.0.0.1:8765"
+concurrency = 6
+timeout_s = 2
+
+[[providers]]
+name = "sim-anthropic"
+kind = "simulated"
+wire = "anthropic"
+base_url = "http://127.0.0.1:8765"
+concurrency = 6
+timeout_s = 2
+
+[[models]]
+name = "gpt-4o-mini"
+provider = "sim-openai"
+provider_model_id = "gpt-4o-mini"
+fallbacks = ["claude-haiku-4-5", "gpt-4.1-nano"]
+input_price = "0.15"
+output_price = "0.60"
+cached_input_price = "0.075"
+context_window = 128000
+max_output = 16384
+
+[[models]]
+name = "claude-haiku-4-5"
+provider = "sim-anthropic"
+provider_model_id = "claude-haiku-4-5"
+input_price = "1.00"
+output_price = "5.00"
+cached_input_price = "0.10"
+context_window = 200000
+max_output = 64000
+
+[[models]]
+name = "gpt-4.1-nano"
+provider = "sim-openai"
+provider_model_id = "gpt-4.1-nano"
+input_price = "0.10"
+output_price = "0.40"
+cached_input_price = "0.025"
+context_window = 1047576
+max_output = 32768
+
+[[teams]]
+id = "chaos"
+api_key_sha256 = "{hash_api_key(TEAM_KEY)}"
+"""
+
+
+@dataclass
+class Tally:
+    """What became of one job's requests, read from the database."""
+
+    requests: int
+    succeeded: int
+    failed: int
+    lost: int  # not in a terminal state when the run ended
+    double_charged: int  # requests with more than one ledger row
+    by_provider: dict[str, int] = field(default_factory=dict)  # succeeded, by provider
+    errors: dict[str, int] = field(default_factory=dict)  # failed, by error code
+
+
+@dataclass
+class ChaosResult:
+    fault: str
+    tally: Tally
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class ChaosStack:
+    """A stack on :data:`CHAOS_TOML` with the simulator's knobs (``BROKER_SIM_*``) as given."""
+
+    def __init__(
+        self, workdir: Path, database_url: str | None = None, sim: dict[str, str] | None = None
+    ) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        config_path = workdir / "broker.toml"
+        config_path.write_text(CHAOS_TOML)
+        self.settings = Settings(
+            config_path=config_path,
+            database_url=database_url,
+            data_dir=workdir / "data",
+            api_port=free_port(),
+        )
+        env = {f"BROKER_SIM_{k.upper()}": str(v) for k, v in (sim or {}).items()}
+        self.stack = Stack(self.settings, extra_env=env)
+        self.db: Database | None = None
+
+    def __enter__(self) -> ChaosStack:
+        self.stack.start()
+        self.db = Database(self.settings.database_url_or_default)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.db is not None:
+            self.db.dispose()
+        self.stack.stop()
+
+    @property
+    def simulator_url(self) -> str:
+        return self.stack.env["BROKER_SIMULATOR_URL"]
+
+    def sim(self, **changes: Any) -> None:
+        """Change the simulator's knobs now (outages start counting from this call)."""
+        httpx.post(f"{self.simulator_url}/_sim/config", json=changes, timeout=5).raise_for_status()
+
+    def sim_stats(self) -> dict[str, Any]:
+        return httpx.get(f"{self.simulator_url}/_sim/stats", timeout=5).json()
+
+    def breakers(self) -> dict[str, Any]:
+        response = httpx.get(
+            f"{self.stack.api_url}/v1/admin/breakers",
+            params={"limit": 1000},
+            headers={"authorization": f"Bearer {ADMIN_KEY}"},
+            timeout=10,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def submit(self, n: int, model: str = "gpt-4o-mini") -> str:
+        batch = [
+            {
+                "custom_id": f"c{i}",
+                "model": model,
+                "max_tokens": 16,
+                "messages": [{"role": "user", "content": f"Classify ticket {i}: printer on fire"}],
+            }
+            for i in range(n)
+        ]
+        with BrokerClient(self.stack.api_url, TEAM_KEY, timeout=60) as client:
+            return client.submit_batch(batch, feature="chaos").id
+
+    def wait(self, job_id: str, timeout: float) -> bool:
+        """Whether the job ended within ``timeout`` seconds (polling the database)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pending(job_id) == 0:
+                return True
+            self.check_alive()
+            time.sleep(0.5)
+        return False
+
+    def pending(self, job_id: str) -> int:
+        with self.db.session() as s:
+            return s.scalar(
+                select(func.count())
+                .select_from(Request)
+                .where(Request.job_id == job_id, Request.status.not_in(_TERMINAL))
+            )
+
+    def check_alive(self) -> None:
+        dead = self.stack.dead_children()
+        if dead:
+            names = ", ".join(f"{c.name} (log: {c.log_path})" for c in dead)
+            raise BrokerError(f"processes died during the chaos run: {names}")
+
+    def kill_worker(self, provider: str) -> None:
+        """SIGKILL the provider's worker process and start a new one in its place."""
+        name = f"worker-{provider}"
+        child = self.stack.children.pop(name)
+        child.signal(signal.SIGKILL)
+        child.stop()
+        self.stack.add_worker(provider)
+
+    def restart_redis(self, down_s: float) -> None:
+        """Stop the stack's Redis and start an empty one on the same port ``down_s`` later."""
+        server = self.stack.redis_server
+        server.stop()
+        time.sleep(down_s)
+        self.stack.redis_server = RedisServer(self.settings.data_dir / "redis-2", port=server.port)
+
+    def tally(self, job_id: str) -> Tally:
+        with self.db.session() as s:
+            statuses = dict(
+                s.execute(
+                    select(Request.status, func.count())
+                    .where(Request.job_id == job_id)
+                    .group_by(Request.status)
+                ).all()
+            )
+            charged = (
+                select(LedgerEntry.request_id)
+                .where(LedgerEntry.job_id == job_id)
+                .group_by(LedgerEntry.request_id)
+                .having(func.count() > 1)
+                .subquery()
+            )
+            double = s.scalar(select(func.count()).select_from(charged))
+            by_provider = dict(
+                s.execute(
+                    select(Request.provider_used, func.count())
+                    .where(Request.job_id == job_id, Request.status == RequestStatus.SUCCEEDED)
+                    .group_by(Request.provider_used)
+                ).all()
+            )
+            errors = dict(
+                s.execute(
+                    select(Request.error_code, func.count())
+                    .where(Request.job_id == job_id, Request.status == RequestStatus.FAILED)
+                    .group_by(Request.error_code)
+                ).all()
+            )
+        return Tally(
+            requests=sum(statuses.values()),
+            succeeded=statuses.get(RequestStatus.SUCCEEDED, 0),
+            failed=statuses.get(RequestStatus.FAILED, 0),
+            lost=sum(n for status, n in statuses.items() if status not in _TERMINAL),
+            double_charged=double,
+            by_provider=by_provider,
+            errors=errors,
+        )
+
+
+# --- the scenarios ------------------------------------------------------------------------------
+
+
+def provider_outage(
+    workdir: Path, database_url: str | None = None, n: int = 2000, outage_s: float = 30.0
+) -> ChaosResult:
+    """The primary provider fails every call for ``outage_s`` in the middle of the batch."""
+    with ChaosStack(workdir, database_url, {"latency_ms": 150, "latency_sigma": 0.3}) as chaos:
+        job = chaos.submit(n)
+        time.sleep(3.0)
+        began = time.time()
+        chaos.sim(outages=[{"duration_s": outage_s, "wire": "openai"}])
+        done = chaos.wait(job, timeout=outage_s + 240)
+        opened, closed = _breaker_times(chaos, "provider:sim-openai", began, began + outage_s)
+        if done and closed is None:  # the batch ended first: a little more traffic closes it
+            chaos.wait(chaos.submit(20), timeout=60)
+            opened, closed = _breaker_times(chaos, "provider:sim-openai", began, began + outage_s)
+        tally = chaos.tally(job)
+        served = chaos.sim_stats()["responses"]["by_wire_status"]["openai"]
+    return ChaosResult(
+        f"sim-openai down {outage_s:.0f} s mid-batch",
+        tally,
+        {
+            "breaker opened after (s)": _round(opened, began),
+            "breaker closed after recovery (s)": _round(closed, began + outage_s),
+            "openai 503s served": served.get("503", 0),
+        },
+    )
+
+
+def rate_limit_storm(workdir: Path, database_url: str | None = None, n: int = 300) -> ChaosResult:
+    """The simulator allows 10 calls a second per wire format; the broker thinks it may send
+    thousands: every burst meets 429s with ``retry-after``."""
+    sim = {"rpm": 20, "rate_window_s": 2}
+    with ChaosStack(workdir, database_url, sim) as chaos:
+        job = chaos.submit(n)
+        chaos.wait(job, timeout=180)
+        tally = chaos.tally(job)
+        stats = chaos.sim_stats()
+    return ChaosResult(
+        "429 storm (10 calls/s allowed)",
+        tally,
+        {
+            "429s served": stats["responses"]["by_status"].get("429", 0),
+            "calls before their retry-after": sum(stats["retry_after"]["early_calls"].values()),
+        },
+    )
+
+
+def worker_kills(
+    workdir: Path, database_url: str | None = None, n: int = 600, kills: int = 3
+) -> ChaosResult:
+    """SIGKILL the primary provider's worker process ``kills`` times during the batch."""
+    with ChaosStack(workdir, database_url, {"latency_ms": 200, "latency_sigma": 0.2}) as chaos:
+        job = chaos.submit(n)
+        for _ in range(kills):
+            time.sleep(3.0)
+            chaos.kill_worker("sim-openai")
+        chaos.wait(job, timeout=240)
+        tally = chaos.tally(job)
+        with chaos.db.session() as s:
+            retried = s.scalar(
+                select(func.count()).where(Request.job_id == job, Request.attempts > 1)
+            )
+    return ChaosResult(
+        f"SIGKILL a worker {kills}x", tally, {"requests dispatched again": retried}
+    )
+
+
+def redis_restart(workdir: Path, database_url: str | None = None, n: int = 600) -> ChaosResult:
+    """Redis stops mid-batch and comes back empty two seconds later."""
+    with ChaosStack(workdir, database_url, {"latency_ms": 200, "latency_sigma": 0.2}) as chaos:
+        job = chaos.submit(n)
+        time.sleep(4.0)
+        chaos.restart_redis(down_s=2.0)
+        restarted = time.monotonic()
+        chaos.wait(job, timeout=240)
+        tally = chaos.tally(job)
+        answered = chaos.sim_stats()["responses"]["by_status"].get("200", 0)
+    return ChaosResult(
+        "Redis restarted empty",
+        tally,
+        {
+            "finished after the restart (s)": round(time.monotonic() - restarted, 1),
+            "completions the provider served": answered,
+        },
+    )
+
+
+def malformed_bodies(
+    workdir: Path, database_url: str | None = None, n: int = 300
+) -> ChaosResult:
+    """A third of the 200s are broken: invalid JSON, truncated, HTML served as a success."""
+    with ChaosStack(workdir, database_url, {"malformed_rate": 0.3}) as chaos:
+        job = chaos.submit(n)
+        chaos.wait(job, timeout=180)
+        tally = chaos.tally(job)
+        malformed = chaos.sim_stats()["malformed"]
+    return ChaosResult(
+        "malformed, truncated, HTML 200s (30%)",
+        tally,
+        {"broken bodies served": sum(malformed.values())},
+    )
+
+
+SCENARIOS = {
+    "outage": provider_outage,
+    "429-storm": rate_limit_storm,
+    "worker-kills": worker_kills,
+    "redis-restart": redis_restart,
+    "malformed": malformed_bodies,
+}
+
+
+def _breaker_times(
+    chaos: ChaosStack, scope: str, began: float, recovered: float
+) -> tuple[float | None, float | None]:
+    """When the breaker first opened after ``began``, and first closed after ``recovered``."""
+    opened = closed = None
+    for t in reversed(chaos.breakers()["transitions"]):  # oldest first
+        if t["scope"] != scope:
+            continue
+        at = datetime.fromisoformat(t["at"]).timestamp()
+        if opened is None and t["to"] == "open" and at >= began:
+            opened = at
+        if closed is None and t["to"] == "closed" and at >= recovered:
+            closed = at
+    return opened, closed
+
+
+def _round(at: float | None, since: float) -> float | None:
+    return None if at is None else round(at - since, 2)

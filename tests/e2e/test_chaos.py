@@ -1,0 +1,84 @@
+"""Chaos with real processes: a provider outage, a 429 storm, killed workers, Redis restarted
+empty and broken response bodies, each injected mid-batch into a fresh stack
+(:mod:`broker.chaos`). Whatever the fault: nothing lost, nothing charged twice, workers up."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker.chaos import (
+    ChaosResult,
+    malformed_bodies,
+    provider_outage,
+    rate_limit_storm,
+    redis_restart,
+    worker_kills,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+
+def show(capsys, result: ChaosResult) -> None:
+    with capsys.disabled():
+        print(f"\n  {result.fault}: {result.tally}\n  {result.notes}")
+
+
+def assert_nothing_lost(result: ChaosResult) -> None:
+    tally = result.tally
+    assert tally.lost == 0, f"{tally.lost} requests never finished"
+    assert tally.double_charged == 0, f"{tally.double_charged} requests charged twice"
+    assert tally.succeeded + tally.failed == tally.requests
+
+
+def test_an_outage_of_the_primary_costs_no_request(fresh_database_url, tmp_path, capsys):
+    result = provider_outage(tmp_path, fresh_database_url, n=2000, outage_s=30)
+    show(capsys, result)
+    assert_nothing_lost(result)
+    assert result.tally.succeeded == 2000, result.tally.errors
+    assert result.tally.by_provider.get("sim-anthropic", 0) > 0, "the fallback took the traffic"
+    assert result.notes["openai 503s served"] > 0, "the outage really happened"
+    opened = result.notes["breaker opened after (s)"]
+    assert opened is not None and opened <= 5.0, f"breaker opened after {opened} s"
+    assert result.notes["breaker closed after recovery (s)"] is not None, "it closed again"
+
+
+def test_a_429_storm_fails_nothing_and_retries_wait_as_asked(
+    fresh_database_url, tmp_path, capsys
+):
+    result = rate_limit_storm(tmp_path, fresh_database_url, n=300)
+    show(capsys, result)
+    assert_nothing_lost(result)
+    assert result.tally.succeeded == 300, result.tally.errors
+    assert result.notes["429s served"] > 0, "the simulator did rate-limit"
+    assert result.notes["calls before their retry-after"] == 0
+
+
+def test_killing_a_worker_three_times_loses_and_double_charges_nothing(
+    fresh_database_url, tmp_path, capsys
+):
+    result = worker_kills(tmp_path, fresh_database_url, n=600, kills=3)
+    show(capsys, result)
+    assert_nothing_lost(result)
+    assert result.tally.succeeded == 600, result.tally.errors
+    assert result.notes["requests dispatched again"] > 0, "the kills hit requests in flight"
+
+
+def test_redis_restarted_empty_mid_batch_loses_and_repeats_nothing(
+    fresh_database_url, tmp_path, capsys
+):
+    result = redis_restart(tmp_path, fresh_database_url, n=600)
+    show(capsys, result)
+    assert_nothing_lost(result)
+    assert result.tally.succeeded == 600, result.tally.errors
+    assert result.notes["completions the provider served"] == 600, "nothing ran twice"
+
+
+def test_malformed_bodies_fall_back_or_fail_with_the_reason(
+    fresh_database_url, tmp_path, capsys
+):
+    result = malformed_bodies(tmp_path, fresh_database_url, n=300)
+    show(capsys, result)
+    assert_nothing_lost(result)
+    assert result.notes["broken bodies served"] > 0
+    assert set(result.tally.errors) <= {"malformed_response"}, result.tally.errors
+    assert result.tally.succeeded >= 290, "nearly all recover by trying again or elsewhere"
