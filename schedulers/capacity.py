@@ -71,6 +71,8 @@ class Room:
         self._blocked: set[str] = set()
         #: Breaker scope → calls it may still take this round (absent: closed, no limit).
         self._permits: dict[str, int] = {}
+        #: Half-open breaker scope → probes this round picked (the loop spends the permits).
+        self.probes: dict[str, int] = {}
         self.taken: dict[Bucket, float] = {}
         if any(self.slots.values()):
             self._levels, self._blocked = limits.state()
@@ -128,6 +130,7 @@ class Room:
         for scope in (provider_scope(provider), model_scope(model)):
             if scope in self._permits:
                 self._permits[scope] -= 1
+                self.probes[scope] = self.probes.get(scope, 0) + 1
         for bucket in self._limits.buckets(provider, model, team, feature):
             amount = bucket.amount(tokens)
             self._levels[bucket.key] -= amount

@@ -124,6 +124,8 @@ class Scheduler:
         # Dispatch before popping: if dispatch fails the entries stay queued for the next round;
         # if popping fails, the next round finds them no longer queued in the database.
         sent, bounced = self._dispatcher.dispatch(decided.picks)
+        if room.probes:  # probes picked for half-open breakers: their permits are spent
+            self._breakers.take(room.probes)
         sent_ids = {p.entry.request_id for p in sent}
         for pick in decided.picks:
             if pick.entry.request_id not in sent_ids:  # cancelled or refused: not served

@@ -7,7 +7,8 @@ Three jobs, all run by the leading scheduler:
   but not yet started are queued again (their Celery tasks were in Redis; a new attempt number
   makes any copy a worker still holds stale), every request the database has ``queued`` or
   ``waiting_budget`` is put back on its team's queue (unless an entry for it is there already),
-  and every request running gets its slot and its worst-case budget reservation back. Budget
+  and every request running gets its worst-case budget reservation back (its in-flight slot is
+  not restored: the pool may briefly take a few more than its concurrency). Budget
   spend itself is reloaded from the ledger key by key (:mod:`schedulers.budgets`).
 - :meth:`Recovery.reconcile_queues`, at start and every few seconds: a team whose queues hold
   fewer entries than the database has requests queued lost some (a process died between
@@ -196,7 +197,8 @@ class Recovery:
 
         Cheap when nothing is missing: one grouped count and a few LLENs. A team's queues may
         hold more entries than it has queued requests (entries of cancelled or expired requests
-        wait to be skipped), never fewer unless some were lost.
+        wait to be skipped), never fewer unless some were lost. Such leftovers can hide a lost
+        entry until the scheduler has skipped past them: recovery is eventual, not immediate.
         """
         with self._db.session() as session:
             counts = dict(

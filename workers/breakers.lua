@@ -3,15 +3,16 @@
 -- ARGV[1]: op; ARGV[2..8]: window_s, min_calls, failure_rate, consecutive_failures, open_s,
 -- probes, unavailable_s; then per breaker key: scope, probe timeout in seconds (a half-open
 -- scope with every permit out and no verdict for this long hands them out afresh) and, for
--- record only, the outcome (success | failure | unavailable).
+-- record, the outcome (success | failure | unavailable), for take, the permits taken.
 -- A hash: state (closed | open | half_open; missing: closed), opened_at, retry_at (open ends),
 -- cause (what opened it: failures | unavailable), run (failures in a row), permits (half-open
 -- calls left), ok (half-open successes), probe_at (last permit or verdict), n (transitions),
 -- and the window: c<i>, f<i>, t<i> = calls, failures and the second of bucket i = second % window.
 -- ops and replies (every reply ends with the JSON transitions this call made):
 --   allowances : {{a per scope}, made}  a = -1 closed, 0 refusing, k > 0 half-open permits left
---   admit      : {refusing scope or '', made}; takes a permit from each half-open scope only
---                when no scope refuses
+--   admit      : {refusing scope or '', made}; only an open scope refuses (a half-open scope's
+--                permits are taken by the scheduler when it dispatches the probes)
+--   take       : {made}; the scheduler dispatched this many probes to each half-open scope
 --   record     : {made}
 --   states     : {{{state, calls, failures, run, opened_at, retry_at, n} per scope}, made}
 local op = ARGV[1]
@@ -23,7 +24,7 @@ local open_s = tonumber(ARGV[6])
 local probes = tonumber(ARGV[7])
 local unavailable_s = tonumber(ARGV[8])
 local per = 2
-if op == 'record' then per = 3 end
+if op == 'record' or op == 'take' then per = 3 end
 local t = redis.call('TIME')
 local second = tonumber(t[1])
 local now = second + tonumber(t[2]) / 1000000
@@ -168,17 +169,19 @@ if op == 'allowances' then
   return {out, made}
 elseif op == 'admit' then
   for _, s in ipairs(scopes) do
-    if allowance(s.h) == 0 then return {s.scope, made} end
+    if s.h.state == 'open' then return {s.scope, made} end
   end
+  return {'', made}
+elseif op == 'take' then
   for _, s in ipairs(scopes) do
-    local permits = allowance(s.h)
-    if permits > 0 then
-      s.h.permits, s.h.probe_at = permits - 1, now
-      redis.call('HSET', s.key, 'permits', permits - 1, 'probe_at', tostring(now))
+    if s.h.state == 'half_open' then
+      local left = math.max(0, num(s.h.permits, 0) - tonumber(s.arg))
+      s.h.permits, s.h.probe_at = left, now
+      redis.call('HSET', s.key, 'permits', left, 'probe_at', tostring(now))
       touch(s.key, s.h, s.timeout)
     end
   end
-  return {'', made}
+  return {made}
 elseif op == 'record' then
   for _, s in ipairs(scopes) do record(s.key, s.h, s.scope, s.timeout, s.arg) end
   return {made}

@@ -95,9 +95,17 @@ class Breakers:
         self._log(reply[1])
         return {s: None if int(a) < 0 else int(a) for s, a in zip(self.scopes, reply[0])}
 
+    def take(self, probes: dict[str, int]) -> None:
+        """The scheduler dispatched this many probes to each of these half-open scopes: their
+        permits are spent, so later rounds send no more until the verdict (or until the probes
+        are deemed lost and the permits renewed). Raises ``redis.RedisError``."""
+        if probes:
+            self._log(self._run("take", list(probes), [str(n) for n in probes.values()])[0])
+
     def admit(self, provider: str, model: str) -> str | None:
-        """None when a call of ``model`` on ``provider`` may go now (taking a permit from each
-        half-open scope), else the scope that refuses. Fails open."""
+        """None when a call of ``model`` on ``provider`` may go now, else the open scope that
+        refuses (a half-open scope lets calls through: the scheduler rations its probes).
+        Fails open."""
         try:
             reply = self._run("admit", [provider_scope(provider), model_scope(model)])
         except redis.RedisError as exc:

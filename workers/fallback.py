@@ -24,6 +24,7 @@ from broker.errors import (
     MalformedResponse,
     ProviderError,
     ProviderRateLimited,
+    ProviderRejected,
     ProviderRetryable,
     ProviderUnavailable,
 )
@@ -43,10 +44,13 @@ def after_error(
     ``error``, having failed ``failures`` dispatches before this one."""
     if not isinstance(error, ProviderError):
         return Fail("internal_error", f"internal error: {type(error).__name__}")
+    if isinstance(error, ProviderRejected):
+        return Fail(error.code, str(error))  # the request itself is wrong: no retry helps
     if not config.has_model(requested):
-        return Fail(error.code, str(error))
+        message = f"model {requested!r} is no longer in the catalog (last error: {error})"
+        return Fail("unknown_model", message)
     chain = config.model(requested).chain
-    here = chain.index(tried) if tried in chain else 0
+    here = chain.index(tried) if tried in chain else 0  # a model the chain lost: its head
     following = here + 1 if here + 1 < len(chain) else None
     if isinstance(error, ProviderRateLimited):
         return HandBack(here, failed=False)

@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from sqlalchemy.exc import SQLAlchemyError
 
 from broker.api.auth import Caller, authenticate_caller
 from broker.api.errors import store_errors
 from broker.charts import daily_spend_png
-from broker.errors import ServiceUnavailable
 from broker.money import format_usd
 from broker.report_schemas import SpendReportOut, SpendRowOut
 from broker.schemas import ErrorBody

@@ -311,6 +311,19 @@ def requeue(
     Returns True when the caller should put the request back on its queue. A request whose job
     is being cancelled ends ``cancelled`` instead, and a stale attempt changes nothing (False).
     """
+    ended = _requeue(session, request_id, attempt, from_states, chain_index, failed)
+    return ended == RequestStatus.QUEUED
+
+
+def _requeue(
+    session: Session,
+    request_id: str,
+    attempt: int,
+    from_states: Sequence[RequestStatus],
+    chain_index: int | None,
+    failed: bool,
+) -> RequestStatus | None:
+    """:func:`requeue`, saying where the request ended: queued, cancelled, or None (stale)."""
     values: dict[str, Any] = {"status": RequestStatus.QUEUED}
     if chain_index is not None:
         values["chain_index"] = chain_index
@@ -323,17 +336,17 @@ def requeue(
         .returning(_R.c.job_id)
     ).one_or_none()
     if row is None:
-        return False
+        return None
     cancel = select(_J.c.cancel_requested_at).where(_J.c.id == row.job_id)
     if session.execute(cancel).scalar() is None:
-        return True
+        return RequestStatus.QUEUED
     session.execute(
         update(_R)
         .where(_R.c.id == request_id)
         .values(status=RequestStatus.CANCELLED, finished_at=utcnow())
     )
     _count(session, row.job_id, cancelled=1)
-    return False
+    return RequestStatus.CANCELLED
 
 
 def hand_back_many(
@@ -344,15 +357,16 @@ def hand_back_many(
     now = utcnow()
     requeued, calls = [], []
     for claimed, back in handed:
-        ok = requeue(
+        ended = _requeue(
             session,
             claimed.request_id,
             claimed.attempt,
-            chain_index=back.chain_index,
-            failed=back.failed,
+            (RequestStatus.RUNNING,),
+            back.chain_index,
+            back.failed,
         )
-        requeued.append(ok)
-        if ok:  # like an outcome, calls are recorded for the current attempt only
+        requeued.append(ended == RequestStatus.QUEUED)
+        if ended is not None:  # like an outcome, calls are recorded for the current attempt only
             calls.extend(_call_rows(claimed, back.calls, now))
     if calls:
         session.execute(insert(_C), calls)

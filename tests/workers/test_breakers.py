@@ -129,21 +129,31 @@ def test_an_open_provider_scope_refuses_all_its_models(redis_client):
     assert b.admit("sim-anthropic", "claude-haiku-4-5") is None
 
 
-def test_half_open_hands_out_exactly_probes_permits(redis_client):
+def test_half_open_permits_are_spent_by_the_scheduler_not_by_calls(redis_client):
     b = Breakers(redis_client, make_config())
     half_open(b)
     assert state(b, PROVIDER).state == "half_open"
-    assert b.admit(P, M) is None
+    assert b.admit(P, M) is None, "a half-open scope lets a call through"
+    assert b.allowances()[PROVIDER] == 2, "admitting spends no permit"
+    b.take({PROVIDER: 1, MODEL: 1})
     assert b.allowances()[PROVIDER] == 1
-    assert b.admit(P, M) is None
-    assert b.admit(P, M) == PROVIDER
+    b.take({PROVIDER: 5, MODEL: 5})
     assert b.allowances()[PROVIDER] == 0 and b.allowances()[MODEL] == 0
+    assert b.admit(P, M) is None, "probes already sent still go"
+
+
+def test_take_leaves_closed_and_open_scopes_alone(redis_client):
+    b = Breakers(redis_client, make_config())
+    record(b, "FFFF")  # the provider and gpt-4o open
+    b.take({PROVIDER: 1, "model:gpt-4o-mini": 3})
+    assert b.allowances()[PROVIDER] == 0 and b.allowances()["model:gpt-4o-mini"] is None
+    assert state(b, PROVIDER).state == "open"
 
 
 def test_probes_that_succeed_close_it(redis_client):
     b = Breakers(redis_client, make_config())
     half_open(b)
-    assert b.admit(P, M) is None and b.admit(P, M) is None
+    b.take({PROVIDER: 2, MODEL: 2})
     record(b, "S")
     assert state(b, PROVIDER).state == "half_open"
     record(b, "S")
@@ -170,14 +180,14 @@ def test_a_probe_that_fails_opens_it_again(redis_client):
 def test_lost_probe_permits_are_handed_out_afresh(redis_client):
     b = Breakers(redis_client, make_config(timeout_s=0.2))  # probe timeout 0.2 + 0.4 s
     half_open(b)
-    assert b.admit(P, M) is None and b.admit(P, M) is None
+    b.take({PROVIDER: 2, MODEL: 2})
     record(b, "S")  # one verdict; the other probe's worker dies
     assert b.allowances()[PROVIDER] == 0
     time.sleep(0.2)
     assert b.allowances()[PROVIDER] == 0, "not before the timeout"
     time.sleep(1.1)
     assert b.allowances()[PROVIDER] == 1  # one more success closes it
-    assert b.admit(P, M) is None
+    b.take({PROVIDER: 1, MODEL: 1})
     record(b, "S")
     assert state(b, PROVIDER).state == "closed"
 
@@ -196,7 +206,7 @@ def test_unavailable_opens_the_provider_for_unavailable_s(redis_client):
     assert b.transitions(1)[0]["reason"] == "unavailable_s passed"
 
 
-def test_admit_takes_no_permit_when_the_other_scope_refuses(redis_client):
+def test_an_open_model_refuses_under_a_half_open_provider(redis_client):
     b = Breakers(redis_client, make_config(open_s=1.0, unavailable_s=0.2))
     record(b, "U", model=OTHER_M)  # the provider opens for 0.2 s
     record(b, "FFFF")  # gpt-4o opens for 1 s
@@ -204,9 +214,7 @@ def test_admit_takes_no_permit_when_the_other_scope_refuses(redis_client):
     allowances = b.allowances()
     assert allowances[PROVIDER] == 2 and allowances[MODEL] == 0
     assert b.admit(P, M) == MODEL
-    assert b.allowances()[PROVIDER] == 2
     assert b.admit(P, OTHER_M) is None
-    assert b.allowances()[PROVIDER] == 1
 
 
 def test_old_failures_leave_the_window(redis_client):
@@ -274,8 +282,9 @@ def test_two_processes_share_one_breaker(redis_client, redis_server):
         record(two, "FF")
         assert one.admit(P, M) == PROVIDER and two.admit(P, M) == PROVIDER
         time.sleep(OPEN_S * 2)
-        assert one.admit(P, M) is None and two.admit(P, M) is None
-        assert one.admit(P, M) == PROVIDER, "two permits in all, not per process"
+        assert one.allowances()[PROVIDER] == 2
+        two.take({PROVIDER: 2})
+        assert one.allowances()[PROVIDER] == 0, "two permits in all, not per process"
         assert one.states() == two.states()
     finally:
         other_client.close()

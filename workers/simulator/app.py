@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from workers.providers.base import parse_retry_after
 from workers.simulator.anthropic_format import AnthropicFormat
 from workers.simulator.faults import FaultPlan, malformed_body
-from workers.providers.base import parse_retry_after
 from workers.simulator.limits import SlidingWindow, WindowState
 from workers.simulator.openai_format import OpenAIFormat
 from workers.simulator.settings import SimulatorSettings, Wire

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 
 from workers.simulator.settings import MalformedKind, Wire
 
-
 #: Calls arriving this soon after a 429 were on their way before the caller could see it.
 RETRY_GRACE_S = 0.5
 
