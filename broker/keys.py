@@ -140,3 +140,21 @@ def breaker(scope: str) -> str:
 def breaker_transitions() -> str:
     """List of recent breaker transitions (JSON), newest first, capped at 1000."""
     return f"{PREFIX}:breaker:transitions"
+
+
+def metrics_counter(name: str) -> str:
+    """Hash of one Prometheus counter (see :mod:`broker.metrics`), e.g. ``ib:metrics:requests``:
+    field ``label=value,label=value`` (the metric's labels in a fixed order; ``%``, ``,``, ``;``
+    and ``=`` in a value are percent-encoded) → an integer count. Workers and the scheduler add
+    to it on pipelines they already send; the API reads it at scrape time. Lost with Redis, it
+    starts again from 0, which Prometheus reads as a counter reset."""
+    return f"{PREFIX}:metrics:{name}"
+
+
+def metrics_histogram(name: str) -> str:
+    """Hash of one Prometheus histogram (see :mod:`broker.metrics`), e.g.
+    ``ib:metrics:request_latency``: field ``<labels>;le=<bound in ms>`` (or ``;le=+Inf``) → the
+    observations in that bucket alone (above the previous bound; the API makes them cumulative
+    and counts them), and ``<labels>;sum_ms`` → the sum of the observations in milliseconds.
+    Lost with Redis, it starts again from 0 like the counters."""
+    return f"{PREFIX}:metrics:{name}"

@@ -26,7 +26,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 from sqlalchemy import select
 
-from broker import keys
+from broker import keys, metrics
 from broker.config import BrokerConfig
 from broker.queues import QueueEntry
 from broker.states import Priority, RequestStatus
@@ -186,7 +186,8 @@ class Dispatcher:
 def hold(
     client: redis.Redis, in_flight: InFlight, limits: RateLimits, picks: Sequence[Pick]
 ) -> None:
-    """Take the in-flight slots and the rate-limit budget of what is being sent."""
+    """Take the in-flight slots and the rate-limit budget of what is being sent (and count the
+    dispatches for ``/metrics``)."""
     by_provider: dict[str, list[str]] = {}
     taken: dict[Bucket, float] = {}
     for pick in picks:
@@ -198,4 +199,5 @@ def hold(
         for provider, request_ids in by_provider.items():
             in_flight.add(pipe, provider, request_ids)
         limits.take(pipe, taken)
+        metrics.count_dispatches(pipe, ((p.provider, p.model) for p in picks))
         pipe.execute()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import redis
 
+from broker import metrics
 from broker.config import BrokerConfig
 from schedulers.alerts import Alerts
 from schedulers.budgets import Budgets
@@ -50,12 +51,16 @@ class Feedback:
         recorded: bool = True,
         signal: RateSignal | None = None,
         healthy: bool = False,
+        succeeded: bool = True,
+        latency_ms: int | None = None,
     ) -> None:
         """The attempt ended (succeeded or failed) after calling the provider; ``healthy``: its
         last call showed the provider working.
 
         ``recorded``: the database took this attempt's outcome (and its ledger row). If it did
         not (another copy of the task recorded it first), there is nothing to settle.
+        ``succeeded`` and ``latency_ms`` (with the usage) go to the ``/metrics`` counters, once
+        per recorded attempt.
         """
         actual = self._meter.service(ticket.model, input_tokens, output_tokens)
         unused = ticket.queue_entry.est_tokens - input_tokens - output_tokens
@@ -70,7 +75,18 @@ class Feedback:
             if signal is not None:
                 self._limits.observe(pipe, ticket.provider, ticket.model, signal)
             self._healthy(pipe, ticket, healthy)
-            if scopes:
+            if recorded:
+                metrics.count_finished(
+                    pipe,
+                    ticket.provider,
+                    ticket.model,
+                    succeeded=succeeded,
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    cost_micros=cost_micros,
+                    latency_ms=latency_ms,
+                )
+            if scopes:  # last: the replies of its HGETs are read from the end
                 self._budgets.settle(pipe, ticket.request_id, ticket.attempt, cost_micros, scopes)
                 for scope in scopes:
                     pipe.hget(scope.key, "spent")

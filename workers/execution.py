@@ -112,6 +112,8 @@ class Executor:
             recorded=recorded,
             signal=completion.rate if completion is not None else None,
             healthy=result.healthy,
+            succeeded=outcome.succeeded,
+            latency_ms=outcome.latency_ms,
         )
 
     def _hand_back(

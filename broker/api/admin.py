@@ -14,8 +14,9 @@ its ``broker.toml`` value.
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import redis
 from fastapi import APIRouter, Body, Depends, Query, Request
 
 from broker.api.auth import authenticate_admin
@@ -43,6 +44,9 @@ from schedulers.budgets import BudgetLimits, Budgets
 from schedulers.pauses import read_paused
 from schedulers.status import TeamStatus, team_status
 from schedulers.weights import read_overrides
+
+if TYPE_CHECKING:
+    from broker.api.app import ApiResources
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +184,13 @@ def _known_budget(request: Request, budget_id: str) -> BudgetConfig:
 
 
 def _budgets(request: Request, only: BudgetConfig | None = None) -> list[BudgetOut]:
+    return budget_views(request.app.state.broker, only)
+
+
+def budget_views(resources: ApiResources, only: BudgetConfig | None = None) -> list[BudgetOut]:
     """Budgets in their current window with their state in Redis (loaded from the ledger when
-    Redis lacks it, exactly as the scheduler does)."""
-    resources = request.app.state.broker
+    Redis lacks it, exactly as the scheduler does). Shared with ``/metrics``; Redis and database
+    failures raise ``ServiceUnavailable``."""
     config = resources.config
     chosen = [only] if only is not None else list(config.budgets)
     with store_errors():

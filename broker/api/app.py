@@ -10,7 +10,7 @@ import redis
 from fastapi import FastAPI
 
 from broker import __version__
-from broker.api import admin, breakers, errors, jobs, reports
+from broker.api import admin, breakers, errors, jobs, metrics, reports
 from broker.config import BrokerConfig
 from broker.settings import Settings
 from broker.store import Database
@@ -37,6 +37,7 @@ def create_app(settings: Settings) -> FastAPI:
             redis=client,
             submitter=Submitter(db, client, config, settings.max_batch_size),
         )
+        app.state.metrics = metrics.registry(app.state.broker)
         yield
         client.close()
         db.dispose()
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(breakers.router)
     app.include_router(reports.router)
+    app.include_router(metrics.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:

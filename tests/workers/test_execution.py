@@ -6,8 +6,10 @@ provider is blocked for the ``retry-after`` it gave, and the fairness charge is 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -15,11 +17,14 @@ from broker import keys
 from broker.config import load_config
 from broker.processes import start_simulator
 from broker.queues import QueueEntry
+from broker.resilience_config import RetryConfig
 from broker.schemas import JobCreate
 from broker.states import RequestStatus
 from broker.store import Request, transitions
+from broker.store.models import ProviderCall
 from broker.submission import Submitter
 from schedulers.ticket import Ticket
+from workers.breakers import Breakers
 from workers.execution import Executor
 from workers.recorder import Recorder
 
@@ -84,3 +89,180 @@ def test_a_429_requeues_the_request_and_backs_off_the_provider(one_rpm_simulator
     correction = float(redis_client.hget(keys.fair_corrections(), "product"))
     assert correction == pytest.approx((actual - 100.0) + (0.0 - 100.0))
     assert float(redis_client.hget(keys.service_received(), "product")) == actual
+
+
+# --- failing providers: down the chain ----------------------------------------------------------
+
+
+def outage_config(url: str):
+    """The default catalog on this simulator, two tries per dispatch with tiny backoffs."""
+    base = load_config()
+    config = base.with_providers([p.model_copy(update={"base_url": url}) for p in base.providers])
+    retries = RetryConfig(tries=2, backoff_s=0.001, max_backoff_s=0.002, max_retry_after_s=0.5)
+    return config.model_copy(update={"retries": retries})
+
+
+def submitted_tickets(db, redis_client, config, n: int, take: int = 1) -> list[Ticket]:
+    """Submit ``n`` gpt-4o-mini requests for product and dispatch the first ``take`` by hand
+    (attempt 1, on sim-openai), leaving the others queued behind them."""
+    body = JobCreate(
+        feature="search",
+        requests=[
+            {
+                "custom_id": f"r{i}",
+                "model": "gpt-4o-mini",
+                "max_tokens": 8,
+                "messages": [{"role": "user", "content": f"find {i}"}],
+            }
+            for i in range(n)
+        ],
+    )
+    Submitter(db, redis_client, config).submit(config.team("product"), body)
+    raw = redis_client.lpop(keys.team_queue("product", "medium"), take)
+    entries = [QueueEntry.decode(e) for e in raw]
+    db.write(lambda s: transitions.mark_dispatched(s, [e.request_id for e in entries]))
+    redis_client.zadd(keys.in_flight("sim-openai"), {e.request_id: 1 for e in entries})
+    return [
+        Ticket(e.request_id, 1, "product", "medium", "sim-openai", "gpt-4o-mini", e.encode(), 100.0)
+        for e in entries
+    ]
+
+
+def run_tickets(config, db, redis_client, *tickets: Ticket) -> None:
+    recorder = Recorder(db)
+    executor = Executor(config, recorder, redis_client)
+    try:
+        for ticket in tickets:
+            executor.run(ticket)
+    finally:
+        executor.close()
+        recorder.close()
+
+
+def request_row(db, request_id: str) -> Request:
+    with db.session() as s:
+        return s.get(Request, request_id)
+
+
+def calls_of(db, request_id: str) -> list[tuple]:
+    with db.session() as s:
+        rows = s.scalars(
+            select(ProviderCall)
+            .where(ProviderCall.request_id == request_id)
+            .order_by(ProviderCall.attempt, ProviderCall.try_)
+        )
+        return [(c.attempt, c.try_, c.model, c.provider, c.outcome) for c in rows]
+
+
+def sim_requests(url: str) -> dict[str, int]:
+    return httpx.get(f"{url}/_sim/stats").json()["requests"]["by_wire"]
+
+
+@pytest.fixture
+def openai_outage(tmp_path) -> Iterator[str]:
+    child, url = start_simulator(
+        {"BROKER_SIM_OUTAGES": '[{"duration_s": 60, "wire": "openai"}]'}, tmp_path
+    )
+    yield url
+    child.stop()
+
+
+def test_a_provider_failing_every_try_hands_the_request_down_its_chain(
+    openai_outage, db, redis_client
+):
+    config = outage_config(openai_outage)
+    (ticket,) = submitted_tickets(db, redis_client, config, n=2)
+    queue = keys.team_queue("product", "medium")
+    behind = redis_client.lrange(queue, 0, -1)
+
+    run_tickets(config, db, redis_client, ticket)
+
+    row = request_row(db, ticket.request_id)
+    assert (row.status, row.chain_index, row.failures, row.attempts) == (
+        RequestStatus.QUEUED,
+        1,
+        1,
+        1,
+    )
+    assert row.error_code is None
+    assert calls_of(db, ticket.request_id) == [
+        (1, 1, "gpt-4o-mini", "sim-openai", "provider_retryable"),
+        (1, 2, "gpt-4o-mini", "sim-openai", "provider_retryable"),
+    ]
+    assert sim_requests(openai_outage)["openai"] == 2, "tries = 2 calls"
+    head = QueueEntry.decode(redis_client.lindex(queue, 0))
+    assert head == dataclasses.replace(ticket.queue_entry, chain_index=1), "same age, next model"
+    assert redis_client.lrange(queue, 1, -1) == behind, "at the head, in front of the rest"
+    assert redis_client.zcard(keys.in_flight("sim-openai")) == 0
+    correction = float(redis_client.hget(keys.fair_corrections(), "product"))
+    assert correction == pytest.approx(0.0 - 100.0), "not served: the charge is taken back"
+    provider = {s.scope: s for s in Breakers(redis_client, config).states()}["provider:sim-openai"]
+    assert (provider.state, provider.failures) == ("closed", 2)
+
+    # The scheduler sends it on to claude-haiku-4-5 (sim-anthropic is up): it succeeds there.
+    (again,) = db.write(lambda s: transitions.mark_dispatched(s, [ticket.request_id]))
+    redis_client.lpop(queue)
+    second = Ticket(
+        ticket.request_id,
+        again.attempt,
+        "product",
+        "medium",
+        "sim-anthropic",
+        "claude-haiku-4-5",
+        head.encode(),
+        100.0,
+    )
+    run_tickets(config, db, redis_client, second)
+    row = request_row(db, ticket.request_id)
+    assert (row.status, row.model_used, row.provider_used, row.attempts) == (
+        RequestStatus.SUCCEEDED,
+        "claude-haiku-4-5",
+        "sim-anthropic",
+        2,
+    )
+    assert calls_of(db, ticket.request_id) == [
+        (1, 1, "gpt-4o-mini", "sim-openai", "provider_retryable"),
+        (1, 2, "gpt-4o-mini", "sim-openai", "provider_retryable"),
+        (2, 1, "claude-haiku-4-5", "sim-anthropic", "succeeded"),
+    ]
+
+
+@pytest.fixture
+def quota_exhausted(tmp_path) -> Iterator[str]:
+    child, url = start_simulator({"BROKER_SIM_QUOTA_EXHAUSTED": "true"}, tmp_path)
+    yield url
+    child.stop()
+
+
+def test_an_exhausted_quota_opens_the_provider_breaker_at_once(quota_exhausted, db, redis_client):
+    config = outage_config(quota_exhausted)
+    first, second = submitted_tickets(db, redis_client, config, n=2, take=2)
+
+    run_tickets(config, db, redis_client, first)
+
+    breakers = Breakers(redis_client, config)
+    states = {s.scope: s for s in breakers.states()}
+    assert states["provider:sim-openai"].state == "open", "after one call, not min_calls"
+    assert breakers.admit("sim-openai", "gpt-4o") == "provider:sim-openai"
+    assert breakers.admit("sim-anthropic", "claude-haiku-4-5") is None
+    assert calls_of(db, first.request_id) == [
+        (1, 1, "gpt-4o-mini", "sim-openai", "provider_unavailable")
+    ]
+    row = request_row(db, first.request_id)
+    assert (row.status, row.chain_index, row.failures) == (RequestStatus.QUEUED, 1, 1)
+
+    # The next attempt on the provider makes no call and is not held against the request.
+    run_tickets(config, db, redis_client, second)
+    assert sim_requests(quota_exhausted)["openai"] == 1
+    assert calls_of(db, second.request_id) == []
+    row = request_row(db, second.request_id)
+    assert (row.status, row.chain_index, row.failures) == (RequestStatus.QUEUED, 1, 0)
+    heads = [
+        QueueEntry.decode(e)
+        for e in redis_client.lrange(keys.team_queue("product", "medium"), 0, -1)
+    ]
+    assert [(e.request_id, e.chain_index) for e in heads] == [
+        (second.request_id, 1),
+        (first.request_id, 1),
+    ]
+    assert redis_client.zcard(keys.in_flight("sim-openai")) == 0

@@ -1,0 +1,246 @@
+"""``GET /metrics`` in-process: series recorded through the real scheduler and worker code paths
+(``hold()``, ``Feedback.finished``, ``Breakers.record``) on a real Redis, scraped and parsed with
+prometheus_client's own parser."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import prometheus_client
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import delete
+
+from broker import keys, queues
+from broker.api import create_app
+from broker.config import DEFAULT_CONFIG, BrokerConfig, load_config
+from broker.processes import free_port
+from broker.queues import QueueEntry
+from broker.settings import Settings
+from broker.states import Priority
+from broker.store import BudgetLimit
+from schedulers.capacity import InFlight
+from schedulers.dispatch import Pick, hold
+from schedulers.feedback import Feedback
+from schedulers.ratelimits import RateLimits
+from workers.breakers import Breakers
+
+KEY_ENV = "IB_TEST_METRICS_PROVIDER_KEY"
+PLANTED = "sk-planted-metrics-0123456789abcdef"
+BUDGETS_TOML = """
+[[budgets]]
+team = "product"
+limit_usd = "1.00"
+
+[[budgets]]
+team = "product"
+feature = "search"
+window = "monthly"
+limit_usd = "5"
+"""
+
+Series = dict[str, dict[tuple[tuple[str, str], ...], float]]
+
+
+@pytest.fixture
+def config_path(tmp_path: Path, monkeypatch) -> Path:
+    """The packaged broker.toml with two budgets, and sim-openai's key in the environment."""
+    text = DEFAULT_CONFIG.read_text(encoding="utf-8")
+    marker = 'name = "sim-openai"\n'
+    assert text.count(marker) == 1
+    text = text.replace(marker, f'{marker}api_key_env = "{KEY_ENV}"\n')
+    path = tmp_path / "broker.toml"
+    path.write_text(text + BUDGETS_TOML, encoding="utf-8")
+    monkeypatch.setenv(KEY_ENV, PLANTED)
+    return path
+
+
+@pytest.fixture
+def config(config_path: Path) -> BrokerConfig:
+    loaded = load_config(config_path)
+    assert loaded.provider("sim-openai").api_key_env == KEY_ENV
+    return loaded
+
+
+@pytest.fixture
+def no_overrides(db):
+    db.write(lambda s: s.execute(delete(BudgetLimit)))
+    yield
+    db.write(lambda s: s.execute(delete(BudgetLimit)))
+
+
+@pytest.fixture
+def api(settings: Settings, config_path: Path, redis_client, no_overrides) -> TestClient:
+    with TestClient(create_app(settings.model_copy(update={"config_path": config_path}))) as c:
+        yield c
+
+
+def scrape(api: TestClient) -> tuple[str, Series]:
+    resp = api.get("/metrics")  # no API key: Prometheus scrapes it as is
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"].startswith("text/plain; version=")
+    out: Series = {}
+    for family in text_string_to_metric_families(resp.text):
+        for sample in family.samples:
+            labels = tuple(sorted(sample.labels.items()))
+            out.setdefault(sample.name, {})[labels] = sample.value
+    return resp.text, out
+
+
+def entry(i: int, model: str = "gpt-4o-mini") -> QueueEntry:
+    return QueueEntry(f"req_{i:04d}", model, 100, 50, 0, "search")
+
+
+def pick(i: int, provider: str, model: str) -> Pick:
+    return Pick("product", Priority.MEDIUM, entry(i, model), provider, model, 100.0)
+
+
+def test_queue_depth_covers_config_teams_and_backlogged_ones(api, redis_client):
+    queues.push(redis_client, "product", [(Priority.HIGH, entry(1))] * 2)
+    queues.push(redis_client, "product", [(Priority.LOW, entry(2))])
+    queues.push(redis_client, "ghost", [(Priority.MEDIUM, entry(3))])  # gone from broker.toml
+    _, series = scrape(api)
+    depth = series["inference_broker_queue_depth"]
+    assert depth[(("priority", "high"), ("team", "product"))] == 2
+    assert depth[(("priority", "low"), ("team", "product"))] == 1
+    assert depth[(("priority", "medium"), ("team", "product"))] == 0
+    assert depth[(("priority", "medium"), ("team", "ghost"))] == 1
+    assert {dict(k)["team"] for k in depth} == {"product", "content", "platform", "ghost"}
+    assert len(depth) == 4 * 3
+
+
+def test_dispatches_finishes_tokens_cost_and_latency(api, config, redis_client):
+    picks = [pick(i, "sim-openai", "gpt-4o-mini") for i in range(4)]
+    picks += [pick(10 + i, "sim-anthropic", "claude-haiku-4-5") for i in range(2)]
+    hold(redis_client, InFlight(redis_client, config, margin=0), RateLimits(redis_client, config),
+         picks)  # fmt: skip
+    _, series = scrape(api)
+    assert series["inference_broker_in_flight"] == {
+        (("provider", "sim-openai"),): 4,
+        (("provider", "sim-anthropic"),): 2,
+    }
+    assert series["inference_broker_dispatches_total"] == {
+        (("model", "gpt-4o-mini"), ("provider", "sim-openai")): 4,
+        (("model", "claude-haiku-4-5"), ("provider", "sim-anthropic")): 2,
+    }
+
+    feedback = Feedback(redis_client, config)
+    openai = [p.ticket(attempt=1) for p in picks[:4]]
+    # Latencies: on a bound (50 ms is in le=0.05), between bounds, past the last one, none.
+    for ticket, ms, ok in zip(openai, (50, 120, 45_000, 70_000), (True, True, True, False)):
+        feedback.finished(
+            ticket, input_tokens=100, output_tokens=20, cost_micros=1_500 if ok else 0,
+            succeeded=ok, latency_ms=ms,
+        )  # fmt: skip
+    anthropic = [p.ticket(attempt=1) for p in picks[4:]]
+    feedback.finished(anthropic[0], input_tokens=7, output_tokens=3, cost_micros=250)  # harness
+    feedback.finished(  # another copy of the task recorded this attempt: nothing counts
+        anthropic[1], input_tokens=7, output_tokens=3, cost_micros=250, recorded=False,
+        latency_ms=10,
+    )  # fmt: skip
+
+    _, series = scrape(api)
+    assert series["inference_broker_in_flight"] == {
+        (("provider", "sim-openai"),): 0,
+        (("provider", "sim-anthropic"),): 0,
+    }
+    oa = (("model", "gpt-4o-mini"), ("provider", "sim-openai"))
+    an = (("model", "claude-haiku-4-5"), ("provider", "sim-anthropic"))
+    assert series["inference_broker_requests_total"] == {
+        (oa[0], ("outcome", "succeeded"), oa[1]): 3,
+        (oa[0], ("outcome", "failed"), oa[1]): 1,
+        (an[0], ("outcome", "succeeded"), an[1]): 1,
+    }
+    assert series["inference_broker_tokens_total"] == {
+        (("kind", "input"), *oa): 400,
+        (("kind", "output"), *oa): 80,
+        (("kind", "input"), *an): 7,
+        (("kind", "output"), *an): 3,
+    }
+    cost = series["inference_broker_cost_usd_total"]
+    assert cost[oa] == pytest.approx(0.0045) and cost[an] == pytest.approx(0.00025)
+
+    buckets = {
+        dict(k)["le"]: v
+        for k, v in series["inference_broker_request_latency_seconds_bucket"].items()
+        if dict(k)["provider"] == "sim-openai"
+    }
+    assert buckets == {
+        "0.05": 1, "0.1": 1, "0.25": 2, "0.5": 2, "1.0": 2, "2.5": 2, "5.0": 2, "10.0": 2,
+        "30.0": 2, "60.0": 3, "+Inf": 4,
+    }  # fmt: skip
+    values = list(buckets.values())
+    assert values == sorted(values), "cumulative"
+    provider = (("provider", "sim-openai"),)
+    assert series["inference_broker_request_latency_seconds_count"][provider] == 4
+    assert series["inference_broker_request_latency_seconds_sum"][provider] == pytest.approx(
+        (50 + 120 + 45_000 + 70_000) / 1000
+    )
+    assert (("provider", "sim-anthropic"),) not in series[
+        "inference_broker_request_latency_seconds_count"
+    ], "no latency given, none recorded"
+
+
+def test_breaker_state_and_transitions(api, config, redis_client):
+    breakers = Breakers(redis_client, config)
+    breakers.record("sim-openai", "gpt-4o-mini", "unavailable")  # opens the provider at once
+    _, series = scrape(api)
+    state = {dict(k)["scope"]: v for k, v in series["inference_broker_breaker_state"].items()}
+    assert state["provider:sim-openai"] == 2
+    assert state["provider:sim-anthropic"] == 0 and state["model:gpt-4o-mini"] == 0
+    assert set(state) == set(breakers.scopes)
+    moves = series["inference_broker_breaker_transitions_total"]
+    assert moves[(("scope", "provider:sim-openai"),)] == 1
+    assert moves[(("scope", "model:gpt-4o-mini"),)] == 0
+
+
+def test_budgets_remaining_and_limit_in_usd(api, config, redis_client):
+    now = datetime.now(UTC)
+    for budget in config.budgets:  # as if the ledger had been read
+        redis_client.hset(keys.budget(budget.id, budget.window_at(now).id), "loaded", 1)
+    daily = next(b for b in config.budgets if b.id == "product/daily")
+    redis_client.hset(
+        keys.budget(daily.id, daily.window_at(now).id), mapping={"spent": 250_000, "reserved": 1}
+    )
+    _, series = scrape(api)
+    assert series["inference_broker_budget_limit_usd"] == {
+        (("budget", "product/daily"),): 1.0,
+        (("budget", "product/search/monthly"),): 5.0,
+    }
+    assert series["inference_broker_budget_remaining_usd"] == {
+        (("budget", "product/daily"),): pytest.approx(0.749999),
+        (("budget", "product/search/monthly"),): 5.0,
+    }
+
+
+def test_no_secret_reaches_the_output(api, config, redis_client):
+    hold(redis_client, InFlight(redis_client, config, margin=0), RateLimits(redis_client, config),
+         [pick(1, "sim-openai", "gpt-4o-mini")])  # fmt: skip
+    Feedback(redis_client, config).finished(
+        pick(1, "sim-openai", "gpt-4o-mini").ticket(1), input_tokens=1, latency_ms=5
+    )
+    Breakers(redis_client, config).record("sim-openai", "gpt-4o-mini", "failure")
+    text, series = scrape(api)
+    assert PLANTED not in text and "sk-" not in text and KEY_ENV not in text
+    allowed = {"provider", "model", "team", "priority", "scope", "budget", "outcome", "kind", "le"}
+    for samples in series.values():
+        for labels in samples:
+            assert {name for name, _ in labels} <= allowed
+
+
+def test_every_app_has_its_own_registry(api):
+    scrape(api)
+    assert b"inference_broker_" not in prometheus_client.generate_latest(prometheus_client.REGISTRY)
+
+
+def test_redis_down_is_a_503_with_the_usual_error(settings: Settings, config_path: Path):
+    gone = settings.model_copy(
+        update={"redis_url": f"redis://127.0.0.1:{free_port()}/0", "config_path": config_path}
+    )
+    with TestClient(create_app(gone)) as client:
+        resp = client.get("/metrics")
+    assert resp.status_code == 503, resp.text
+    error = resp.json()["error"]
+    assert error["type"] == "unavailable" and "Redis is unreachable" in error["message"]
