@@ -177,7 +177,9 @@ class ChaosStack:
         response.raise_for_status()
         return response.json()
 
-    def submit(self, n: int, model: str = "gpt-4o-mini") -> str:
+    def submit(self, n: int, model: str = "gpt-4o-mini", **job: Any) -> str:
+        """Submit ``n`` small requests for ``model``; ``job`` adds job fields
+        (``completion_window``...). Returns the job id."""
         batch = [
             {
                 "custom_id": f"c{i}",
@@ -188,7 +190,7 @@ class ChaosStack:
             for i in range(n)
         ]
         with BrokerClient(self.stack.api_url, TEAM_KEY, timeout=60) as client:
-            return client.submit_batch(batch, feature="chaos").id
+            return client.submit_batch(batch, feature="chaos", **job).id
 
     def wait(self, job_id: str, timeout: float) -> bool:
         """Whether the job ended within ``timeout`` seconds (polling the database)."""

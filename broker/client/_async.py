@@ -84,10 +84,16 @@ class AsyncBrokerClient(ClientBase):
         priority: Priority | str = Priority.MEDIUM,
         webhook_url: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        completion_window: str | None = None,
     ) -> AsyncJob:
         """See :meth:`BrokerClient.submit_batch`."""
         call = submit_call(
-            requests, feature=feature, priority=priority, webhook_url=webhook_url, metadata=metadata
+            requests,
+            feature=feature,
+            priority=priority,
+            webhook_url=webhook_url,
+            metadata=metadata,
+            completion_window=completion_window,
         )
         return await self._job(call)
 

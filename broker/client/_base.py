@@ -60,6 +60,7 @@ def submit_call(
     priority: Priority | str,
     webhook_url: str | None,
     metadata: Mapping[str, Any] | None,
+    completion_window: str | None = None,
 ) -> Call:
     """Validate the whole batch client-side, so a bad request fails before any network I/O."""
     validated: list[RequestIn] = []
@@ -72,12 +73,14 @@ def submit_call(
         except ValidationError as exc:
             raise _invalid(exc, prefix=("requests", index)) from exc
     try:
+        window = {"completion_window": completion_window} if completion_window else {}
         body = JobCreate(
             feature=feature,
             priority=priority,
             webhook_url=webhook_url,
             metadata=dict(metadata) if metadata is not None else None,
             requests=validated,
+            **window,
         )
     except ValidationError as exc:
         raise _invalid(exc, prefix=()) from exc

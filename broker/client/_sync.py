@@ -89,11 +89,17 @@ class BrokerClient(ClientBase):
         priority: Priority | str = Priority.MEDIUM,
         webhook_url: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        completion_window: str | None = None,
     ) -> Job:
         """Submit a batch. Dicts are validated into :class:`RequestIn` before anything is sent;
         a bad one raises :class:`InvalidRequestError` naming the field."""
         call = submit_call(
-            requests, feature=feature, priority=priority, webhook_url=webhook_url, metadata=metadata
+            requests,
+            feature=feature,
+            priority=priority,
+            webhook_url=webhook_url,
+            metadata=metadata,
+            completion_window=completion_window,
         )
         return self._job(call)
 

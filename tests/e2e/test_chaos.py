@@ -1,19 +1,25 @@
 """Chaos with real processes: a provider outage, a 429 storm, killed workers, Redis restarted
 empty and broken response bodies, each injected mid-batch into a fresh stack
-(:mod:`broker.chaos`). Whatever the fault: nothing lost, nothing charged twice, workers up."""
+(:mod:`broker.chaos`). Whatever the fault: nothing lost, nothing charged twice, workers up.
+And the two ways a batch ends early on purpose: cancelled, or past its completion window."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
 from broker.chaos import (
+    TEAM_KEY,
     ChaosResult,
+    ChaosStack,
     malformed_bodies,
     provider_outage,
     rate_limit_storm,
     redis_restart,
     worker_kills,
 )
+from broker.client import BrokerClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -82,3 +88,34 @@ def test_malformed_bodies_fall_back_or_fail_with_the_reason(
     assert result.notes["broken bodies served"] > 0
     assert set(result.tally.errors) <= {"malformed_response"}, result.tally.errors
     assert result.tally.succeeded >= 290, "nearly all recover by trying again or elsewhere"
+
+
+def test_cancel_mid_batch_stops_the_queue_and_keeps_what_ran(fresh_database_url, tmp_path):
+    with ChaosStack(tmp_path, fresh_database_url, {"latency_ms": 300}) as chaos:
+        job = chaos.submit(300)
+        time.sleep(2.0)
+        with BrokerClient(chaos.stack.api_url, TEAM_KEY) as client:
+            client.cancel(job)
+            assert chaos.wait(job, timeout=30), "running requests finish, queued ones stop"
+            final = client.get_job(job)
+            results = list(client.results(job))
+        tally = chaos.tally(job)
+    assert final.status == "cancelled"
+    assert 0 < final.counts.succeeded < 300 and final.counts.cancelled > 0
+    assert final.counts.succeeded + final.counts.cancelled == 300
+    assert tally.lost == 0 and tally.double_charged == 0
+    done = [r for r in results if r.status == "succeeded"]
+    assert len(done) == final.counts.succeeded and all(r.output and r.calls for r in done)
+
+
+def test_a_closed_completion_window_expires_the_rest_and_the_job_reports_it(
+    fresh_database_url, tmp_path
+):
+    with ChaosStack(tmp_path, fresh_database_url, {"latency_ms": 300}) as chaos:
+        job = chaos.submit(400, completion_window="3s")
+        assert chaos.wait(job, timeout=60)
+        with BrokerClient(chaos.stack.api_url, TEAM_KEY) as client:
+            final = client.get_job(job)
+    assert final.status == "completed"
+    assert 0 < final.counts.succeeded < 400 and final.counts.expired > 0
+    assert final.counts.succeeded + final.counts.failed + final.counts.expired == 400
