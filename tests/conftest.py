@@ -39,7 +39,9 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client.close()
 
 
-def _postgres_database() -> Iterator[str]:
+def _postgres_database(fallback: str | None = None) -> Iterator[str]:
+    """A private PostgreSQL database, dropped afterwards; when none can be made, ``fallback``
+    if given, else the test skips saying why."""
     try:
         import psycopg  # noqa: F401 - the driver must be installed
         from sqlalchemy import create_engine, text
@@ -50,6 +52,9 @@ def _postgres_database() -> Iterator[str]:
             name = f"ib_test_{secrets.token_hex(4)}"
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:  # no server, no driver, no rights
+        if fallback is not None:
+            yield fallback
+            return
         pytest.skip(
             f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL} ({type(exc).__name__}); "
             "set BROKER_TEST_POSTGRES_URL to run these tests on PostgreSQL"
@@ -92,6 +97,13 @@ def fresh_database_url(database_url: str, tmp_path_factory) -> Iterator[str]:
 def module_database_url(database_url: str, tmp_path_factory) -> Iterator[str]:
     """:func:`fresh_database_url` shared by one module's stack."""
     yield from _fresh(database_url, tmp_path_factory)
+
+
+@pytest.fixture
+def production_database_url(tmp_path) -> Iterator[str]:
+    """One empty database for a long end-to-end run that needs one, not both kinds: a private
+    PostgreSQL database (what production runs) when one is reachable, else a SQLite file."""
+    yield from _postgres_database(fallback=f"sqlite:///{tmp_path / 'broker.db'}")
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,10 @@
 """Chaos with real processes: a provider outage, a 429 storm, killed workers, Redis restarted
 empty and broken response bodies, each injected mid-batch into a fresh stack
 (:mod:`broker.chaos`). Whatever the fault: nothing lost, nothing charged twice, workers up.
-And the two ways a batch ends early on purpose: cancelled, or past its completion window."""
+And the two ways a batch ends early on purpose: cancelled, or past its completion window.
+
+Each runs once, on PostgreSQL when one is reachable (else SQLite): the database is not what
+these test, and both kinds would double the longest tests of the suite."""
 
 from __future__ import annotations
 
@@ -36,8 +39,8 @@ def assert_nothing_lost(result: ChaosResult) -> None:
     assert tally.succeeded + tally.failed == tally.requests
 
 
-def test_an_outage_of_the_primary_costs_no_request(fresh_database_url, tmp_path, capsys):
-    result = provider_outage(tmp_path, fresh_database_url, n=2000, outage_s=30)
+def test_an_outage_of_the_primary_costs_no_request(production_database_url, tmp_path, capsys):
+    result = provider_outage(tmp_path, production_database_url, n=2000, outage_s=30)
     show(capsys, result)
     assert_nothing_lost(result)
     assert result.tally.succeeded == 2000, result.tally.errors
@@ -49,9 +52,9 @@ def test_an_outage_of_the_primary_costs_no_request(fresh_database_url, tmp_path,
 
 
 def test_a_429_storm_fails_nothing_and_retries_wait_as_asked(
-    fresh_database_url, tmp_path, capsys
+    production_database_url, tmp_path, capsys
 ):
-    result = rate_limit_storm(tmp_path, fresh_database_url, n=300)
+    result = rate_limit_storm(tmp_path, production_database_url, n=300)
     show(capsys, result)
     assert_nothing_lost(result)
     assert result.tally.succeeded == 300, result.tally.errors
@@ -60,9 +63,9 @@ def test_a_429_storm_fails_nothing_and_retries_wait_as_asked(
 
 
 def test_killing_a_worker_three_times_loses_and_double_charges_nothing(
-    fresh_database_url, tmp_path, capsys
+    production_database_url, tmp_path, capsys
 ):
-    result = worker_kills(tmp_path, fresh_database_url, n=600, kills=3)
+    result = worker_kills(tmp_path, production_database_url, n=600, kills=3)
     show(capsys, result)
     assert_nothing_lost(result)
     assert result.tally.succeeded == 600, result.tally.errors
@@ -70,9 +73,9 @@ def test_killing_a_worker_three_times_loses_and_double_charges_nothing(
 
 
 def test_redis_restarted_empty_mid_batch_loses_and_repeats_nothing(
-    fresh_database_url, tmp_path, capsys
+    production_database_url, tmp_path, capsys
 ):
-    result = redis_restart(tmp_path, fresh_database_url, n=600)
+    result = redis_restart(tmp_path, production_database_url, n=600)
     show(capsys, result)
     assert_nothing_lost(result)
     assert result.tally.succeeded == 600, result.tally.errors
@@ -80,9 +83,9 @@ def test_redis_restarted_empty_mid_batch_loses_and_repeats_nothing(
 
 
 def test_malformed_bodies_fall_back_or_fail_with_the_reason(
-    fresh_database_url, tmp_path, capsys
+    production_database_url, tmp_path, capsys
 ):
-    result = malformed_bodies(tmp_path, fresh_database_url, n=300)
+    result = malformed_bodies(tmp_path, production_database_url, n=300)
     show(capsys, result)
     assert_nothing_lost(result)
     assert result.notes["broken bodies served"] > 0
@@ -90,8 +93,8 @@ def test_malformed_bodies_fall_back_or_fail_with_the_reason(
     assert result.tally.succeeded >= 290, "nearly all recover by trying again or elsewhere"
 
 
-def test_cancel_mid_batch_stops_the_queue_and_keeps_what_ran(fresh_database_url, tmp_path):
-    with ChaosStack(tmp_path, fresh_database_url, {"latency_ms": 300}) as chaos:
+def test_cancel_mid_batch_stops_the_queue_and_keeps_what_ran(production_database_url, tmp_path):
+    with ChaosStack(tmp_path, production_database_url, {"latency_ms": 300}) as chaos:
         job = chaos.submit(300)
         time.sleep(2.0)
         with BrokerClient(chaos.stack.api_url, TEAM_KEY) as client:
@@ -109,9 +112,9 @@ def test_cancel_mid_batch_stops_the_queue_and_keeps_what_ran(fresh_database_url,
 
 
 def test_a_closed_completion_window_expires_the_rest_and_the_job_reports_it(
-    fresh_database_url, tmp_path
+    production_database_url, tmp_path
 ):
-    with ChaosStack(tmp_path, fresh_database_url, {"latency_ms": 300}) as chaos:
+    with ChaosStack(tmp_path, production_database_url, {"latency_ms": 300}) as chaos:
         job = chaos.submit(400, completion_window="3s")
         assert chaos.wait(job, timeout=60)
         with BrokerClient(chaos.stack.api_url, TEAM_KEY) as client:
