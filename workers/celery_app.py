@@ -9,15 +9,27 @@ from __future__ import annotations
 
 from celery import Celery
 
+from broker.errors import ConfigError
 from broker.settings import Settings
 
 EXECUTE = "workers.execute"
 
-# Longer than any provider call can take, so Redis does not redeliver a task still running.
+# Longer than any attempt can take (checked at start), so Redis does not redeliver a task
+# still running.
 VISIBILITY_TIMEOUT_S = 3600
 
 
 def create_celery_app(settings: Settings) -> Celery:
+    longest = settings.config.longest_attempt_s()
+    if longest >= VISIBILITY_TIMEOUT_S:
+        # Redis would hand a task still running to another worker.
+        raise ConfigError(
+            str(settings.config_path or "broker.toml"),
+            "providers",
+            f"an attempt may take {longest:.0f} s (retries.tries x the longest timeout_s, plus "
+            f"the waits between tries), longer than the {VISIBILITY_TIMEOUT_S} s after which "
+            "Redis redelivers a task: lower timeout_s or retries.tries",
+        )
     app = Celery("inference-broker", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
         task_acks_late=True,
