@@ -337,9 +337,7 @@ def worker_kills(
             retried = s.scalar(
                 select(func.count()).where(Request.job_id == job, Request.attempts > 1)
             )
-    return ChaosResult(
-        f"SIGKILL a worker {kills}x", tally, {"requests dispatched again": retried}
-    )
+    return ChaosResult(f"SIGKILL a worker {kills}x", tally, {"requests dispatched again": retried})
 
 
 def redis_restart(workdir: Path, database_url: str | None = None, n: int = 600) -> ChaosResult:
@@ -362,9 +360,7 @@ def redis_restart(workdir: Path, database_url: str | None = None, n: int = 600) 
     )
 
 
-def malformed_bodies(
-    workdir: Path, database_url: str | None = None, n: int = 300
-) -> ChaosResult:
+def malformed_bodies(workdir: Path, database_url: str | None = None, n: int = 300) -> ChaosResult:
     """A third of the 200s are broken: invalid JSON, truncated, HTML served as a success."""
     with ChaosStack(workdir, database_url, {"malformed_rate": 0.3}) as chaos:
         job = chaos.submit(n)

@@ -29,7 +29,9 @@ class InFlight:
     def __init__(self, client: redis.Redis, config: BrokerConfig, margin: int) -> None:
         self._redis = client
         self._limits = {p.name: p.concurrency + margin for p in config.providers}
-        self._stale_after = {p.name: config.longest_attempt_s(p.name) + 60 for p in config.providers}
+        self._stale_after = {
+            p.name: config.longest_attempt_s(p.name) + 60 for p in config.providers
+        }
 
     def free_slots(self) -> dict[str, int]:
         """Slots each provider can take now (limit minus what is in flight), never negative."""
@@ -82,7 +84,9 @@ class Room:
     def healthy(self, provider: str, model: str) -> bool:
         """Whether the breakers let a call to ``model`` on ``provider`` through now."""
         permits = self._permits
-        return permits.get(provider_scope(provider), 1) > 0 and permits.get(model_scope(model), 1) > 0
+        return (
+            permits.get(provider_scope(provider), 1) > 0 and permits.get(model_scope(model), 1) > 0
+        )
 
     def window(self) -> int:
         """An upper bound on what this round can dispatch (how far to peek into queues)."""

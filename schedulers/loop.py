@@ -8,9 +8,9 @@ A round, in a fixed order:
    dispatch (so a round costs the same with ten queued requests or a million).
 3. :mod:`~schedulers.fairness`: take the backlogged team with the smallest virtual counter;
    :mod:`~schedulers.priorities`: its next request; :mod:`~schedulers.routing`: where it may
-   run (its model's chain, past open breakers). If it fits, charge the team and pick it; if not, the team sits out the rest of the round
-   (its work waits its turn) while the others go on, so a full provider blocks nobody whose
-   work can go elsewhere.
+   run (its model's chain, past open breakers). If it fits, charge the team and pick it; if
+   not, the team sits out the rest of the round (its work waits its turn) while the others go
+   on, so a full provider blocks nobody whose work can go elsewhere.
 4. :mod:`~schedulers.dispatch`: record and send the picks.
 5. One pipeline pops the dispatched entries from the queue heads (only the leader pops, so a
    peeked prefix is still the head), writes the counters and clears the dispatch journal.

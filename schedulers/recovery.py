@@ -17,8 +17,9 @@ Three jobs, all run by the leading scheduler:
 - :meth:`Recovery.reap`, every few seconds: an attempt dispatched longer ago than
   ``reap_after_s`` died with its worker (an attempt is bounded by its tries' timeouts). Its
   reservation and slot are released, an alert fires, and the request goes back to the head of
-  its queue, or fails with ``worker_lost`` once ``max_attempts`` dispatches have failed. If the lost attempt was in
-  fact alive and finishes later, it records nothing: it is no longer the current attempt.
+  its queue, or fails with ``worker_lost`` once ``max_attempts`` dispatches have failed. If the
+  lost attempt was in fact alive and finishes later, it records nothing: it is no longer the
+  current attempt.
   Reservations left with no attempt in flight (a scheduler that died between reserving and
   dispatching) are released too.
 """
@@ -115,7 +116,7 @@ class Recovery:
                 )
             )
         if rows:
-            log.warning("%d dispatched requests lost their tasks with Redis: queued again", requeued)
+            log.warning("%d dispatched requests lost their tasks with Redis: requeued", requeued)
         return requeued
 
     def _present(self, team: str | None = None) -> set[str]:

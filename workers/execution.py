@@ -138,9 +138,7 @@ class Executor:
             healthy=result.healthy,
         )
 
-    def _outcome(
-        self, ticket: Ticket, started: float, result: AttemptResult, **fields
-    ) -> Outcome:
+    def _outcome(self, ticket: Ticket, started: float, result: AttemptResult, **fields) -> Outcome:
         latency_ms = int((time.monotonic() - started) * 1000)
         return Outcome(
             model=ticket.model,

@@ -1,11 +1,11 @@
 """Group commit for a worker pool: many threads' claims and outcomes, one transaction.
 
 Every attempt writes twice (claim before the call, then its outcome, or its hand-back to the
-queue) and every outcome moves its job's counters, one hot row per job. With a hundred threads each committing on its own,
-the pool spends its time queueing for the database (and, on SQLite, sleeping in the busy
-handler). Instead, threads hand their writes to one writer thread and wait; the writer takes
-whatever has gathered since its last commit and writes it in one transaction. Under no load a
-write commits at once; under load, batches grow by themselves.
+queue) and every outcome moves its job's counters, one hot row per job. With a hundred threads
+each committing on its own, the pool spends its time queueing for the database (and, on
+SQLite, sleeping in the busy handler). Instead, threads hand their writes to one writer thread
+and wait; the writer takes whatever has gathered since its last commit and writes it in one
+transaction. Under no load a write commits at once; under load, batches grow by themselves.
 """
 
 from __future__ import annotations
