@@ -128,14 +128,19 @@ class ChaosResult:
 
 
 class ChaosStack:
-    """A stack on :data:`CHAOS_TOML` with the simulator's knobs (``BROKER_SIM_*``) as given."""
+    """A stack on :data:`CHAOS_TOML` (plus ``extra_toml``, e.g. a ``[webhooks]`` table) with the
+    simulator's knobs (``BROKER_SIM_*``) as given."""
 
     def __init__(
-        self, workdir: Path, database_url: str | None = None, sim: dict[str, str] | None = None
+        self,
+        workdir: Path,
+        database_url: str | None = None,
+        sim: dict[str, str] | None = None,
+        extra_toml: str = "",
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         config_path = workdir / "broker.toml"
-        config_path.write_text(CHAOS_TOML)
+        config_path.write_text(CHAOS_TOML + extra_toml)
         self.settings = Settings(
             config_path=config_path,
             database_url=database_url,

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from broker.budget_config import BudgetConfig, BudgetPolicy
 from broker.errors import ConfigError, field_path
 from broker.resilience_config import BreakerConfig, RetryConfig
+from broker.webhook_config import WebhookConfig
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "broker.toml"
 
@@ -124,6 +125,11 @@ class TeamConfig(_Strict):
         default=None, gt=0, description="Ceiling per trace_id (e.g. one agent run)."
     )
     alert_webhook: str | None = Field(default=None, pattern=r"^https?://")
+    webhook_secret_env: str | None = Field(
+        default=None,
+        description="Name of the env var holding the secret job webhooks are signed with; "
+        "unset: a secret derived from BROKER_WEBHOOK_SECRET and the team id.",
+    )
     rpm: int | None = Field(default=None, ge=1, description="Runaway guard: requests per minute.")
     tpm: int | None = Field(default=None, ge=1, description="Runaway guard: tokens per minute.")
     feature_limits: dict[str, FeatureLimits] = Field(default_factory=dict)
@@ -171,6 +177,7 @@ class BrokerConfig(_Strict):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     retries: RetryConfig = Field(default_factory=RetryConfig)
     breakers: BreakerConfig = Field(default_factory=BreakerConfig)
+    webhooks: WebhookConfig = Field(default_factory=WebhookConfig)
     providers: list[ProviderConfig] = Field(min_length=1)
     models: list[ModelConfig] = Field(min_length=1)
     teams: list[TeamConfig] = Field(default_factory=list)

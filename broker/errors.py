@@ -10,6 +10,7 @@ Errors from redis, httpx, SQLAlchemy and providers are translated where they ent
     ├── AuthenticationFailed     missing or unknown API key (HTTP 401)
     ├── Forbidden                a known key not allowed here, or admin API off (HTTP 403)
     ├── NotFound                 no such job for this team, or no such team (HTTP 404)
+    ├── Conflict                 the thing is not in a state that allows this (HTTP 409)
     ├── ServiceUnavailable       Redis or the database is unreachable (HTTP 503)
     └── ProviderError            a provider call did not produce a usable completion
         ├── ProviderRetryable        429, 5xx, 529, timeouts, connection errors
@@ -68,6 +69,12 @@ class Forbidden(BrokerError):
 
 class NotFound(BrokerError):
     status_code = 404
+
+
+class Conflict(BrokerError):
+    """E.g. rotating a key that was already revoked."""
+
+    status_code = 409
 
 
 class TooManyRequests(BrokerError):

@@ -11,3 +11,8 @@ def new_job_id() -> str:
 
 def request_id(job_id: str, seq: int) -> str:
     return f"req_{job_id.removeprefix('job_')}_{seq}"
+
+
+def new_delivery_id() -> str:
+    """A webhook delivery's id: the same on every attempt, so receivers can deduplicate."""
+    return f"whd_{secrets.token_hex(12)}"

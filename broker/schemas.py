@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from broker.states import JobStatus, Priority, RequestStatus
 
 MetadataValue = str | int | float | bool | None
+WebhookEvent = Literal["job.finished", "request.finished"]
 
 
 class _Model(BaseModel):
@@ -46,6 +47,12 @@ class JobCreate(_Model):
     feature: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     priority: Priority = Priority.MEDIUM
     webhook_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+    webhook_events: list[WebhookEvent] = Field(
+        default_factory=lambda: ["job.finished"],
+        min_length=1,
+        description="What webhook_url receives: job.finished when the job ends, and/or "
+        "request.finished as each request ends.",
+    )
     completion_window: str = Field(
         default="24h",
         pattern=r"^[1-9][0-9]{0,5}(s|m|h|d)$",
@@ -284,3 +291,30 @@ class BreakerTransitionOut(BaseModel):
 class BreakerList(BaseModel):
     breakers: list[BreakerOut]
     transitions: list[BreakerTransitionOut] = Field(description="Recent ones, newest first.")
+
+
+class WebhookAttemptOut(BaseModel):
+    attempt: int
+    at: datetime
+    status_code: int | None = Field(default=None, description="The receiver's answer, if any.")
+    error: str | None = Field(default=None, description="Why it did not count as delivered.")
+    duration_ms: int
+
+
+class WebhookDeliveryOut(BaseModel):
+    """One event for the job's webhook_url and every attempt to deliver it."""
+
+    id: str = Field(description="The delivery id: the webhook-id header, the same on retries.")
+    type: WebhookEvent
+    url: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: list[WebhookAttemptOut]
+    next_attempt_at: datetime | None = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+    created_at: datetime
+    delivered_at: datetime | None = None
+
+
+class WebhookDeliveryList(BaseModel):
+    data: list[WebhookDeliveryOut] = Field(description="Oldest first.")

@@ -9,10 +9,13 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from broker.config import BrokerConfig, load_config
+
+#: The public development base of webhook secrets: never use it in production.
+DEV_WEBHOOK_SECRET = "ib-dev-webhook-secret"
 
 
 class Settings(BaseSettings):
@@ -35,6 +38,12 @@ class Settings(BaseSettings):
     )
     dispatch_margin: int = Field(default=8, ge=0, description="Tasks queued beyond concurrency.")
     max_batch_size: int = Field(default=50_000, ge=1)
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1, description="Largest request body the API reads (413)."
+    )
+    submissions_per_minute: int = Field(
+        default=60, ge=0, description="POST /v1/jobs per minute per API key (429); 0: no limit."
+    )
     db_pool_size: int = Field(default=8, ge=1, description="Database connections per process.")
     log_level: str = "INFO"
     task_events: bool = Field(
@@ -43,6 +52,20 @@ class Settings(BaseSettings):
     flower_basic_auth: str | None = Field(
         default=None, description="Flower's HTTP basic auth, 'user:password'."
     )
+    webhook_secret: SecretStr = Field(
+        default=SecretStr(DEV_WEBHOOK_SECRET),
+        description="Base of the per-team webhook secrets of teams without webhook_secret_env "
+        "(HMAC of this and the team id). The default is a public development value.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The API's base URL as webhook receivers reach it (results_url); "
+        "default http://api_host:api_port.",
+    )
+
+    @property
+    def public_url_or_default(self) -> str:
+        return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
 
     @property
     def database_url_or_default(self) -> str:

@@ -1,8 +1,9 @@
 """The whole broker on one machine, as ``inference-broker up`` runs it.
 
 Redis (a private one unless ``REDIS_URL`` is set), the result store (a SQLite file unless
-``DATABASE_URL`` is set), the simulator (when a provider is simulated), the API, the scheduler
-and one worker pool per provider, each a child process logging to ``<data_dir>/logs``; and
+``DATABASE_URL`` is set), the simulator (when a provider is simulated), the API, the scheduler,
+one worker pool per provider and the webhooks worker, each a child process logging to
+``<data_dir>/logs``; and
 Flower on 127.0.0.1 when ``flower_port`` is set (``up`` does not start it).
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pydantic import SecretStr
 
 from broker.config import ProviderKind
 from broker.errors import BrokerError
@@ -30,7 +33,9 @@ from broker.store import Database
 def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as ``BROKER_*`` variables, so every child runs with the same ones."""
     return {
-        f"BROKER_{name.upper()}": str(value)
+        f"BROKER_{name.upper()}": value.get_secret_value()
+        if isinstance(value, SecretStr)
+        else str(value)
         for name, value in settings.model_dump().items()
         if value is not None
     }
@@ -106,6 +111,7 @@ class Stack:
             for i in range(self.workers_per_provider):
                 name = _numbered(f"worker-{provider.name}", i)
                 self._spawn(name, env, "worker", "--provider", provider.name)
+        self._spawn("webhooks", env, "webhooks")
         if self.flower_port is not None:
             self._spawn("flower", env, "flower", "--port", str(self.flower_port))
         self._wait_http("api", f"{self.api_url}/healthz")

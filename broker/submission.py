@@ -24,8 +24,21 @@ from broker.schemas import JobCreate
 from broker.states import JobStatus, RequestStatus
 from broker.store import Database, Job, Request
 from broker.store.models import utcnow
+from broker.webhooks import ssrf
 from schedulers.budgets import BudgetLimits, Budgets
 from schedulers.ratelimits import RateLimits
+
+
+def check_webhook_url(url: str, allow_hosts: list[str]) -> None:
+    """400 naming ``webhook_url`` when its host is, or resolves to, a non-public address (the
+    SSRF guard, :mod:`broker.webhooks.ssrf`). A host that does not resolve now is accepted:
+    every delivery checks again, and fails with the reason."""
+    try:
+        ssrf.check_url(url, allow_hosts)
+    except ssrf.UnresolvableHost:
+        return
+    except ssrf.UnsafeWebhookUrl as exc:
+        raise InvalidRequest(f"webhook_url: {exc}", field="webhook_url") from exc
 
 
 @dataclass(frozen=True)
@@ -34,6 +47,7 @@ class Submitter:
     redis: redis.Redis
     config: BrokerConfig
     max_batch_size: int = 50_000
+    submissions_per_minute: int = 0  # per API key; 0: no limit (the API passes its setting)
 
     def validate(self, batch: JobCreate) -> None:
         """Refuse what cannot run, naming the request and field to fix."""
@@ -44,6 +58,8 @@ class Submitter:
                 f"the batch has {len(batch.requests)} requests; the limit is {self.max_batch_size}",
                 field="requests",
             )
+        if batch.webhook_url:
+            check_webhook_url(batch.webhook_url, self.config.webhooks.allow_private_hosts)
         seen: set[str] = set()
         for i, request in enumerate(batch.requests):
             where = f"requests[{i}]"
@@ -73,11 +89,14 @@ class Submitter:
         budgets = Budgets(self.redis, self.db, self.config, BudgetLimits(self.db, self.config))
         object.__setattr__(self, "_budgets", budgets)
 
-    def admit(self, team: TeamConfig, batch: JobCreate) -> None:
-        """Refuse with 429 what a team may not submit now: over its runaway guard (requests or
-        tokens per minute, the team's or the feature's), or, under the ``reject`` budget policy,
-        into a budget that is already spent."""
+    def admit(self, team: TeamConfig, batch: JobCreate, key_sha256: str | None = None) -> None:
+        """Refuse with 429 what a team may not submit now: over the key's submissions per
+        minute, over its runaway guard (requests or tokens per minute, the team's or the
+        feature's), or, under the ``reject`` budget policy, into a budget that is already
+        spent."""
         try:
+            if key_sha256 is not None and self.submissions_per_minute:
+                self._admit_key(key_sha256)
             tokens = sum(
                 queues.input_token_bound([m.model_dump() for m in r.messages]) // 4 + r.max_tokens
                 for r in batch.requests
@@ -108,9 +127,22 @@ class Submitter:
                     retry_after=(scope.end - utcnow()).total_seconds(),
                 )
 
-    def submit(self, team: TeamConfig, batch: JobCreate) -> Job:
+    def _admit_key(self, key_sha256: str) -> None:
+        per_minute = self.submissions_per_minute
+        wait = self._limits.admit_key(key_sha256, per_minute)
+        if wait is not None:
+            raise TooManyRequests(
+                f"this API key is over its {per_minute} submissions per minute "
+                f"(submissions_per_minute); retry in {max(1, round(wait))} s",
+                type_="rate_limited",
+                retry_after=wait,
+            )
+
+    def submit(self, team: TeamConfig, batch: JobCreate, key_sha256: str | None = None) -> Job:
+        """Validate, admit and write ``batch``; ``key_sha256`` (the caller's key's digest)
+        counts it against that key's submissions per minute."""
         self.validate(batch)
-        self.admit(team, batch)
+        self.admit(team, batch, key_sha256)
         job_id = new_job_id()
         now = utcnow()
         queued = int(now.timestamp() * 1000)
@@ -121,6 +153,7 @@ class Submitter:
             priority=batch.priority,
             status=JobStatus.QUEUED,
             webhook_url=batch.webhook_url,
+            webhook_events=list(batch.webhook_events) if batch.webhook_url else None,
             metadata_=batch.metadata,
             n_total=len(batch.requests),
             n_succeeded=0,

@@ -1,6 +1,6 @@
 """What the leader does around its rounds: check Redis still holds what it should, and, every
 few seconds, resume held requests, reap attempts of dead workers, watch spend velocity and
-expire requests past their job's completion window,
+expire requests past their job's completion window, send due webhook deliveries,
 and now and then (and first of all) put back queued requests Redis lost and reconcile idle
 budgets with the ledger."""
 
@@ -13,6 +13,7 @@ from schedulers.deadlines import Deadlines
 from schedulers.holding import Holding
 from schedulers.recovery import Recovery
 from schedulers.velocity import VelocityBreaker
+from schedulers.webhook_outbox import WebhookOutbox
 
 
 class Housekeeping:
@@ -25,7 +26,9 @@ class Housekeeping:
         deadlines: Deadlines,
         every_s: float = 2.0,
         reconcile_every_s: float = 10.0,
+        webhooks: WebhookOutbox | None = None,
     ) -> None:
+        self._webhooks = webhooks
         self._budgets = budgets
         self._deadlines = deadlines
         self._reconcile_every_s = reconcile_every_s
@@ -46,6 +49,8 @@ class Housekeeping:
             self._recovery.reap()
             self._holding.resume()
             self._deadlines.expire()
+            if self._webhooks is not None:
+                self._webhooks.send_due()
         if now - self._reconciled >= self._reconcile_every_s:
             self._reconciled = now
             self._recovery.reconcile_queues()

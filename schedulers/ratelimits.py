@@ -157,6 +157,20 @@ class RateLimits:
         reply = self._script(keys=[b.key for b in buckets], args=argv)
         return None if int(reply[0]) == 1 else float(reply[1])
 
+    def admit_key(self, key_sha256: str, per_minute: int) -> float | None:
+        """One submission by one API key (told by its digest): a minute's worth may come at
+        once, then ``per_minute`` spread over the minute. None when admitted, else the seconds
+        until it would be."""
+        bucket = Bucket(
+            keys.rate_bucket(f"submit:key:{key_sha256[:32]}", "rpm"),
+            float(per_minute),
+            per_minute / 60.0,
+            False,
+        )
+        argv = ["admit", repr(bucket.capacity), repr(bucket.rate), 1]
+        reply = self._script(keys=[bucket.key], args=argv)
+        return None if int(reply[0]) == 1 else float(reply[1])
+
     def state(self) -> tuple[dict[str, float], set[str]]:
         """Current level of every bucket, and the scopes blocked after a 429."""
         with self._redis.pipeline(transaction=False) as pipe:

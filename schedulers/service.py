@@ -22,6 +22,7 @@ from schedulers.pauses import Pauses
 from schedulers.ratelimits import RateLimits
 from schedulers.recovery import Recovery
 from schedulers.velocity import VelocityBreaker
+from schedulers.webhook_outbox import WebhookOutbox
 from schedulers.weights import TeamWeights
 from workers.breakers import Breakers
 from workers.celery_app import create_celery_app
@@ -47,6 +48,7 @@ def build_scheduler(
         VelocityBreaker(db, config, budget_limits, pauses, alerts),
         budgets,
         Deadlines(db),
+        webhooks=WebhookOutbox(db, celery_app, config),
     )
     return Scheduler(
         client,

@@ -10,7 +10,17 @@ import redis
 from fastapi import FastAPI
 
 from broker import __version__
-from broker.api import admin, breakers, errors, jobs, metrics, reports
+from broker.api import (
+    admin,
+    body_limit,
+    breakers,
+    errors,
+    jobs,
+    keys,
+    metrics,
+    reports,
+    webhooks,
+)
 from broker.config import BrokerConfig
 from broker.settings import Settings
 from broker.store import Database
@@ -35,7 +45,9 @@ def create_app(settings: Settings) -> FastAPI:
             config=config,
             db=db,
             redis=client,
-            submitter=Submitter(db, client, config, settings.max_batch_size),
+            submitter=Submitter(
+                db, client, config, settings.max_batch_size, settings.submissions_per_minute
+            ),
         )
         app.state.metrics = metrics.registry(app.state.broker)
         yield
@@ -49,8 +61,11 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    body_limit.install(app, settings.max_body_bytes)
     app.include_router(jobs.router)
+    app.include_router(webhooks.router)
     app.include_router(admin.router)
+    app.include_router(keys.router)
     app.include_router(breakers.router)
     app.include_router(reports.router)
     app.include_router(metrics.router)

@@ -1,16 +1,29 @@
 """Bearer API keys → teams, or the operators' admin key. Keys are compared by their sha256;
-plain keys are never stored."""
+plain keys are never stored.
+
+A team's key is one of broker.toml's (``teams[].api_key_sha256``) or an unrevoked row of
+``team_api_keys`` (made at run time by ``/v1/admin/teams/{team}/keys``) of a team that is still
+in broker.toml. The row is looked up by its digest on every request (one indexed query, no
+cache), so a revocation holds from the next request on.
+"""
 
 from __future__ import annotations
 
 import hmac
+import logging
 from dataclasses import dataclass
 
 from fastapi import Request
 from fastapi.security.utils import get_authorization_scheme_param
+from sqlalchemy.exc import SQLAlchemyError
 
+from broker.api.errors import store_errors
 from broker.config import BrokerConfig, TeamConfig, hash_api_key
 from broker.errors import AuthenticationFailed, Forbidden, NotFound
+from broker.store import api_keys
+from broker.store.models import utcnow
+
+log = logging.getLogger(__name__)
 
 
 def _bearer(request: Request, whose: str) -> str:
@@ -20,12 +33,44 @@ def _bearer(request: Request, whose: str) -> str:
     return key
 
 
+def team_of_key(request: Request, digest: str) -> TeamConfig | None:
+    """The team whose key has this sha256: in broker.toml, else an unrevoked run-time key."""
+    resources = request.app.state.broker
+    config: BrokerConfig = resources.config
+    team = config.team_by_key_hash(digest)
+    if team is not None:
+        return team
+    with store_errors(), resources.db.session() as session:
+        found = api_keys.active_team(session, digest)
+    if found is None:
+        return None
+    key_id, team_id, last_used = found
+    if not config.has_team(team_id):  # the team left broker.toml: its keys go with it
+        return None
+    if last_used is None or api_keys.as_utc(last_used) < utcnow() - api_keys.LAST_USED_EVERY:
+        _touch(resources.db, key_id)
+    return config.team(team_id)
+
+
+def _touch(db, key_id: str) -> None:
+    """Record the use (at most once a minute per key); failing to is no reason to refuse."""
+    try:
+        with db.session() as session:
+            api_keys.touch(session, key_id)
+    except SQLAlchemyError as exc:
+        log.warning("could not record the use of key %s: %s", key_id, type(exc).__name__)
+
+
 def authenticate(request: Request) -> TeamConfig:
-    """FastAPI dependency: the team whose key is in ``Authorization: Bearer ...``."""
-    key = _bearer(request, "your team's API key")
-    team = request.app.state.broker.config.team_by_key_hash(hash_api_key(key))
+    """FastAPI dependency: the team whose key is in ``Authorization: Bearer ...``.
+
+    The key's digest is left in ``request.state.api_key_sha256`` for per-key limits.
+    """
+    digest = hash_api_key(_bearer(request, "your team's API key"))
+    team = team_of_key(request, digest)
     if team is None:
         raise AuthenticationFailed("unknown API key")
+    request.state.api_key_sha256 = digest
     return team
 
 
@@ -45,7 +90,7 @@ def authenticate_admin(request: Request) -> None:
     digest = hash_api_key(_bearer(request, "the admin key"))
     if hmac.compare_digest(digest, config.admin_api_key_sha256):
         return
-    if config.team_by_key_hash(digest) is not None:
+    if team_of_key(request, digest) is not None:
         raise Forbidden("admin endpoints need the admin key; this is a team's API key")
     raise AuthenticationFailed("unknown API key")
 
@@ -85,7 +130,7 @@ def authenticate_caller(request: Request) -> Caller:
     admin = config.admin_api_key_sha256
     if admin is not None and hmac.compare_digest(digest, admin):
         return Caller(team=None)
-    team = config.team_by_key_hash(digest)
+    team = team_of_key(request, digest)
     if team is None:
         raise AuthenticationFailed("unknown API key")
     return Caller(team=team)

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 
 from broker.errors import (
     AuthenticationFailed,
+    Conflict,
     Forbidden,
     InvalidRequest,
     NotFound,
@@ -69,6 +70,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
         return _body(404, "not_found", str(exc))
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return _body(409, "conflict", str(exc))
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:

@@ -30,10 +30,16 @@ def _resources(request: Request):
     return request.app.state.broker
 
 
-@router.post("", status_code=201, response_model=JobOut, responses={413: {"model": ErrorBody}})
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut,
+    responses={413: {"model": ErrorBody}, 429: {"model": ErrorBody}},
+)
 def submit_job(body: JobCreate, team: Team, request: Request) -> JobOut:
-    """Submit a batch (up to the configured limit, 50,000 by default) for one feature."""
-    job = _resources(request).submitter.submit(team, body)
+    """Submit a batch (up to the configured limit, 50,000 by default) for one feature; each key
+    may submit ``submissions_per_minute`` batches a minute (60 by default)."""
+    job = _resources(request).submitter.submit(team, body, request.state.api_key_sha256)
     return job_out(job)
 
 

@@ -1,11 +1,11 @@
 """``inference-broker``: run the stack or one of its processes, and talk to a running broker.
 
-Process commands (``up``, ``api``, ``scheduler``, ``worker``, ``simulate``, ``flower``) read
-settings from the environment (``BROKER_*``, ``REDIS_URL``, ``DATABASE_URL``); client commands
-(``submit``, ``status``, ``results``) take ``--url`` and ``--api-key`` (or ``BROKER_URL``/
-``BROKER_API_KEY``); operator commands (``teams``) take ``--url`` and ``--admin-key`` (or
-``BROKER_ADMIN_KEY``); ``report`` takes either kind of key as ``--api-key``
-(``BROKER_ADMIN_KEY``, then ``BROKER_API_KEY``).
+Process commands (``up``, ``api``, ``scheduler``, ``worker``, ``webhooks``, ``simulate``,
+``flower``) read settings from the environment (``BROKER_*``, ``REDIS_URL``, ``DATABASE_URL``);
+client commands (``submit``, ``status``, ``results``) take ``--url`` and ``--api-key`` (or
+``BROKER_URL``/``BROKER_API_KEY``); operator commands (``teams``, ``budgets``, ``alerts``, ``keys``) take
+``--url`` and ``--admin-key`` (or ``BROKER_ADMIN_KEY``); ``report`` takes either kind of key as
+``--api-key`` (``BROKER_ADMIN_KEY``, then ``BROKER_API_KEY``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from broker.cli import admin_commands, client_commands, report_commands
+from broker.cli import admin_commands, client_commands, key_commands, report_commands
 from broker.config import hash_api_key
 from broker.errors import BrokerError
 from broker.settings import Settings
@@ -144,6 +144,16 @@ def worker(provider: str, concurrency: int | None) -> None:
 
 
 @main.command()
+def webhooks() -> None:
+    """Run the webhooks worker: signed POSTs of job events, retried with backoff."""
+    from workers.webhooks import run_webhook_worker
+
+    settings = _settings()
+    _logging(settings)
+    run_webhook_worker(settings)
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, type=int)
 def simulate(host: str, port: int) -> None:
@@ -176,7 +186,9 @@ def demo(count: int) -> None:
 
 @main.command()
 def keygen() -> None:
-    """Print a new team API key and the sha256 to put in broker.toml."""
+    """Print a new API key and the sha256 to put in broker.toml (a team's api_key_sha256, or
+    admin_api_key_sha256); it takes effect when the API restarts. For a team's key that works
+    at once and can be rotated or revoked at run time, use `keys create TEAM`."""
     key = "ib-" + secrets.token_urlsafe(32)
     click.echo(f"api key (give to the team, shown once): {key}")
     click.echo(f'api_key_sha256 = "{hash_api_key(key)}"')
@@ -184,4 +196,5 @@ def keygen() -> None:
 
 client_commands.register(main)
 admin_commands.register(main)
+key_commands.register(main)
 report_commands.register(main)

@@ -11,6 +11,7 @@
             print(result.custom_id, result.status, result.output)
 
 :class:`AsyncBrokerClient` / :class:`AsyncJob` are the same with ``await`` and ``async for``.
+A webhook receiver checks what it got with :func:`verify_webhook`.
 Every error is a :class:`broker.errors.BrokerError`; see :mod:`broker.client._errors`.
 """
 
@@ -24,8 +25,10 @@ from broker.client._errors import (
     PayloadTooLargeError,
     RateLimitError,
     ServerError,
+    WebhookVerificationError,
 )
 from broker.client._sync import BrokerClient, Job
+from broker.client._webhooks import verify_webhook
 from broker.schemas import JobOut, Message, RequestIn, ResultOut
 
 __all__ = [
@@ -45,4 +48,6 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "JobTimeout",
+    "WebhookVerificationError",
+    "verify_webhook",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -83,6 +83,7 @@ class AsyncBrokerClient(ClientBase):
         feature: str,
         priority: Priority | str = Priority.MEDIUM,
         webhook_url: str | None = None,
+        webhook_events: Sequence[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
         completion_window: str | None = None,
     ) -> AsyncJob:
@@ -92,6 +93,7 @@ class AsyncBrokerClient(ClientBase):
             feature=feature,
             priority=priority,
             webhook_url=webhook_url,
+            webhook_events=webhook_events,
             metadata=metadata,
             completion_window=completion_window,
         )

@@ -8,7 +8,7 @@ read-only view. ``_sync.py`` and ``_async.py`` only send the calls and sleep.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
@@ -61,6 +61,7 @@ def submit_call(
     webhook_url: str | None,
     metadata: Mapping[str, Any] | None,
     completion_window: str | None = None,
+    webhook_events: Sequence[str] | None = None,
 ) -> Call:
     """Validate the whole batch client-side, so a bad request fails before any network I/O."""
     validated: list[RequestIn] = []
@@ -73,7 +74,11 @@ def submit_call(
         except ValidationError as exc:
             raise _invalid(exc, prefix=("requests", index)) from exc
     try:
-        window = {"completion_window": completion_window} if completion_window else {}
+        window: dict[str, Any] = {}
+        if completion_window:
+            window["completion_window"] = completion_window
+        if webhook_events is not None:
+            window["webhook_events"] = list(webhook_events)
         body = JobCreate(
             feature=feature,
             priority=priority,

@@ -10,7 +10,9 @@ Every error is a :class:`broker.errors.BrokerError`::
     │   ├── PayloadTooLargeError      413
     │   ├── RateLimitError            429 (retry_after from the ``retry-after`` header)
     │   └── ServerError               5xx
-    └── JobTimeout                ``Job.wait(timeout=...)`` ran out; carries the last seen job
+    ├── JobTimeout                ``Job.wait(timeout=...)`` ran out; carries the last seen job
+    └── WebhookVerificationError  ``verify_webhook``: a header missing, a bad signature, or a
+                                  timestamp outside the tolerance (a replay)
 """
 
 from __future__ import annotations
@@ -190,3 +192,8 @@ def _fastapi_detail(text: str) -> str | None:
                 parts.append(f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", "")))
         return "; ".join(parts) or None
     return None
+
+
+class WebhookVerificationError(BrokerError):
+    """A webhook that must not be trusted: a header is missing, the signature does not match
+    the body and secret, or the timestamp is outside the tolerance (a replay)."""

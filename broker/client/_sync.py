@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -88,6 +88,7 @@ class BrokerClient(ClientBase):
         feature: str,
         priority: Priority | str = Priority.MEDIUM,
         webhook_url: str | None = None,
+        webhook_events: Sequence[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
         completion_window: str | None = None,
     ) -> Job:
@@ -98,6 +99,7 @@ class BrokerClient(ClientBase):
             feature=feature,
             priority=priority,
             webhook_url=webhook_url,
+            webhook_events=webhook_events,
             metadata=metadata,
             completion_window=completion_window,
         )

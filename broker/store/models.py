@@ -41,6 +41,9 @@ class Job(Base):
     priority: Mapped[str] = mapped_column(String(8))
     status: Mapped[str] = mapped_column(String(16))
     webhook_url: Mapped[str | None] = mapped_column(Text)
+    webhook_events: Mapped[list[str] | None] = mapped_column(
+        JSON, doc="Events sent to webhook_url; None means job.finished only."
+    )
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
     n_total: Mapped[int] = mapped_column(Integer)
     n_succeeded: Mapped[int] = mapped_column(Integer, default=0)
@@ -173,6 +176,55 @@ class ProviderCall(Base):
     )
 
 
+class WebhookDelivery(Base):
+    """One webhook event for one URL: the outbox row written in the transaction that ended the
+    job (or request), then sent and retried by the webhooks worker until delivered or too old.
+    ``id`` is the delivery id receivers deduplicate on; it stays the same on every attempt."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    team_id: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(32), doc="job.finished or request.finished.")
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, doc="The event's data object.")
+    status: Mapped[str] = mapped_column(String(16), doc="pending, delivered or failed.")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, doc="Attempts started so far.")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(
+        doc="When the outbox sends it next (pushed on while an attempt is in flight)."
+    )
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_job", "job_id", "created_at"),
+    )
+
+
+class WebhookAttempt(Base):
+    """One POST of a delivery: its answer's status code, or why there was none."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE")
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (
+        UniqueConstraint("delivery_id", "attempt", name="uq_webhook_attempts_attempt"),
+    )
+
+
 class TeamSetting(Base):
     """Run-time overrides an operator set for a team (its fair-share weight), over broker.toml."""
 
@@ -195,3 +247,25 @@ class BudgetLimit(Base):
     budget_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     limit_micros: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TeamApiKey(Base):
+    """A team's API key made at run time (``/v1/admin/teams/{team}/keys``), beside the keys in
+    broker.toml. Only its sha256 and its first characters are kept: the key was shown once."""
+
+    __tablename__ = "team_api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16), doc="The key's first characters, to tell it.")
+    sha256: Mapped[str] = mapped_column(String(64), doc="sha256 hex of the key.")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None] = mapped_column(
+        doc="When it last authenticated a request, to within a minute."
+    )
+
+    __table_args__ = (
+        UniqueConstraint("sha256", name="uq_team_api_keys_sha256"),
+        Index("ix_team_api_keys_team", "team_id", "created_at"),
+    )

@@ -3,7 +3,8 @@
 Every transition names the state it comes from, so a stale actor (a redelivered task, a
 second scheduler, a cancel racing a dispatch) changes nothing: exactly one writer wins and the
 others see ``rowcount == 0``. A job's counters move in the same transaction as its requests,
-and the job finishes in the transaction that ends its last request.
+and the job finishes in the transaction that ends its last request; its webhook events are
+written to the outbox (:mod:`broker.store.outbox`) in that same transaction.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from sqlalchemy import bindparam, case, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from broker.states import JobStatus, RequestStatus
+from broker.store import outbox
 from broker.store.db import WriteConflict
 from broker.store.models import Job, LedgerEntry, ProviderCall, Request, utcnow
+from broker.store.outbox import RequestEnd
 
 _R, _J, _L = Request.__table__, Job.__table__, LedgerEntry.__table__
 _C = ProviderCall.__table__
@@ -212,6 +215,7 @@ def finish_many(session: Session, finished: Sequence[tuple[Claimed, Outcome]]) -
     now = utcnow()
     recorded, params, ledger, calls = [], [], [], []
     deltas: dict[str, dict[str, int]] = {}
+    ends: dict[str, list[RequestEnd]] = {}
     for (claimed, outcome), key in zip(finished, keys):
         won = key in running
         running.discard(key)  # the same attempt twice in one batch counts once
@@ -227,6 +231,14 @@ def finish_many(session: Session, finished: Sequence[tuple[Claimed, Outcome]]) -
         delta["input_tokens"] += outcome.input_tokens + outcome.cached_input_tokens
         delta["output_tokens"] += outcome.output_tokens
         delta["cost_micros"] += outcome.cost_micros
+        ends.setdefault(claimed.job_id, []).append(
+            RequestEnd(
+                claimed.request_id,
+                RequestStatus.SUCCEEDED if outcome.succeeded else RequestStatus.FAILED,
+                outcome.cost_micros,
+                outcome.error_code,
+            )
+        )
     if params and session.execute(_FINISH, params).rowcount != len(params):
         raise WriteConflict("an attempt was finished by another writer meanwhile")
     if ledger:
@@ -234,7 +246,7 @@ def finish_many(session: Session, finished: Sequence[tuple[Claimed, Outcome]]) -
     if calls:
         session.execute(insert(_C), calls)
     for job_id in sorted(deltas):  # a fixed order: concurrent writers cannot deadlock
-        _count(session, job_id, **deltas[job_id])
+        _count(session, job_id, ended=ends[job_id], **deltas[job_id])
     return recorded
 
 
@@ -345,7 +357,8 @@ def _requeue(
         .where(_R.c.id == request_id)
         .values(status=RequestStatus.CANCELLED, finished_at=utcnow())
     )
-    _count(session, row.job_id, cancelled=1)
+    ended = [RequestEnd(request_id, RequestStatus.CANCELLED)]
+    _count(session, row.job_id, cancelled=1, ended=ended)
     return RequestStatus.CANCELLED
 
 
@@ -387,7 +400,7 @@ def fail_attempt(session: Session, request_id: str, attempt: int, code: str, mes
     ).one_or_none()
     if row is None:
         return False
-    _count(session, row.job_id, failed=1)
+    _count(session, row.job_id, failed=1, ended=[RequestEnd(request_id, "failed", 0, code)])
     return True
 
 
@@ -395,7 +408,7 @@ def fail_queued(session: Session, failures: Sequence[tuple[str, str, str]]) -> i
     """queued/waiting_budget → failed without an attempt, for (request id, code, message)
     triples: it could not be dispatched at all. Returns how many failed."""
     now = utcnow()
-    per_job: dict[str, int] = {}
+    per_job: dict[str, list[RequestEnd]] = {}
     for request_id, code, message in failures:
         row = session.execute(
             update(_R)
@@ -404,10 +417,10 @@ def fail_queued(session: Session, failures: Sequence[tuple[str, str, str]]) -> i
             .returning(_R.c.job_id)
         ).one_or_none()
         if row is not None:
-            per_job[row.job_id] = per_job.get(row.job_id, 0) + 1
+            per_job.setdefault(row.job_id, []).append(RequestEnd(request_id, "failed", 0, code))
     for job_id in sorted(per_job):
-        _count(session, job_id, failed=per_job[job_id])
-    return sum(per_job.values())
+        _count(session, job_id, failed=len(per_job[job_id]), ended=per_job[job_id])
+    return sum(len(ends) for ends in per_job.values())
 
 
 def hold_for_budget(session: Session, request_ids: Sequence[str]) -> list[str]:
@@ -442,13 +455,15 @@ def cancel_job(session: Session, job_id: str) -> int:
         .where(_J.c.id == job_id, _J.c.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)))
         .values(status=JobStatus.CANCELLING, cancel_requested_at=now)
     )
-    cancelled = session.execute(
+    rows = session.execute(
         update(_R)
         .where(_R.c.job_id == job_id, _R.c.status.in_(_CANCELLABLE))
         .values(status=RequestStatus.CANCELLED, finished_at=now)
-    ).rowcount
-    _count(session, job_id, cancelled=cancelled)
-    return cancelled
+        .returning(_R.c.id)
+    ).all()
+    ended = [RequestEnd(row.id, RequestStatus.CANCELLED) for row in rows]
+    _count(session, job_id, cancelled=len(rows), ended=ended)
+    return len(rows)
 
 
 def expire_overdue(session: Session, now: datetime | None = None) -> dict[str, int]:
@@ -462,14 +477,14 @@ def expire_overdue(session: Session, now: datetime | None = None) -> dict[str, i
         update(_R)
         .where(_R.c.job_id.in_(overdue), _R.c.status.in_(_CANCELLABLE))
         .values(status=RequestStatus.EXPIRED, finished_at=now)
-        .returning(_R.c.job_id)
+        .returning(_R.c.id, _R.c.job_id)
     ).all()
-    per_job: dict[str, int] = {}
+    per_job: dict[str, list[RequestEnd]] = {}
     for row in rows:
-        per_job[row.job_id] = per_job.get(row.job_id, 0) + 1
+        per_job.setdefault(row.job_id, []).append(RequestEnd(row.id, RequestStatus.EXPIRED))
     for job_id in sorted(per_job):
-        _count(session, job_id, expired=per_job[job_id])
-    return per_job
+        _count(session, job_id, expired=len(per_job[job_id]), ended=per_job[job_id])
+    return {job_id: len(ends) for job_id, ends in per_job.items()}
 
 
 _ADD_COUNTS = (
@@ -484,6 +499,7 @@ _ADD_COUNTS = (
         output_tokens=_J.c.output_tokens + bindparam("b_output_tokens"),
         cost_micros=_J.c.cost_micros + bindparam("b_cost_micros"),
     )
+    .returning(_J.c.id, _J.c.team_id, _J.c.webhook_url, _J.c.webhook_events)
 )
 _END_IF_DONE = (
     update(_J)
@@ -499,6 +515,19 @@ _END_IF_DONE = (
         ),
         finished_at=bindparam("b_now"),
     )
+    .returning(
+        _J.c.id,
+        _J.c.team_id,
+        _J.c.status,
+        _J.c.n_total,
+        _J.c.n_succeeded,
+        _J.c.n_failed,
+        _J.c.n_cancelled,
+        _J.c.n_expired,
+        _J.c.cost_micros,
+        _J.c.webhook_url,
+        _J.c.webhook_events,
+    )
 )
 
 
@@ -513,12 +542,14 @@ def _count(
     input_tokens: int = 0,
     output_tokens: int = 0,
     cost_micros: int = 0,
+    ended: Sequence[RequestEnd] = (),
 ) -> None:
-    """Add to a job's counters; end the job when nothing is left pending.
+    """Add to a job's counters; end the job when nothing is left pending. The requests that
+    ended (``ended``) and the job, when it ends, go to the webhook outbox if it asked.
 
     The statements are built once at import: this runs for every batch a worker records.
     """
-    session.execute(
+    job = session.execute(
         _ADD_COUNTS,
         {
             "b_job": job_id,
@@ -530,5 +561,9 @@ def _count(
             "b_output_tokens": output_tokens,
             "b_cost_micros": cost_micros,
         },
-    )
-    session.execute(_END_IF_DONE, {"b_job": job_id, "b_now": utcnow()})
+    ).one_or_none()
+    if job is not None and job.webhook_url:
+        outbox.requests_finished(session, job, ended)
+    finished = session.execute(_END_IF_DONE, {"b_job": job_id, "b_now": utcnow()}).one_or_none()
+    if finished is not None and finished.webhook_url:
+        outbox.job_finished(session, finished)

@@ -182,6 +182,8 @@ def test_public_names_are_pinned():
         "RateLimitError",
         "ServerError",
         "JobTimeout",
+        "WebhookVerificationError",
+        "verify_webhook",
     ]
     for name in broker.client.__all__:
         assert getattr(broker.client, name) is not None

@@ -24,6 +24,17 @@ HI = {"role": "user", "content": "hi"}
 RETRY = Call("gpt-4o-mini", "sim-openai", "provider_retryable", 30, "sim-openai: HTTP 503")
 RETRY_AGAIN = Call("gpt-4o-mini", "sim-openai", "provider_retryable", 31, "sim-openai: HTTP 503")
 HAIKU_OK = Call("claude-haiku-4-5", "sim-anthropic", "succeeded", 12, cost_micros=42)
+HAIKU_SUCCEEDED = Outcome(
+    model="claude-haiku-4-5",
+    provider="sim-anthropic",
+    latency_ms=12,
+    output="hi",
+    finish_reason="stop",
+    input_tokens=10,
+    output_tokens=5,
+    cost_micros=42,
+    calls=(HAIKU_OK,),
+)
 
 
 @pytest.fixture
@@ -210,17 +221,7 @@ def test_finish_records_the_attempts_calls_once(db, submit):
     (first,) = run(db, [a])
     hand_back(db, (first, HandBack(1, failed=True, calls=(RETRY, RETRY_AGAIN))))
     (second,) = run(db, [a])
-    outcome = Outcome(
-        model="claude-haiku-4-5",
-        provider="sim-anthropic",
-        latency_ms=12,
-        output="hi",
-        finish_reason="stop",
-        input_tokens=10,
-        output_tokens=5,
-        cost_micros=42,
-        calls=(HAIKU_OK,),
-    )
+    outcome = HAIKU_SUCCEEDED
     assert finish(db, (second, outcome)) == [True]
     assert finish(db, (second, outcome)) == [False], "a redelivered task records nothing"
     assert calls(db, a) == [
@@ -277,17 +278,7 @@ def test_results_show_every_call_in_order(api, db):
     (first,) = run(db, [a])
     hand_back(db, (first, HandBack(1, failed=True, calls=(RETRY, RETRY_AGAIN))))
     (second,) = run(db, [a])
-    outcome = Outcome(
-        model="claude-haiku-4-5",
-        provider="sim-anthropic",
-        latency_ms=12,
-        output="hi",
-        finish_reason="stop",
-        input_tokens=10,
-        output_tokens=5,
-        cost_micros=42,
-        calls=(HAIKU_OK,),
-    )
+    outcome = HAIKU_SUCCEEDED
     finish(db, (second, outcome))
 
     page = api.get(f"/v1/jobs/{job_id}/results", headers=PRODUCT).json()

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from broker.client import BrokerClient
+from broker.processes import wait_until
 from broker.stack import Stack
 from broker.store import Database, LedgerEntry, Request
 
@@ -67,22 +68,33 @@ def test_a_thousand_requests_over_two_providers(stack: Stack):
 
 
 def test_malformed_provider_responses_fail_requests_not_workers(stack: Stack):
+    """Every provider answers 200 with a broken body: the calls fail with the reason, the
+    breakers open instead of hammering them, the workers stay up, and once the bodies are
+    whole again the batch finishes: nothing is lost."""
     sim = stack.env["BROKER_SIMULATOR_URL"]
+    admin = {"authorization": "Bearer ib-dev-admin"}
     httpx.post(f"{sim}/_sim/config", json={"malformed_rate": 1.0}).raise_for_status()
     try:
         with BrokerClient(stack.api_url, "ib-dev-content") as client:
-            bad = client.submit_batch(requests(30), feature="translation").wait(timeout=60)
+            job = client.submit_batch(requests(30), feature="translation")
+
+        def a_breaker_opened() -> bool:
+            listing = httpx.get(f"{stack.api_url}/v1/admin/breakers", headers=admin).json()
+            return any(b["state"] == "open" for b in listing["breakers"])
+
+        wait_until(a_breaker_opened, 30, "a breaker to open on malformed bodies")
     finally:
         httpx.post(f"{sim}/_sim/config", json={"malformed_rate": 0.0}).raise_for_status()
-    assert bad.status == "completed" and bad.counts.failed == 30
-    for result in client_results(stack, "ib-dev-content", bad.id):
-        assert result.error.code == "malformed_response"
-        assert result.error.message, "a reason a person can act on"
-    assert not stack.dead_children()
-
     with BrokerClient(stack.api_url, "ib-dev-content") as client:
-        good = client.submit_batch(requests(10), feature="translation").wait(timeout=60)
-    assert good.counts.succeeded == 10, "the same workers keep serving"
+        done = client.get_job(job.id).wait(timeout=120)
+    assert done.status == "completed" and done.counts.succeeded + done.counts.failed == 30
+    results = client_results(stack, "ib-dev-content", job.id)
+    broken = [c for r in results for c in r.calls if c.outcome == "malformed_response"]
+    assert broken and all(c.error for c in broken), "each broken body is recorded with why"
+    for result in results:
+        if result.status == "failed":
+            assert result.error.code == "malformed_response" and result.error.message
+    assert not stack.dead_children()
 
 
 def client_results(stack: Stack, key: str, job_id: str):
