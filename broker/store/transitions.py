@@ -3,8 +3,9 @@
 Every transition names the state it comes from, so a stale actor (a redelivered task, a
 second scheduler, a cancel racing a dispatch) changes nothing: exactly one writer wins and the
 others see ``rowcount == 0``. A job's counters move in the same transaction as its requests,
-and the job finishes in the transaction that ends its last request; its webhook events are
-written to the outbox (:mod:`broker.store.outbox`) in that same transaction.
+and the job finishes in the transaction that ends its last request (:mod:`broker.store.job_counts`);
+its webhook events are written to the outbox (:mod:`broker.store.outbox`) in that same
+transaction.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, insert, select, tuple_, update
+from sqlalchemy import bindparam, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from broker.states import JobStatus, RequestStatus
-from broker.store import outbox
 from broker.store.db import WriteConflict
+from broker.store.job_counts import count_ended
 from broker.store.models import Job, LedgerEntry, ProviderCall, Request, utcnow
 from broker.store.outbox import RequestEnd
 
@@ -246,7 +247,7 @@ def finish_many(session: Session, finished: Sequence[tuple[Claimed, Outcome]]) -
     if calls:
         session.execute(insert(_C), calls)
     for job_id in sorted(deltas):  # a fixed order: concurrent writers cannot deadlock
-        _count(session, job_id, ended=ends[job_id], **deltas[job_id])
+        count_ended(session, job_id, ended=ends[job_id], **deltas[job_id])
     return recorded
 
 
@@ -358,7 +359,7 @@ def _requeue(
         .values(status=RequestStatus.CANCELLED, finished_at=utcnow())
     )
     ended = [RequestEnd(request_id, RequestStatus.CANCELLED)]
-    _count(session, row.job_id, cancelled=1, ended=ended)
+    count_ended(session, row.job_id, cancelled=1, ended=ended)
     return RequestStatus.CANCELLED
 
 
@@ -400,7 +401,7 @@ def fail_attempt(session: Session, request_id: str, attempt: int, code: str, mes
     ).one_or_none()
     if row is None:
         return False
-    _count(session, row.job_id, failed=1, ended=[RequestEnd(request_id, "failed", 0, code)])
+    count_ended(session, row.job_id, failed=1, ended=[RequestEnd(request_id, "failed", 0, code)])
     return True
 
 
@@ -419,7 +420,7 @@ def fail_queued(session: Session, failures: Sequence[tuple[str, str, str]]) -> i
         if row is not None:
             per_job.setdefault(row.job_id, []).append(RequestEnd(request_id, "failed", 0, code))
     for job_id in sorted(per_job):
-        _count(session, job_id, failed=len(per_job[job_id]), ended=per_job[job_id])
+        count_ended(session, job_id, failed=len(per_job[job_id]), ended=per_job[job_id])
     return sum(len(ends) for ends in per_job.values())
 
 
@@ -462,7 +463,7 @@ def cancel_job(session: Session, job_id: str) -> int:
         .returning(_R.c.id)
     ).all()
     ended = [RequestEnd(row.id, RequestStatus.CANCELLED) for row in rows]
-    _count(session, job_id, cancelled=len(rows), ended=ended)
+    count_ended(session, job_id, cancelled=len(rows), ended=ended)
     return len(rows)
 
 
@@ -483,87 +484,5 @@ def expire_overdue(session: Session, now: datetime | None = None) -> dict[str, i
     for row in rows:
         per_job.setdefault(row.job_id, []).append(RequestEnd(row.id, RequestStatus.EXPIRED))
     for job_id in sorted(per_job):
-        _count(session, job_id, expired=len(per_job[job_id]), ended=per_job[job_id])
+        count_ended(session, job_id, expired=len(per_job[job_id]), ended=per_job[job_id])
     return {job_id: len(ends) for job_id, ends in per_job.items()}
-
-
-_ADD_COUNTS = (
-    update(_J)
-    .where(_J.c.id == bindparam("b_job"))
-    .values(
-        n_succeeded=_J.c.n_succeeded + bindparam("b_succeeded"),
-        n_failed=_J.c.n_failed + bindparam("b_failed"),
-        n_cancelled=_J.c.n_cancelled + bindparam("b_cancelled"),
-        n_expired=_J.c.n_expired + bindparam("b_expired"),
-        input_tokens=_J.c.input_tokens + bindparam("b_input_tokens"),
-        output_tokens=_J.c.output_tokens + bindparam("b_output_tokens"),
-        cost_micros=_J.c.cost_micros + bindparam("b_cost_micros"),
-    )
-    .returning(_J.c.id, _J.c.team_id, _J.c.webhook_url, _J.c.webhook_events)
-)
-_END_IF_DONE = (
-    update(_J)
-    .where(
-        _J.c.id == bindparam("b_job"),
-        _J.c.n_succeeded + _J.c.n_failed + _J.c.n_cancelled + _J.c.n_expired == _J.c.n_total,
-        _J.c.status.in_((JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELLING)),
-    )
-    .values(
-        status=case(
-            (_J.c.cancel_requested_at.is_not(None), JobStatus.CANCELLED.value),
-            else_=JobStatus.COMPLETED.value,
-        ),
-        finished_at=bindparam("b_now"),
-    )
-    .returning(
-        _J.c.id,
-        _J.c.team_id,
-        _J.c.status,
-        _J.c.n_total,
-        _J.c.n_succeeded,
-        _J.c.n_failed,
-        _J.c.n_cancelled,
-        _J.c.n_expired,
-        _J.c.cost_micros,
-        _J.c.webhook_url,
-        _J.c.webhook_events,
-    )
-)
-
-
-def _count(
-    session: Session,
-    job_id: str,
-    *,
-    succeeded: int = 0,
-    failed: int = 0,
-    cancelled: int = 0,
-    expired: int = 0,
-    input_tokens: int = 0,
-    output_tokens: int = 0,
-    cost_micros: int = 0,
-    ended: Sequence[RequestEnd] = (),
-) -> None:
-    """Add to a job's counters; end the job when nothing is left pending. The requests that
-    ended (``ended``) and the job, when it ends, go to the webhook outbox if it asked.
-
-    The statements are built once at import: this runs for every batch a worker records.
-    """
-    job = session.execute(
-        _ADD_COUNTS,
-        {
-            "b_job": job_id,
-            "b_succeeded": succeeded,
-            "b_failed": failed,
-            "b_cancelled": cancelled,
-            "b_expired": expired,
-            "b_input_tokens": input_tokens,
-            "b_output_tokens": output_tokens,
-            "b_cost_micros": cost_micros,
-        },
-    ).one_or_none()
-    if job is not None and job.webhook_url:
-        outbox.requests_finished(session, job, ended)
-    finished = session.execute(_END_IF_DONE, {"b_job": job_id, "b_now": utcnow()}).one_or_none()
-    if finished is not None and finished.webhook_url:
-        outbox.job_finished(session, finished)
