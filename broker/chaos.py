@@ -116,6 +116,8 @@ class Tally:
     failed: int
     lost: int  # not in a terminal state when the run ended
     double_charged: int  # requests with more than one ledger row
+    ledger_rows: int = 0
+    ledger_attempts: int = 0  # distinct (request, attempt) among them: equal, or one charged twice
     by_provider: dict[str, int] = field(default_factory=dict)  # succeeded, by provider
     errors: dict[str, int] = field(default_factory=dict)  # failed, by error code
 
@@ -253,6 +255,14 @@ class ChaosStack:
                 .subquery()
             )
             double = s.scalar(select(func.count()).select_from(charged))
+            attempts = (
+                select(LedgerEntry.request_id, LedgerEntry.attempt)
+                .where(LedgerEntry.job_id == job_id)
+                .distinct()
+                .subquery()
+            )
+            ledger_attempts = s.scalar(select(func.count()).select_from(attempts))
+            ledger_rows = s.scalar(select(func.count()).where(LedgerEntry.job_id == job_id))
             by_provider = dict(
                 s.execute(
                     select(Request.provider_used, func.count())
@@ -273,6 +283,8 @@ class ChaosStack:
             failed=statuses.get(RequestStatus.FAILED, 0),
             lost=sum(n for status, n in statuses.items() if status not in _TERMINAL),
             double_charged=double,
+            ledger_rows=ledger_rows,
+            ledger_attempts=ledger_attempts,
             by_provider=by_provider,
             errors=errors,
         )

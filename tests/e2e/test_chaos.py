@@ -36,6 +36,8 @@ def assert_nothing_lost(result: ChaosResult) -> None:
     tally = result.tally
     assert tally.lost == 0, f"{tally.lost} requests never finished"
     assert tally.double_charged == 0, f"{tally.double_charged} requests charged twice"
+    assert tally.ledger_rows == tally.ledger_attempts, "one ledger row per attempt"
+    assert tally.ledger_rows == tally.succeeded, "every success charged, once"
     assert tally.succeeded + tally.failed == tally.requests
 
 
