@@ -5,8 +5,9 @@ serves ``GET /metrics`` (:mod:`broker.api.metrics`). So counters and the latency
 added to in Redis by the processes that do the work, on pipelines they already send (no extra
 round trip): :func:`count_dispatches` in the scheduler's :func:`schedulers.dispatch.hold`, and
 :func:`count_finished` in :meth:`schedulers.feedback.Feedback.finished`, only by the copy of a
-task whose outcome the database took (a redelivered task does not count twice). Gauges are read
-from the live state when Prometheus scrapes. :class:`BrokerCollector` reads both.
+task whose outcome the database took (a redelivered task does not count twice); and
+:func:`count_webhook_attempt` in the webhooks worker, one HINCRBY per delivery attempt it made.
+Gauges are read from the live state when Prometheus scrapes. :class:`BrokerCollector` reads both.
 
 Series, all named ``inference_broker_<name>``:
 
@@ -18,7 +19,9 @@ Series, all named ``inference_broker_<name>``:
   been idle long enough to expire), ``dispatches_total{provider,model}``,
   ``requests_total{provider,model,outcome}`` (``succeeded`` / ``failed``; an attempt handed
   back to its queue is not finished), ``tokens_total{provider,model,kind}`` (``input``, cached
-  input included, / ``output``), ``cost_usd_total{provider,model}``;
+  input included, / ``output``), ``cost_usd_total{provider,model}``,
+  ``webhook_deliveries_total{outcome}`` (per attempt: ``delivered`` when a 2xx ends the
+  delivery, ``retried`` when another attempt is scheduled, ``failed`` when it is given up);
 - histogram ``request_latency_seconds{provider}``.
 
 Label values are only ever provider and model names, team ids, priorities, breaker scopes,
@@ -72,7 +75,16 @@ TOKENS = CounterSeries("tokens", "tokens", "Tokens of finished attempts.", (*_PM
 COST = CounterSeries(
     "cost_micros", "cost_usd", "Cost of finished attempts, USD.", _PM, MICROS_PER_USD
 )
-COUNTERS = (DISPATCHES, REQUESTS, TOKENS, COST)
+WEBHOOK_DELIVERIES = CounterSeries(
+    "webhook_deliveries",
+    "webhook_deliveries",
+    "Webhook delivery attempts by result: delivered (a 2xx ended the delivery), retried "
+    "(another attempt is scheduled) or failed (the delivery was given up).",
+    ("outcome",),
+)
+COUNTERS = (DISPATCHES, REQUESTS, TOKENS, COST, WEBHOOK_DELIVERIES)
+#: A delivery's status after an attempt → that attempt's outcome in ``webhook_deliveries``.
+WEBHOOK_OUTCOMES = {"delivered": "delivered", "pending": "retried", "failed": "failed"}
 
 LATENCY_KEY = "request_latency"
 LATENCY_NAME = PREFIX + "request_latency_seconds"
@@ -149,6 +161,15 @@ def count_finished(
         histogram = keys.metrics_histogram(LATENCY_KEY)
         pipe.hincrby(histogram, f"{series};le={bound}", 1)
         pipe.hincrby(histogram, f"{series};sum_ms", latency_ms)
+
+
+def count_webhook_attempt(client: redis.Redis, status: str) -> None:
+    """One HINCRBY for a webhook delivery attempt, by the delivery's ``status`` after it
+    (``delivered``, ``pending``: retried, or ``failed``). Raises ``redis.RedisError``: the
+    caller decides whether a lost count matters."""
+    outcome = WEBHOOK_OUTCOMES[status]
+    field = labels_field(WEBHOOK_DELIVERIES.labels, (outcome,))
+    client.hincrby(keys.metrics_counter(WEBHOOK_DELIVERIES.key), field, 1)
 
 
 # -- reading (the API, at scrape time) ---------------------------------------------------------

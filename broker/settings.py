@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,14 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = Field(default=8, ge=1, description="Database connections per process.")
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text lines, or one JSON object per line (broker.logs)."
+    )
+    redact: bool = Field(
+        default=False,
+        description="Replace e-mail addresses, phone and card numbers in stored prompts (so "
+        "also in what providers receive) and in logs (broker.redaction).",
+    )
     task_events: bool = Field(
         default=False, description="Workers send Celery task events (Flower's live view)."
     )

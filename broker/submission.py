@@ -3,6 +3,10 @@
 The rows are bulk-inserted in one transaction; the queue push happens inside it, so a Redis
 failure rolls the rows back. Validation happens before anything is written: a rejected
 submission leaves no rows and no queue entries.
+
+With ``redact`` (``BROKER_REDACT``) each message's content is stored with e-mail addresses,
+phone and card numbers replaced (:mod:`broker.redaction`); the worker sends the stored payload,
+so the provider gets the redacted prompt too and the original is kept nowhere.
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ import redis
 from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
 
-from broker import queues
+from broker import queues, redaction
 from broker.config import BrokerConfig, TeamConfig
 from broker.errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable, TooManyRequests
 from broker.ids import new_job_id, request_id
 from broker.money import format_usd
 from broker.queues import QueueEntry
 from broker.schemas import JobCreate
+from broker.settings import Settings
 from broker.states import JobStatus, RequestStatus
 from broker.store import Database, Job, Request
 from broker.store.models import utcnow
@@ -48,6 +53,21 @@ class Submitter:
     config: BrokerConfig
     max_batch_size: int = 50_000
     submissions_per_minute: int = 0  # per API key; 0: no limit (the API passes its setting)
+    redact: bool = False  # store (and so send) prompts with personal data replaced
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, db: Database, client: redis.Redis, config: BrokerConfig
+    ) -> Submitter:
+        """The API's submitter: batch size, submission rate and redaction from ``settings``."""
+        return cls(
+            db,
+            client,
+            config,
+            max_batch_size=settings.max_batch_size,
+            submissions_per_minute=settings.submissions_per_minute,
+            redact=settings.redact,
+        )
 
     def validate(self, batch: JobCreate) -> None:
         """Refuse what cannot run, naming the request and field to fix."""
@@ -171,6 +191,8 @@ class Submitter:
             rid = request_id(job_id, seq)
             priority = request.priority or batch.priority
             messages = [m.model_dump() for m in request.messages]
+            if self.redact:
+                messages = [{**m, "content": redaction.redact(m["content"])} for m in messages]
             rows.append(
                 {
                     "id": rid,

@@ -7,7 +7,7 @@ Redis priorities are not used. Results go to the result store, never to a Celery
 
 from __future__ import annotations
 
-from celery import Celery
+from celery import Celery, signals
 
 from broker.errors import ConfigError
 from broker.settings import Settings
@@ -30,6 +30,12 @@ def create_celery_app(settings: Settings) -> Celery:
             f"the waits between tries), longer than the {VISIBILITY_TIMEOUT_S} s after which "
             "Redis redelivers a task: lower timeout_s or retries.tries",
         )
+    # Logging is ours (broker.logs: text or JSON, secrets masked): with a receiver on this
+    # signal, Celery's worker adds no handler of its own (nor the text one on celery.task),
+    # sets no level and leaves stdout alone.
+    signals.setup_logging.connect(_logging_is_configured, weak=False)
+    if settings.log_format == "json":
+        signals.celeryd_init.connect(_no_banner, weak=False)
     app = Celery("inference-broker", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
         task_acks_late=True,
@@ -44,3 +50,13 @@ def create_celery_app(settings: Settings) -> Celery:
         task_default_queue="broker.default",
     )
     return app
+
+
+def _logging_is_configured(**_) -> None:
+    """Celery's ``setup_logging`` receiver: the process configured logging at start."""
+
+
+def _no_banner(instance, **_) -> None:
+    """JSON logs: the worker's start-up banner is printed, not logged, and would be the only
+    lines of the log that are not JSON (as ``celery --quiet worker`` does)."""
+    instance.quiet = True

@@ -21,7 +21,7 @@ import time
 
 import redis
 
-from broker import queues
+from broker import logs, queues
 from broker.config import BrokerConfig, ProviderConfig
 from broker.errors import ProviderRateLimited
 from broker.store.transitions import Claimed, HandBack, Outcome
@@ -65,11 +65,23 @@ class Executor:
             return client
 
     def run(self, ticket: Ticket) -> None:
-        claimed = self._recorder.claim(ticket.request_id, ticket.attempt)
-        if claimed is None:
-            log.info("attempt %s/%d is stale or cancelled; skipped", *_attempt(ticket))
-            self._feedback.release(ticket)
-            return
+        """Run the attempt, every log line in it carrying its ids (:func:`broker.logs.bind`)."""
+        with logs.bind(
+            request_id=ticket.request_id,
+            attempt=ticket.attempt,
+            provider=ticket.provider,
+            model=ticket.model,
+            team=ticket.team,
+        ):
+            claimed = self._recorder.claim(ticket.request_id, ticket.attempt)
+            if claimed is None:
+                log.info("attempt %s/%d is stale or cancelled; skipped", *_attempt(ticket))
+                self._feedback.release(ticket)
+                return
+            with logs.bind(job_id=claimed.job_id, team=claimed.team_id):
+                self._run(ticket, claimed)
+
+    def _run(self, ticket: Ticket, claimed: Claimed) -> None:
         reported = False
         try:
             started = time.monotonic()
@@ -85,7 +97,6 @@ class Executor:
                     self._config, claimed.model, ticket.model, result.error, claimed.failures
                 )
                 if isinstance(decision, Fail):
-                    log.info("request %s failed on %s: %s", *_where(ticket), decision.code)
                     outcome = self._outcome(
                         ticket, started, result, error_code=decision.code, error=decision.message
                     )
@@ -103,6 +114,15 @@ class Executor:
         recorded = self._recorder.finish(claimed, outcome)
         if not recorded:
             log.warning("attempt %s/%d was already finished", *_attempt(ticket))
+        else:
+            log.info(
+                "request %s attempt %d on %s: %s in %d ms, %d micro-dollars",
+                *_attempt(ticket),
+                ticket.provider,
+                outcome.error_code or "succeeded",
+                outcome.latency_ms,
+                outcome.cost_micros,
+            )
         completion = result.completion
         self._feedback.finished(
             ticket,
@@ -171,7 +191,3 @@ class Executor:
 
 def _attempt(ticket: Ticket) -> tuple[str, int]:
     return ticket.request_id, ticket.attempt
-
-
-def _where(ticket: Ticket) -> tuple[str, str]:
-    return ticket.request_id, ticket.provider

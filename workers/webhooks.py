@@ -6,6 +6,9 @@ provider pool's thread. The scheduler leader's outbox pass (:mod:`schedulers.web
 sends the tasks; each re-reads its delivery row and claims the attempt, so a duplicate task does
 nothing, then checks the URL against the SSRF guard again, POSTs to the address it checked (no
 redirects), stores the attempt and schedules the next one with exponential backoff and jitter.
+Each attempt it made adds one to ``webhook_deliveries_total{outcome}`` in Redis
+(:func:`broker.metrics.count_webhook_attempt`); a count Redis refuses is lost with a warning,
+never the delivery.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from collections.abc import Callable
 from datetime import UTC
 
 import httpx
+import redis
 from celery import Celery
 
 from broker.config import BrokerConfig
+from broker.logs import bind
+from broker.metrics import count_webhook_attempt
 from broker.settings import Settings
 from broker.store import Database, deliveries
 from broker.store.deliveries import Claimed
@@ -33,6 +39,8 @@ log = logging.getLogger(__name__)
 DELIVER_WEBHOOK = "workers.deliver_webhook"
 WEBHOOKS_QUEUE = "webhooks"
 _ERROR_CHARS = 500
+#: A metrics count must never hold a delivery thread for long: Redis answers in microseconds.
+_REDIS_TIMEOUT_S = 2.0
 
 
 def retry_delay_s(
@@ -75,11 +83,12 @@ def envelope(claimed: Claimed, public_url: str) -> bytes:
 
 
 class WebhookSender:
-    def __init__(self, settings: Settings, db: Database) -> None:
+    def __init__(self, settings: Settings, db: Database, metrics: redis.Redis) -> None:
         self._config = settings.config
         self._public_url = settings.public_url_or_default
         self._secrets = team_secrets(settings)
         self._db = db
+        self._metrics = metrics  # where attempts are counted (broker.metrics)
         self._http = httpx.Client(
             follow_redirects=False,
             timeout=self._config.webhooks.timeout_s,
@@ -125,7 +134,16 @@ class WebhookSender:
             duration_ms,
             after,
         )
+        self._count(status)
         return status
+
+    def _count(self, status: str) -> None:
+        """Count the attempt for ``/metrics``; a Redis failure loses the count, not the
+        delivery (it is already recorded in the database)."""
+        try:
+            count_webhook_attempt(self._metrics, status)
+        except redis.RedisError as exc:
+            log.warning("webhook attempt not counted in /metrics: %s", _describe(exc))
 
     def _post(self, claimed: Claimed) -> tuple[int | None, str | None, bool]:
         """(status code, error, permanent): permanent errors are not retried."""
@@ -153,6 +171,10 @@ class WebhookSender:
         return response.status_code, f"HTTP {response.status_code}", False
 
 
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def _no_secret(config: BrokerConfig, team_id: str) -> str:
     """Why a team has no secret, naming the variable, never a value."""
     if not config.has_team(team_id):
@@ -178,7 +200,8 @@ def _pinned_request(
 def register_webhook_task(app: Celery, sender: WebhookSender) -> None:
     @app.task(name=DELIVER_WEBHOOK, acks_late=True, reject_on_worker_lost=True)
     def deliver_webhook(delivery_id: str, attempt: int) -> None:
-        sender.deliver(delivery_id, attempt)
+        with bind(delivery_id=delivery_id, attempt=attempt):
+            sender.deliver(delivery_id, attempt)
 
 
 def run_webhook_worker(settings: Settings) -> None:
@@ -186,7 +209,13 @@ def run_webhook_worker(settings: Settings) -> None:
     from workers.celery_app import create_celery_app
 
     db = Database(settings.database_url_or_default, pool_size=settings.db_pool_size)
-    sender = WebhookSender(settings, db)
+    metrics = redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=_REDIS_TIMEOUT_S,
+        socket_connect_timeout=_REDIS_TIMEOUT_S,
+        max_connections=settings.config.webhooks.concurrency + 2,
+    )
+    sender = WebhookSender(settings, db, metrics)
     app = create_celery_app(settings)
     register_webhook_task(app, sender)
     try:
@@ -205,4 +234,5 @@ def run_webhook_worker(settings: Settings) -> None:
         )
     finally:
         sender.close()
+        metrics.close()
         db.dispose()

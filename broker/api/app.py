@@ -45,9 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
             config=config,
             db=db,
             redis=client,
-            submitter=Submitter(
-                db, client, config, settings.max_batch_size, settings.submissions_per_minute
-            ),
+            submitter=Submitter.from_settings(settings, db, client, config),
         )
         app.state.metrics = metrics.registry(app.state.broker)
         yield

@@ -10,7 +10,6 @@ client commands (``submit``, ``status``, ``results``) take ``--url`` and ``--api
 
 from __future__ import annotations
 
-import logging
 import secrets
 import signal
 import sys
@@ -34,12 +33,11 @@ def _settings() -> Settings:
     return settings
 
 
-def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per provider call is noise
+def _logging(settings: Settings, process: str) -> None:
+    """Text or JSON lines on stderr, secrets masked, ``process`` in each JSON line."""
+    from broker.logs import configure_logging
+
+    configure_logging(settings, process)
 
 
 class _Group(click.Group):
@@ -110,13 +108,14 @@ def api() -> None:
     from broker.store import Database
 
     settings = _settings()
-    _logging(settings)
+    _logging(settings, "api")
     Database(settings.database_url_or_default).migrate()
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,
         port=settings.api_port,
         log_level="warning",
+        log_config=None,  # uvicorn's lines go through our handler (text or JSON)
         access_log=False,
     )
 
@@ -127,7 +126,7 @@ def scheduler() -> None:
     from schedulers.service import run_scheduler
 
     settings = _settings()
-    _logging(settings)
+    _logging(settings, "scheduler")
     run_scheduler(settings)
 
 
@@ -139,7 +138,7 @@ def worker(provider: str, concurrency: int | None) -> None:
     from workers.pool import run_worker
 
     settings = _settings()
-    _logging(settings)
+    _logging(settings, "worker")
     run_worker(settings, provider, concurrency)
 
 
@@ -149,7 +148,7 @@ def webhooks() -> None:
     from workers.webhooks import run_webhook_worker
 
     settings = _settings()
-    _logging(settings)
+    _logging(settings, "webhooks")
     run_webhook_worker(settings)
 
 
@@ -171,7 +170,7 @@ def flower(address: str, port: int) -> None:
     from broker.cli.flower_command import run_flower
 
     settings = _settings()
-    _logging(settings)
+    _logging(settings, "flower")
     run_flower(settings, address=address, port=port)
 
 

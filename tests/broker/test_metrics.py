@@ -1,14 +1,19 @@
 """``GET /metrics`` in-process: series recorded through the real scheduler and worker code paths
-(``hold()``, ``Feedback.finished``, ``Breakers.record``) on a real Redis, scraped and parsed with
-prometheus_client's own parser."""
+(``hold()``, ``Feedback.finished``, ``Breakers.record``, ``WebhookSender.deliver``) on a real
+Redis, scraped and parsed with prometheus_client's own parser."""
 
 from __future__ import annotations
 
+import http.server
+import logging
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import prometheus_client
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete
@@ -16,16 +21,21 @@ from sqlalchemy import delete
 from broker import keys, queues
 from broker.api import create_app
 from broker.config import DEFAULT_CONFIG, BrokerConfig, load_config
+from broker.ids import new_delivery_id
 from broker.processes import free_port
 from broker.queues import QueueEntry
+from broker.schemas import JobCreate
 from broker.settings import Settings
 from broker.states import Priority
 from broker.store import BudgetLimit
+from broker.store.models import WebhookDelivery, utcnow
+from broker.submission import Submitter
 from schedulers.capacity import InFlight
 from schedulers.dispatch import Pick, hold
 from schedulers.feedback import Feedback
 from schedulers.ratelimits import RateLimits
 from workers.breakers import Breakers
+from workers.webhooks import WebhookSender
 
 KEY_ENV = "IB_TEST_METRICS_PROVIDER_KEY"
 PLANTED = "sk-planted-metrics-0123456789abcdef"
@@ -228,6 +238,108 @@ def test_no_secret_reaches_the_output(api, config, redis_client):
     for samples in series.values():
         for labels in samples:
             assert {name for name, _ in labels} <= allowed
+
+
+class Receiver:
+    """Answers each POST with the next scripted status code (then 200)."""
+
+    def __init__(self, codes: list[int]) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                self.send_response(codes.pop(0) if codes else 200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver([500])  # the first POST fails, every later one succeeds
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def sender_for(settings, config_path, tmp_path, db, redis_client):
+    """``sender_for(client)``: the webhooks worker's sender (127.0.0.1 allowlisted), counting
+    in ``client``'s Redis; and ``deliveries(*urls)`` rows of a fresh job, due now."""
+    path = tmp_path / "webhooks.toml"
+    allow = '[webhooks]\nallow_private_hosts = ["127.0.0.1"]\ntimeout_s = 5\n'
+    path.write_text(config_path.read_text(encoding="utf-8") + allow, encoding="utf-8")
+    with_hooks = settings.model_copy(update={"config_path": path})
+    senders: list[WebhookSender] = []
+
+    def make(client) -> WebhookSender:
+        senders.append(WebhookSender(with_hooks, db, client))
+        return senders[-1]
+
+    yield make
+    for sender in senders:
+        sender.close()
+
+
+def delivery_rows(db, redis_client, config, *urls: str) -> list[str]:
+    body = JobCreate(
+        feature="search",
+        requests=[{"custom_id": "r0", "model": "gpt-4o-mini",
+                   "messages": [{"role": "user", "content": "hi"}]}],
+    )  # fmt: skip
+    job_id = Submitter(db, redis_client, config).submit(config.team("product"), body).id
+    ids = [new_delivery_id() for _ in urls]
+    now = utcnow()
+    rows = [
+        WebhookDelivery(id=i, job_id=job_id, team_id="product", event_type="job.finished",
+                        url=url, payload={"job_id": job_id}, status="pending", attempts=0,
+                        next_attempt_at=now, created_at=now)
+        for i, url in zip(ids, urls)
+    ]  # fmt: skip
+    db.write(lambda s: s.add_all(rows))
+    return ids
+
+
+def test_webhook_attempts_count_by_outcome(api, config, db, redis_client, receiver, sender_for):
+    sender = sender_for(redis_client)
+    flaky, ok, refused = delivery_rows(
+        db, redis_client, config, receiver.url, receiver.url, "http://10.1.2.3/hook"
+    )
+    assert sender.deliver(flaky, 1) == "pending"  # 500: another attempt is scheduled
+    assert sender.deliver(flaky, 2) == "delivered"
+    assert sender.deliver(flaky, 2) is None  # a duplicate task makes no attempt, counts nothing
+    assert sender.deliver(ok, 1) == "delivered"
+    assert sender.deliver(refused, 1) == "failed"  # a private address: given up at once
+    _, series = scrape(api)
+    assert series["inference_broker_webhook_deliveries_total"] == {
+        (("outcome", "delivered"),): 2,
+        (("outcome", "retried"),): 1,
+        (("outcome", "failed"),): 1,
+    }
+
+
+def test_a_webhook_attempt_is_made_and_recorded_with_redis_down(
+    api, config, db, redis_client, receiver, sender_for, caplog
+):
+    gone = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    sender = sender_for(gone)
+    [flaky] = delivery_rows(db, redis_client, config, receiver.url)
+    with caplog.at_level(logging.WARNING, logger="workers.webhooks"):
+        assert sender.deliver(flaky, 1) == "pending"
+        assert sender.deliver(flaky, 2) == "delivered"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and "not counted in /metrics" in warnings[0].getMessage()
+    _, series = scrape(api)
+    assert series.get("inference_broker_webhook_deliveries_total", {}) == {}
+    gone.close()
 
 
 def test_every_app_has_its_own_registry(api):
