@@ -4,7 +4,7 @@
     python scripts/chaos_report.py outage malformed     # some of them
     python scripts/chaos_report.py --database-url postgresql://postgres@127.0.0.1:5432/ib_chaos
 
-For each fault (see :mod:`broker.chaos`) a fresh stack runs (private Redis, the simulator, API,
+For each fault (see :mod:`broker.chaos_scenarios`) a fresh stack runs (private Redis, the simulator, API,
 scheduler, one worker pool per provider) and one batch is submitted; the fault is injected while
 the batch runs. The table counts, from the database: requests, succeeded, failed, lost (no
 terminal state when the run ended: must be 0) and double-charged (a request with more than one
@@ -22,14 +22,20 @@ from tempfile import TemporaryDirectory
 from rich.console import Console
 from rich.table import Table
 
-from broker.chaos import SCENARIOS, ChaosResult
+from broker.chaos import ChaosResult
+from broker.chaos_scenarios import SCENARIOS
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("faults", nargs="*", choices=[[], *SCENARIOS], default=[])
+    parser.add_argument(
+        "faults", nargs="*", metavar="FAULT", help=f"any of {', '.join(SCENARIOS)} (default: all)"
+    )
     parser.add_argument("--database-url", default=None, help="default: a SQLite file per run")
     args = parser.parse_args()
+    unknown = [f for f in args.faults if f not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown fault {unknown[0]!r} (known: {', '.join(SCENARIOS)})")
     console = Console()
     results: list[ChaosResult] = []
     with TemporaryDirectory(prefix="ib-chaos-") as tmp:
