@@ -110,7 +110,7 @@ class FeatureLimits(_Strict):
 
 class TeamConfig(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    weight: float = Field(default=1.0, gt=0)
+    weight: float = Field(default=1.0, ge=0.001, le=1000)
     allow_fallback: bool = Field(
         default=False,
         description="A request whose model's provider is full may take the next model in its chain.",

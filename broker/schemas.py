@@ -4,14 +4,37 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from broker.states import JobStatus, Priority, RequestStatus
 
 MetadataValue = str | int | float | bool | None
 WebhookEvent = Literal["job.finished", "request.finished"]
+
+NUL_FREE = r"^[^\x00]*$"
+"""What a string bound for a text column may be: PostgreSQL cannot store a NUL character, and
+SQLite would keep it where PostgreSQL refuses it. (JSON columns, such as messages and metadata,
+take one escaped.)"""
+
+
+def no_nul(value: Any) -> Any:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain a NUL character (\\x00)")
+    return value
+
+
+NulFree = Annotated[str, BeforeValidator(no_nul), Field(json_schema_extra={"pattern": NUL_FREE})]
+"""A string without NUL characters, refused with a message that says so (422 naming the field);
+the schema carries the rule as a pattern. Length limits go on the field as usual."""
+
+WebhookUrl = Annotated[
+    str,
+    BeforeValidator(no_nul),
+    Field(max_length=2048, pattern=r"^https?://"),
+    Field(json_schema_extra={"pattern": r"^https?://[^\x00]*$"}),
+]
 
 
 class _Model(BaseModel):
@@ -26,9 +49,9 @@ class Message(_Model):
 class RequestIn(_Model):
     """One request of a batch."""
 
-    custom_id: str = Field(min_length=1, max_length=256, description="Unique within the batch.")
+    custom_id: NulFree = Field(min_length=1, max_length=256, description="Unique within the batch.")
     messages: list[Message] = Field(min_length=1)
-    model: str = Field(min_length=1, max_length=128)
+    model: NulFree = Field(min_length=1, max_length=128)
     max_tokens: int = Field(default=256, ge=1, le=1_000_000)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     priority: Priority | None = Field(default=None, description="Defaults to the job's priority.")
@@ -46,7 +69,7 @@ class JobCreate(_Model):
 
     feature: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     priority: Priority = Priority.MEDIUM
-    webhook_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+    webhook_url: WebhookUrl | None = None
     webhook_events: list[WebhookEvent] = Field(
         default_factory=lambda: ["job.finished"],
         min_length=1,
@@ -167,7 +190,7 @@ class ErrorBody(BaseModel):
 class WeightIn(_Model):
     """``PUT /v1/admin/teams/{team}/weight``: the team's fair-share weight from now on."""
 
-    weight: float = Field(gt=0, le=1000, allow_inf_nan=False)
+    weight: float = Field(ge=0.001, le=1000, allow_inf_nan=False)
 
 
 class Backlog(BaseModel):
@@ -201,7 +224,7 @@ class TeamList(BaseModel):
 class PauseIn(_Model):
     """``POST /v1/admin/teams/{team}/pause``: why (shown in the team list and the alert)."""
 
-    reason: str = Field(default="paused by an operator", min_length=1, max_length=500)
+    reason: NulFree = Field(default="paused by an operator", min_length=1, max_length=500)
 
 
 class TeamPauseOut(BaseModel):

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from broker.api.auth import authenticate
+from broker.api.params import AfterSeq, BeforeJob, JobId
 from broker.api.views import job_out, result_out
 from broker.config import TeamConfig
 from broker.schemas import ErrorBody, JobCreate, JobList, JobOut, ResultsPage
@@ -48,7 +49,7 @@ def list_jobs(
     team: Team,
     request: Request,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    before: Annotated[str | None, Query(max_length=64)] = None,
+    before: BeforeJob = None,
 ) -> JobList:
     """The team's jobs, newest first; pass the last id as ``before`` for the next page."""
     with _resources(request).db.session() as session:
@@ -57,7 +58,7 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: str, team: Team, request: Request) -> JobOut:
+def get_job(job_id: JobId, team: Team, request: Request) -> JobOut:
     with _resources(request).db.session() as session:
         return job_out(queries.get_job(session, team.id, job_id))
 
@@ -68,10 +69,10 @@ def get_job(job_id: str, team: Team, request: Request) -> JobOut:
     responses={200: {"content": {"application/x-ndjson": {}}}},
 )
 def get_results(
-    job_id: str,
+    job_id: JobId,
     team: Team,
     request: Request,
-    after: Annotated[int, Query(ge=-1)] = -1,
+    after: AfterSeq = -1,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     format: Annotated[Literal["json", "jsonl"], Query()] = "json",
 ):
@@ -96,7 +97,7 @@ def get_results(
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
-def cancel_job(job_id: str, team: Team, request: Request) -> JobOut:
+def cancel_job(job_id: JobId, team: Team, request: Request) -> JobOut:
     """Stop queued requests at once; running ones finish and are recorded."""
     db = _resources(request).db
     with db.session() as session:  # reads first, in their own transaction: 404 before writing

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Request
 from broker.api.admin import _known_team as known_team
 from broker.api.auth import authenticate_admin
 from broker.api.errors import store_errors
+from broker.api.params import KeyId
 from broker.errors import Conflict, NotFound
 from broker.key_schemas import ApiKeyCreated, ApiKeyList, ApiKeyOut
 from broker.schemas import ErrorBody
@@ -77,7 +78,7 @@ def list_keys(team_id: str, request: Request) -> ApiKeyList:
     response_model=ApiKeyCreated,
     responses={409: {"model": ErrorBody}},
 )
-def rotate_key(key_id: str, request: Request) -> ApiKeyCreated:
+def rotate_key(key_id: KeyId, request: Request) -> ApiKeyCreated:
     """A new key for the same team (shown once); the old one is revoked at once."""
     db = request.app.state.broker.db
     with store_errors():
@@ -96,7 +97,7 @@ def rotate_key(key_id: str, request: Request) -> ApiKeyCreated:
 
 
 @router.delete("/keys/{key_id}", response_model=ApiKeyOut)
-def revoke_key(key_id: str, request: Request) -> ApiKeyOut:
+def revoke_key(key_id: KeyId, request: Request) -> ApiKeyOut:
     """Revoke the key: from the next request on it gets 401. Revoking it again changes nothing."""
     with store_errors():
         try:

@@ -127,7 +127,7 @@ def _filtered(
         query = query.where(ledger.team_id == team)
     if since is not None:
         query = query.where(ledger.created_at >= _start_of(since))
-    if until is not None:
+    if until is not None and until < date.max:  # the last day a date holds bounds nothing
         query = query.where(ledger.created_at < _start_of(until + timedelta(days=1)))
     if job_ids is not None:
         query = query.where(ledger.job_id.in_(job_ids))

@@ -47,10 +47,20 @@ def forbidden_reason(address: Address) -> str | None:
 
 
 def host_of(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    return _host_and_port(url)[0]
+
+
+def _host_and_port(url: str) -> tuple[str, int]:
+    """The URL's host and port (the scheme's default if none). ``urlsplit`` raises ValueError on
+    an unclosed ``[`` and ``.port`` on a port past 65535: both are refused as not a URL."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise UnsafeWebhookUrl(f"webhook_url is not a valid URL: {exc}") from exc
+    if parts.scheme not in ("http", "https") or not host:
         raise UnsafeWebhookUrl("webhook_url must be an http:// or https:// URL with a host")
-    return parts.hostname
+    return host, port or (443 if parts.scheme == "https" else 80)
 
 
 def literal(host: str) -> Address | None:
@@ -75,9 +85,7 @@ def resolve(host: str, port: int) -> list[Address]:
 def check_url(url: str, allow_hosts: Iterable[str]) -> list[Address]:
     """The addresses ``url``'s host resolves to, all of them safe to POST to (or the host is
     allowed). Raises :class:`UnsafeWebhookUrl` naming the address and why not."""
-    host = host_of(url)
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host, port = _host_and_port(url)
     allowed = host.lower() in {h.lower().strip("[]") for h in allow_hosts}
     fixed = literal(host)
     addresses = [fixed] if fixed is not None else resolve(host, port)

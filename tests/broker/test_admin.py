@@ -122,8 +122,9 @@ def test_unknown_team_is_404_naming_the_known_ones(api):
 
 @pytest.mark.parametrize(
     ("weight", "words"),
-    [(0, "greater than 0"), (-1, "greater than 0"), ("abc", "valid number"),
-     (1001, "less than or equal to 1000"), (None, "valid number"),
+    [(0, "greater than or equal to 0.001"), (-1, "greater than or equal to 0.001"),
+     (5e-324, "greater than or equal to 0.001"),  # the fuzzer's: a counter divided by it overflows
+     ("abc", "valid number"), (1001, "less than or equal to 1000"), (None, "valid number"),
      (float("nan"), "finite number")],
 )
 def test_a_bad_weight_is_422_naming_the_field(api, weight, words):
@@ -134,6 +135,15 @@ def test_a_bad_weight_is_422_naming_the_field(api, weight, words):
     error = resp.json()["error"]
     assert error["field"] == "weight" and words in error["message"]
     assert teams(api)["product"]["weight_source"] == "config"
+
+
+def test_a_pause_reason_with_a_nul_character_is_422(api):
+    """PostgreSQL cannot store a NUL: this was a 503, "the database is unreachable"."""
+    resp = api.post("/v1/admin/teams/product/pause", json={"reason": "x\x00"}, headers=ADMIN)
+    assert resp.status_code == 422, resp.text
+    error = resp.json()["error"]
+    assert error["field"] == "reason" and "NUL" in error["message"]
+    assert teams(api)["product"]["paused"] is False
 
 
 def test_backlog_counts_what_was_submitted(api):

@@ -122,6 +122,32 @@ def test_missing_or_wrong_key_is_401(api, headers, expected):
             "completion_window",
             "should match pattern",
         ),
+        # PostgreSQL cannot store a NUL character: these were 503s, "the store is unavailable"
+        (
+            {"feature": "chatbot", "requests": [req(1, custom_id="r\x00")]},
+            422,
+            "requests[0].custom_id",
+            "NUL",
+        ),
+        (
+            {"feature": "chatbot", "webhook_url": "https://a.example/\x00", "requests": [req(1)]},
+            422,
+            "webhook_url",
+            "NUL",
+        ),
+        # urlsplit raised ValueError on these: 500
+        (
+            {"feature": "chatbot", "webhook_url": "https://[::1", "requests": [req(1)]},
+            400,
+            "webhook_url",
+            "not a valid URL",
+        ),
+        (
+            {"feature": "chatbot", "webhook_url": "https://a.example:99999/", "requests": [req(1)]},
+            400,
+            "webhook_url",
+            "not a valid URL",
+        ),
     ],
 )
 def test_bad_submissions_are_refused_and_leave_nothing(
@@ -183,6 +209,30 @@ def test_cancel_stops_queued_requests_and_ends_the_job(api):
     body = resp.json()
     assert body["status"] == "cancelled"
     assert body["counts"]["cancelled"] == 4 and body["counts"]["pending"] == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "field"),
+    [
+        # past a 32-bit INTEGER (PostgreSQL) and a 64-bit one (SQLite): were 500s
+        ("GET", "/v1/jobs/{job}/results", {"after": 2**31}, "after"),
+        ("GET", "/v1/jobs/{job}/results", {"after": 2**63}, "after"),
+        # a NUL character, which PostgreSQL refuses in a query: were 500s and 503s
+        ("GET", "/v1/jobs", {"before": "job_\x00"}, "before"),
+        ("GET", "/v1/jobs/job_%00", {}, "job_id"),
+        ("GET", "/v1/jobs/job_%00/results", {}, "job_id"),
+        ("POST", "/v1/jobs/job_%00/cancel", {}, "job_id"),
+        ("GET", "/v1/jobs/job_%00/webhooks", {}, "job_id"),
+    ],
+)
+def test_parameters_the_database_cannot_take_are_422_naming_them(api, method, path, params, field):
+    job = api.post(
+        "/v1/jobs", json={"feature": "chatbot", "requests": [req(1)]}, headers=PRODUCT
+    ).json()
+    resp = api.request(method, path.format(job=job["id"]), params=params, headers=PRODUCT)
+    assert resp.status_code == 422, resp.text
+    error = resp.json()["error"]
+    assert error["type"] == "invalid_request" and error["field"] == field
 
 
 def test_healthz(api):

@@ -158,7 +158,7 @@ def team(team_id: str, hex_digit: str, length: int = 64, **over) -> dict:
          "duplicate api_key_sha256"),
         ({"teams": [team("t", "g")]}, "teams[0].api_key_sha256", "pattern"),
         ({"teams": [team("t", "a", length=65)]}, "teams[0].api_key_sha256", "pattern"),
-        ({"teams": [team("t", "a", weight=0)]}, "teams[0].weight", "greater than 0"),
+        ({"teams": [team("t", "a", weight=0)]}, "teams[0].weight", "greater than or equal to 0.001"),
         ({"teams": [team("t", "a"), team("u", "b")], "admin_api_key_sha256": "b" * 64},
          "admin_api_key_sha256", "is also teams[1].api_key_sha256 (team 'u')"),
         ({"admin_api_key_sha256": "B" * 64}, "admin_api_key_sha256", "pattern"),

@@ -80,6 +80,17 @@ def test_unknown_teams_and_keys_are_404(api):
         assert resp.status_code == 404 and "'key_nope'" in resp.json()["error"]["message"]
 
 
+def test_a_key_id_with_a_nul_character_is_422(api):
+    """PostgreSQL refuses a NUL in a query: these were 503s, "the database is unreachable"."""
+    for method, path in [
+        ("POST", "/v1/admin/keys/key_%00/rotate"),
+        ("DELETE", "/v1/admin/keys/key_%00"),
+    ]:
+        resp = api.request(method, path, headers=ADMIN)
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["error"]["field"] == "key_id"
+
+
 def test_revoking_twice_keeps_the_first_revocation(api):
     made = api.post("/v1/admin/teams/content/keys", headers=ADMIN).json()
     first = api.delete(f"/v1/admin/keys/{made['id']}", headers=ADMIN).json()

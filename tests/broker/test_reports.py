@@ -343,6 +343,12 @@ def test_bad_parameters_are_422_naming_the_field(api, path, params, field, words
     assert words in error["message"]
 
 
+def test_the_widest_days_are_a_report_not_a_500(api, ledger):
+    """``until`` on the last day a date can hold: the day after it overflowed (500)."""
+    report = get_spend(api, ADMIN, since="0001-01-01", until="9999-12-31", group_by="team")
+    assert report["totals"]["cost_micros"] == sum(c.cost_micros for c in ledger)
+
+
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer ib-dev-nope"}])
 def test_reports_need_a_key(api, headers):
     for path in ("/v1/reports/spend", "/v1/reports/daily.png"):
