@@ -20,7 +20,9 @@ DEV_WEBHOOK_SECRET = "ib-dev-webhook-secret"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="BROKER_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="BROKER_", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     config_path: Path | None = Field(
         default=None, description="broker.toml; packaged default if unset"
@@ -55,8 +57,11 @@ class Settings(BaseSettings):
         description="Replace e-mail addresses, phone and card numbers in stored prompts (so "
         "also in what providers receive) and in logs (broker.redaction).",
     )
-    task_events: bool = Field(
-        default=False, description="Workers send Celery task events (Flower's live view)."
+    task_events: bool | None = Field(
+        default=None,
+        description="Celery task events for Flower's task view. Unset: workers start without "
+        "them and Flower turns them on while it runs (they cost about 11% more CPU per request "
+        "in bench_spine.py); true: always on; false: never, not even for Flower.",
     )
     flower_basic_auth: str | None = Field(
         default=None, description="Flower's HTTP basic auth, 'user:password'."

@@ -49,7 +49,7 @@ def run_worker(settings: Settings, provider_name: str, concurrency: int | None =
                 f"--loglevel={settings.log_level}",
                 "--without-mingle",
                 "--without-gossip",
-                *(["--task-events"] if settings.task_events else []),
+                *(["--task-events"] if settings.task_events is True else []),
             ]
         )
     finally:

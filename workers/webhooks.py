@@ -229,7 +229,7 @@ def run_webhook_worker(settings: Settings) -> None:
                 f"--loglevel={settings.log_level}",
                 "--without-mingle",
                 "--without-gossip",
-                *(["--task-events"] if settings.task_events else []),
+                *(["--task-events"] if settings.task_events is True else []),
             ]
         )
     finally:

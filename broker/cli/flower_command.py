@@ -82,7 +82,8 @@ def run_flower(settings: Settings, *, address: str, port: int) -> None:
     options.port = port
     options.basic_auth = [credentials] if credentials else []
     options.persistent = False
-    options.enable_events = settings.task_events
+    # Flower asks the workers to send task events every few seconds, unless told never to.
+    options.enable_events = settings.task_events is not False
     # 200s are noise; 4xx/5xx (a wrong password, say) stay at WARNING and above.
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
 
@@ -96,7 +97,7 @@ def run_flower(settings: Settings, *, address: str, port: int) -> None:
         bound,
         "basic auth" if credentials else "no auth: API disabled",
         ", ".join(p.queue for p in settings.config.providers),
-        "on" if settings.task_events else "off (BROKER_TASK_EVENTS=false: no task view)",
+        "on" if options.enable_events else "off (BROKER_TASK_EVENTS=false: no task view)",
     )
     try:
         app.start()

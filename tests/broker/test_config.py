@@ -210,3 +210,13 @@ def test_settings_without_simulator_url_use_the_file_as_is():
     config = Settings(config_path=None, simulator_url=None).config
     assert config == load_config()
     assert {p.base_url for p in config.providers} == {"http://127.0.0.1:8765"}
+
+
+def test_an_empty_environment_variable_counts_as_unset(monkeypatch):
+    """docker-compose passes ``${VAR:-}`` through as an empty string."""
+    from broker.settings import Settings
+
+    monkeypatch.setenv("BROKER_TASK_EVENTS", "")
+    monkeypatch.setenv("BROKER_FLOWER_BASIC_AUTH", "")
+    settings = Settings()
+    assert settings.task_events is None and settings.flower_basic_auth is None

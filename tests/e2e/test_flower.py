@@ -41,22 +41,9 @@ def test_flower_sees_queues_workers_and_tasks_behind_basic_auth(fresh_database_u
         database_url=fresh_database_url,
         data_dir=tmp_path,
         api_port=free_port(),
-        task_events=True,
         flower_basic_auth=f"{USER}:{PASSWORD}",
-    )
+    )  # task events unset: the workers start without them and Flower turns them on
     with Stack(settings, flower_port=free_port()) as stack:
-        with BrokerClient(stack.api_url, "ib-dev-product") as client:
-            batch = [
-                {
-                    "custom_id": f"f{i}",
-                    "model": ("gpt-4o-mini", "claude-haiku-4-5")[i % 2],
-                    "max_tokens": 16,
-                    "messages": [{"role": "user", "content": f"hello {i}"}],
-                }
-                for i in range(20)
-            ]
-            job = client.submit_batch(batch, feature="search").wait(timeout=60)
-        assert job.counts.succeeded == 20
 
         with httpx.Client(base_url=stack.flower_url, auth=(USER, PASSWORD), timeout=10) as flower:
 
@@ -77,7 +64,12 @@ def test_flower_sees_queues_workers_and_tasks_behind_basic_auth(fresh_database_u
             def tasks() -> dict:
                 return flower.get("/api/tasks").raise_for_status().json()
 
-            seen = poll(tasks, lambda t: sum(x["state"] == "SUCCESS" for x in t.values()) >= 20)
+            def succeeded(found: dict) -> int:
+                return sum(x["state"] == "SUCCESS" for x in found.values())
+
+            deadline = time.monotonic() + 60
+            while succeeded(seen := tasks()) < 20 and time.monotonic() < deadline:
+                submit_and_wait(stack, 20)  # events flow once Flower's request reached the pools
             done = [t for t in seen.values() if t["state"] == "SUCCESS"]
             assert len(done) >= 20, f"task events reached Flower for {len(done)} of 20 tasks"
             assert {t["name"] for t in done} == {"workers.execute"}
@@ -86,6 +78,21 @@ def test_flower_sees_queues_workers_and_tasks_behind_basic_auth(fresh_database_u
         wrong = httpx.get(f"{stack.flower_url}/api/queues/length", auth=(USER, "guess"))
         assert wrong.status_code == 401
         assert not stack.dead_children()
+
+
+def submit_and_wait(stack: Stack, n: int) -> None:
+    with BrokerClient(stack.api_url, "ib-dev-product") as client:
+        batch = [
+            {
+                "custom_id": f"f{i}",
+                "model": ("gpt-4o-mini", "claude-haiku-4-5")[i % 2],
+                "max_tokens": 16,
+                "messages": [{"role": "user", "content": f"hello {i}"}],
+            }
+            for i in range(n)
+        ]
+        job = client.submit_batch(batch, feature="search").wait(timeout=60)
+    assert job.counts.succeeded == n
 
 
 def test_flower_refuses_to_listen_beyond_loopback_without_auth(tmp_path):
