@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -80,12 +81,12 @@ class ContextFilter(logging.Filter):
         return True
 
 
-class _RewriteFilter(logging.Filter):
+class _RewriteFilter(logging.Filter, ABC):
     """Rewrite the text of a record: its message (with its arguments merged in), the traceback
-    and stack text, and string values of extra fields."""
+    and stack text, and string values of extra fields. Subclasses say how (``rewrite``)."""
 
-    def rewrite(self, text: str) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def rewrite(self, text: str) -> str: ...
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:

@@ -24,6 +24,23 @@ POSTGRES_ADMIN_URL = os.environ.get(
 
 
 @pytest.fixture(scope="session")
+def budgets_toml() -> str:
+    """Two of product's budgets, to add to the packaged broker.toml: daily $1.00, and a monthly
+    $5 for its search feature."""
+    return """
+[[budgets]]
+team = "product"
+limit_usd = "1.00"
+
+[[budgets]]
+team = "product"
+feature = "search"
+window = "monthly"
+limit_usd = "5"
+"""
+
+
+@pytest.fixture(scope="session")
 def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     yield server

@@ -24,24 +24,13 @@ BUDGETS = [
     {"team": "product", "limit_usd": "1.00"},
     {"team": "product", "feature": "search", "window": "monthly", "limit_usd": "5"},
 ]
-BUDGETS_TOML = """
-[[budgets]]
-team = "product"
-limit_usd = "1.00"
-
-[[budgets]]
-team = "product"
-feature = "search"
-window = "monthly"
-limit_usd = "5"
-"""
 
 
 @pytest.fixture
-def config_path(tmp_path: Path) -> Path:
+def config_path(tmp_path: Path, budgets_toml: str) -> Path:
     """The packaged broker.toml with two budgets: product's daily and product/search monthly."""
     path = tmp_path / "broker.toml"
-    path.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8") + BUDGETS_TOML, encoding="utf-8")
+    path.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8") + budgets_toml, encoding="utf-8")
     return path
 
 

@@ -140,27 +140,16 @@ def test_teams_lists_and_sets_weights_against_a_running_api(running_api):
         assert "Traceback" not in done.stderr
 
 
-BUDGETS_TOML = """
-[[budgets]]
-team = "product"
-limit_usd = "1.00"
-
-[[budgets]]
-team = "product"
-feature = "search"
-window = "monthly"
-limit_usd = "5"
-"""
 
 
 @pytest.fixture
-def budget_api(settings, redis_client, db, tmp_path):
+def budget_api(settings, redis_client, db, tmp_path, budgets_toml):
     """``inference-broker api`` with the packaged broker.toml plus two budgets of product's."""
     from broker.config import DEFAULT_CONFIG
     from broker.store import BudgetLimit
 
     path = tmp_path / "broker.toml"
-    path.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8") + BUDGETS_TOML, encoding="utf-8")
+    path.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8") + budgets_toml, encoding="utf-8")
     db.write(lambda s: s.execute(delete(BudgetLimit)))
     api, url = start_api(settings_env(settings), tmp_path / "api.log", path)
     try:

@@ -41,17 +41,6 @@ from broker.store import Database
 TEAM = {"Authorization": "Bearer ib-dev-product"}
 ADMIN = {"Authorization": "Bearer ib-dev-admin"}
 MODEL = "gpt-4o-mini"
-BUDGETS_TOML = """
-[[budgets]]
-team = "product"
-limit_usd = "1.00"
-
-[[budgets]]
-team = "product"
-feature = "search"
-window = "monthly"
-limit_usd = "5"
-"""
 
 # The schema FastAPI serves at /openapi.json; building it needs no Redis or database.
 schema = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
@@ -67,7 +56,10 @@ class Fuzzed:
 
 @pytest.fixture(scope="module")
 def fuzzed(
-    module_database_url: str, redis_server, tmp_path_factory: pytest.TempPathFactory
+    module_database_url: str,
+    redis_server,
+    tmp_path_factory: pytest.TempPathFactory,
+    budgets_toml: str,
 ) -> Iterator[Fuzzed]:
     """One app per database kind, on a database of its own: the fuzzer pauses teams and
     overrides weights and limits, which other tests' shared database must not see."""
@@ -76,7 +68,7 @@ def fuzzed(
     db.dispose()
     data_dir = tmp_path_factory.mktemp("fuzz")
     config_path = data_dir / "broker.toml"
-    config_path.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8") + BUDGETS_TOML, "utf-8")
+    config_path.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8") + budgets_toml, "utf-8")
     app = create_app(
         Settings(
             config_path=config_path,

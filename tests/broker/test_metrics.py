@@ -39,30 +39,19 @@ from workers.webhooks import WebhookSender
 
 KEY_ENV = "IB_TEST_METRICS_PROVIDER_KEY"
 PLANTED = "sk-planted-metrics-0123456789abcdef"
-BUDGETS_TOML = """
-[[budgets]]
-team = "product"
-limit_usd = "1.00"
-
-[[budgets]]
-team = "product"
-feature = "search"
-window = "monthly"
-limit_usd = "5"
-"""
 
 Series = dict[str, dict[tuple[tuple[str, str], ...], float]]
 
 
 @pytest.fixture
-def config_path(tmp_path: Path, monkeypatch) -> Path:
+def config_path(tmp_path: Path, monkeypatch, budgets_toml: str) -> Path:
     """The packaged broker.toml with two budgets, and sim-openai's key in the environment."""
     text = DEFAULT_CONFIG.read_text(encoding="utf-8")
     marker = 'name = "sim-openai"\n'
     assert text.count(marker) == 1
     text = text.replace(marker, f'{marker}api_key_env = "{KEY_ENV}"\n')
     path = tmp_path / "broker.toml"
-    path.write_text(text + BUDGETS_TOML, encoding="utf-8")
+    path.write_text(text + budgets_toml, encoding="utf-8")
     monkeypatch.setenv(KEY_ENV, PLANTED)
     return path
 
