@@ -54,4 +54,5 @@ class Housekeeping:
         if now - self._reconciled >= self._reconcile_every_s:
             self._reconciled = now
             self._recovery.reconcile_queues()
+            self._recovery.requeue_lost_tasks()
             self._budgets.reconcile()

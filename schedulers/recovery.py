@@ -13,7 +13,9 @@ Three jobs, all run by the leading scheduler:
 - :meth:`Recovery.reconcile_queues`, at start and every few seconds: a team whose queues hold
   fewer entries than the database has requests queued lost some (a process died between
   requeueing a request in the database and pushing it); the missing ones are pushed back. An
-  entry twice is harmless: only one dispatch of a queued request wins.
+  entry twice is harmless: only one dispatch of a queued request wins. And
+  :meth:`Recovery.requeue_lost_tasks`: a request dispatched a while ago, not started, whose
+  Celery message is nowhere in Redis, lost its task; it is queued again.
 - :meth:`Recovery.reap`, every few seconds: an attempt dispatched longer ago than
   ``reap_after_s`` died with its worker (an attempt is bounded by its tries' timeouts). Its
   reservation and slot are released, an alert fires, and the request goes back to the head of
@@ -41,11 +43,14 @@ from broker.store import Database, Job, Request, transitions
 from broker.store.models import utcnow
 from schedulers.alerts import Alerts
 from schedulers.budgets import Budgets, cost_bound
+from workers.celery_app import attempts_in_redis
 
 log = logging.getLogger(__name__)
 
 _IN_FLIGHT = (RequestStatus.DISPATCHED, RequestStatus.RUNNING)
 _CHUNK = 5_000
+#: A dispatch not started after this long, with no task in Redis, lost its task.
+LOST_TASK_AFTER_S = 30.0
 
 
 def entry_of(row: Request, feature: str | None = None) -> QueueEntry:
@@ -241,6 +246,52 @@ class Recovery:
             log.warning("team %s: %d queued requests were missing from Redis; pushed", team, pushed)
         return pushed
 
+    # --- dispatches whose task is gone ------------------------------------------------------
+
+    def requeue_lost_tasks(self, older_than_s: float = LOST_TASK_AFTER_S) -> int:
+        """Queue again what has been ``dispatched`` (not started) for ``older_than_s`` while no
+        Celery message for its attempt is in Redis: the task was lost (a Redis that failed over
+        to a replica without it, say). Returns how many. A worker that still delivers the old
+        message finds its attempt no longer current and does nothing, so nothing runs twice.
+        """
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
+        with self._db.session() as session:
+            rows = session.execute(
+                select(Request, Job.feature)
+                .join(Job, Job.id == Request.job_id)
+                .where(
+                    Request.status == RequestStatus.DISPATCHED, Request.dispatched_at < cutoff
+                )
+                .limit(_CHUNK)
+            ).all()
+        if not rows:
+            return 0
+        present = attempts_in_redis(self._redis, [p.queue for p in self._config.providers])
+        requeued = 0
+        for row, feature in rows:
+            if (row.id, row.attempts) in present:
+                continue
+            requeued += self._db.write(
+                lambda s, row=row: transitions.requeue(
+                    s, row.id, row.attempts, from_states=(RequestStatus.DISPATCHED,)
+                )
+            )
+            self._release(row.id)
+            queues.push_front(
+                self._redis, row.team_id, Priority(row.priority), [entry_of(row, feature)]
+            )
+        if requeued:
+            log.warning("%d dispatched requests had no task in Redis: queued again", requeued)
+        return requeued
+
+    def _release(self, request_id: str) -> None:
+        """Give back a dead attempt's budget reservation and in-flight slot."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            self._budgets.release(pipe, request_id)
+            for provider in self._config.providers:
+                pipe.zrem(keys.in_flight(provider.name), request_id)
+            pipe.execute()
+
     # --- attempts that died with their worker -----------------------------------------------
 
     def reap(self) -> int:
@@ -278,11 +329,7 @@ class Recovery:
             )
         if not changed:
             return 0  # it finished meanwhile
-        with self._redis.pipeline(transaction=False) as pipe:
-            self._budgets.release(pipe, row.id)
-            for provider in self._config.providers:
-                pipe.zrem(keys.in_flight(provider.name), row.id)
-            pipe.execute()
+        self._release(row.id)
         if not give_up:
             queues.push_front(self._redis, row.team_id, Priority(row.priority), [entry])
         self._alerts.fire(

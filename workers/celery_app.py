@@ -7,6 +7,11 @@ Redis priorities are not used. Results go to the result store, never to a Celery
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Iterable
+
+import redis
 from celery import Celery, signals
 
 from broker.errors import ConfigError
@@ -60,3 +65,47 @@ def _no_banner(instance, **_) -> None:
     """JSON logs: the worker's start-up banner is printed, not logged, and would be the only
     lines of the log that are not JSON (as ``celery --quiet worker`` does)."""
     instance.quiet = True
+
+
+#: Where kombu's Redis transport keeps delivered, not yet acknowledged messages (its defaults).
+UNACKED_KEY = "unacked"
+_PRIORITY_SEP = "\x06\x16"
+_PRIORITY_STEPS = (3, 6, 9)
+
+
+def attempts_in_redis(client: redis.Redis, queues: Iterable[str]) -> set[tuple[str, int]]:
+    """(request id, attempt) of every execute task Redis holds: waiting in one of ``queues``
+    (and their priority lists) or delivered to a worker and not yet acknowledged.
+
+    Reads kombu's Redis layout (its message envelope and the ``unacked`` hash), so a dispatch
+    whose message is in neither place can be told apart: its task was lost. Messages that cannot
+    be read are ignored.
+    """
+    raw: list[bytes] = []
+    with client.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            for name in (queue, *(f"{queue}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS)):
+                pipe.lrange(name, 0, -1)
+        pipe.hvals(UNACKED_KEY)
+        *lists, unacked = pipe.execute()
+    for messages in lists:
+        raw.extend(messages)
+    for entry in unacked:
+        try:
+            raw.append(json.dumps(json.loads(entry)[0]).encode())
+        except (ValueError, TypeError, IndexError):
+            continue
+    found = set()
+    for message in raw:
+        try:
+            envelope = json.loads(message)
+            if envelope.get("headers", {}).get("task") != EXECUTE:
+                continue
+            body = envelope["body"]
+            if envelope.get("properties", {}).get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+            kwargs = json.loads(body)[1]
+            found.add((kwargs["request_id"], int(kwargs["attempt"])))
+        except (ValueError, TypeError, KeyError, IndexError):
+            continue
+    return found

@@ -8,6 +8,7 @@ emptied before each test.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -18,7 +19,7 @@ from broker import keys
 from broker.config import BrokerConfig, SchedulerConfig, load_config
 from broker.queues import QueueEntry
 from broker.schemas import JobCreate
-from broker.states import JobStatus, RequestStatus
+from broker.states import JobStatus, Priority, RequestStatus
 from broker.store import Database, Job, LedgerEntry, Request, transitions
 from broker.store.models import ProviderCall
 from broker.store.transitions import Claimed, HandBack, Outcome
@@ -346,3 +347,68 @@ def test_a_dispatched_request_down_its_chain_is_queued_again_at_its_position(
     (entry,) = queue(redis_client, "product")
     assert (entry.request_id, entry.chain_index) == (a, 1)
     assert store.write(lambda s: transitions.claim_many(s, [(a, 2)])) == {}
+
+
+# --- dispatches whose task is gone ----------------------------------------------------------
+
+
+def test_a_dispatch_whose_task_is_nowhere_in_redis_is_queued_again_once(
+    recovery, submit, store, redis_client, settings, config
+):
+    """Two requests dispatched long enough ago: one's Celery message is in its provider queue,
+    the other's was lost. Only the lost one goes back to its queue, under a new attempt number
+    later; the one whose message waits is left alone."""
+    from schedulers.capacity import InFlight
+    from schedulers.dispatch import Dispatcher, Pick
+    from schedulers.ratelimits import RateLimits
+    from workers.celery_app import UNACKED_KEY, attempts_in_redis, create_celery_app
+
+    _, (kept, lost) = submit("product", 2)
+    redis_client.delete(keys.team_queue("product", "medium"))
+    dispatcher = Dispatcher(
+        config,
+        store,
+        redis_client,
+        create_celery_app(settings),
+        InFlight(redis_client, config, margin=0),
+        RateLimits(redis_client, config),
+    )
+    picks = [
+        Pick(
+            "product",
+            Priority.MEDIUM,
+            QueueEntry(rid, "gpt-4o-mini", 8, 16, 0),
+            "sim-openai",
+            "gpt-4o-mini",
+            1.0,
+        )
+        for rid in (kept, lost)
+    ]
+    sent, _ = dispatcher.dispatch(picks)
+    assert len(sent) == 2
+    assert attempts_in_redis(redis_client, ["provider.sim-openai"]) == {(kept, 1), (lost, 1)}
+    # Lose one message, as a Redis that failed over without it would.
+    for raw in redis_client.lrange("provider.sim-openai", 0, -1):
+        if lost.encode() in raw:
+            redis_client.lrem("provider.sim-openai", 0, raw)
+    # The other one a worker has taken: kombu keeps it in its unacked hash until the ack.
+    (raw,) = redis_client.lrange("provider.sim-openai", 0, -1)
+    redis_client.delete("provider.sim-openai")
+    delivered = json.dumps([json.loads(raw), "", "provider.sim-openai"])
+    redis_client.hset(UNACKED_KEY, "tag-1", delivered)
+    assert recovery.requeue_lost_tasks(older_than_s=60) == 0, "not before older_than_s"
+    assert recovery.requeue_lost_tasks(older_than_s=0) == 1
+    with store.session() as s:
+        rows = {r.id: r for r in s.scalars(select(Request).where(Request.id.in_([kept, lost])))}
+    assert rows[kept].status == RequestStatus.DISPATCHED
+    assert (rows[lost].status, rows[lost].failures) == (RequestStatus.QUEUED, 0)
+    assert ids(redis_client, "product") == [lost]
+    assert recovery.requeue_lost_tasks(older_than_s=0) == 0, "nothing twice"
+
+
+def test_unreadable_messages_in_redis_are_ignored(redis_client):
+    from workers.celery_app import UNACKED_KEY, attempts_in_redis
+
+    redis_client.rpush("provider.sim-openai", b"not json", b'{"headers": {"task": "other"}}')
+    redis_client.hset(UNACKED_KEY, "tag", b"[1, 2")
+    assert attempts_in_redis(redis_client, ["provider.sim-openai"]) == set()
