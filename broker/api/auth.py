@@ -47,7 +47,7 @@ def team_of_key(request: Request, digest: str) -> TeamConfig | None:
     key_id, team_id, last_used = found
     if not config.has_team(team_id):  # the team left broker.toml: its keys go with it
         return None
-    if last_used is None or api_keys.as_utc(last_used) < utcnow() - api_keys.LAST_USED_EVERY:
+    if last_used is None or last_used < utcnow() - api_keys.LAST_USED_EVERY:
         _touch(resources.db, key_id)
     return config.team(team_id)
 

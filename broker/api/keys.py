@@ -42,9 +42,9 @@ def _out(row: TeamApiKey) -> ApiKeyOut:
         id=row.id,
         team=row.team_id,
         prefix=row.prefix,
-        created_at=api_keys.as_utc(row.created_at),
-        revoked_at=api_keys.as_utc(row.revoked_at),
-        last_used_at=api_keys.as_utc(row.last_used_at),
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+        last_used_at=row.last_used_at,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -41,11 +41,6 @@ class KeyRevoked(Exception):
     def __init__(self, row: TeamApiKey) -> None:
         self.row = row
         super().__init__(f"key {row.id} was revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
-
-
-def as_utc(at: datetime | None) -> datetime | None:
-    """A time read back from the table, in UTC (SQLite hands it back without its zone)."""
-    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
 
 
 def new_key(team_id: str) -> NewKey:

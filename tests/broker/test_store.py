@@ -55,6 +55,15 @@ def test_migrate_is_idempotent_and_keeps_data(db, submit):
         again.dispose()
 
 
+def test_times_read_back_are_utc_aware_on_every_database(db, submit):
+    """SQLite keeps no offset: a naive time read back would not be the date-time the API's
+    schema promises, nor comparable with an aware one."""
+    job_id, _ = submit(1)
+    job = get_job(db, job_id)
+    assert job.created_at.tzinfo is not None and job.created_at.utcoffset().total_seconds() == 0
+    assert job.expires_at.tzinfo is not None
+
+
 def test_migrate_twice_on_a_fresh_file(tmp_path):
     fresh = Database(f"sqlite:///{tmp_path / 'nested' / 'fresh.db'}")
     try:
