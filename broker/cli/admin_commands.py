@@ -1,6 +1,6 @@
 """Operator commands: ``teams`` (the fairness table; ``set-weight``, ``reset-weight``, ``pause``,
-``resume``), ``budgets`` (spend against each limit; ``set-limit``, ``reset-limit``) and
-``alerts``.
+``resume``), ``budgets`` (spend against each limit; ``set-limit``, ``reset-limit``), ``breakers``
+and ``alerts``.
 
 They call ``/v1/admin`` with the admin key. The Python client (:mod:`broker.client`) is for
 teams and stays that way, so these few calls are made here with httpx directly; its error
@@ -21,7 +21,15 @@ from rich.text import Text
 
 from broker.client._base import parse, raise_for_status
 from broker.client._errors import unreachable
-from broker.schemas import AlertList, BudgetList, BudgetOut, TeamList, TeamPauseOut, TeamStatusOut
+from broker.schemas import (
+    AlertList,
+    BreakerList,
+    BudgetList,
+    BudgetOut,
+    TeamList,
+    TeamPauseOut,
+    TeamStatusOut,
+)
 
 console = Console()  # the table is the command's output: stdout
 DEFAULT_URL = "http://127.0.0.1:8140"
@@ -173,6 +181,26 @@ def _print_alerts(listing: AlertList) -> None:
     _print_wide(table)
 
 
+def _print_breakers(listing: BreakerList, transitions: int) -> None:
+    table = Table()
+    for name in ("breaker", "state", "calls", "failure rate", "in a row", "half-opens at (UTC)"):
+        table.add_column(name, justify="left" if name in ("breaker", "state") else "right")
+    colour = {"closed": "green", "half_open": "yellow", "open": "red"}
+    for b in listing.breakers:
+        table.add_row(
+            b.scope,
+            f"[{colour[b.state]}]{b.state}[/]",
+            str(b.calls),
+            f"{b.failure_rate * 100:.0f}%",
+            str(b.consecutive_failures),
+            f"{b.retry_at:%H:%M:%S}" if b.retry_at else "",
+        )
+    _print_wide(table)
+    for t in listing.transitions[:transitions]:
+        line = f"{t.at:%Y-%m-%d %H:%M:%S} {t.scope}: {t.from_} → {t.to} ({t.reason})"
+        console.print(Text(line), soft_wrap=True)
+
+
 def register(main: click.Group) -> None:
     @main.group(invoke_without_command=True)
     @_options(inherit=False)
@@ -265,6 +293,16 @@ def register(main: click.Group) -> None:
         """Drop budget ID's run-time limit: back to its limit in broker.toml."""
         admin = _admin(ctx, url, admin_key)
         _print_budgets([parse(admin.call("DELETE", _limit_path(budget_id)), BudgetOut)])
+
+    @main.command("breakers")
+    @click.option("--transitions", default=10, show_default=True, type=click.IntRange(0, 1000))
+    @_options(inherit=False)
+    def breakers(transitions: int, url: str, admin_key: str | None) -> None:
+        """Each provider's and model's circuit breaker, and the latest transitions."""
+        admin = _Admin(url.rstrip("/"), admin_key)
+        params = {"limit": transitions}
+        listing = parse(admin.call("GET", "/v1/admin/breakers", params=params), BreakerList)
+        _print_breakers(listing, transitions)
 
     @main.command("alerts")
     @click.option("--team", default=None, help="Only this team's alerts.")

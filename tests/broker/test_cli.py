@@ -107,6 +107,25 @@ def table_rows(stdout: str) -> dict[str, list[str]]:
     return rows
 
 
+def test_breakers_shows_states_and_transitions_against_a_running_api(
+    running_api, redis_client, settings
+):
+    from workers.breakers import Breakers
+
+    breakers = Breakers(redis_client, settings.config)
+    for _ in range(settings.config.breakers.min_calls):
+        breakers.record("sim-openai", "gpt-4o-mini", "failure")
+    env = {**os.environ, "BROKER_URL": running_api, "BROKER_ADMIN_KEY": "ib-dev-admin"}
+    done = subprocess.run(
+        [*CLI, "breakers"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {line.split("│")[1].strip(): line for line in done.stdout.splitlines() if "│" in line}
+    assert "open" in rows["provider:sim-openai"] and "closed" in rows["provider:sim-anthropic"]
+    reason = "failure rate 1.00 over 5 s (5 calls)"
+    assert f"provider:sim-openai: closed → open ({reason})" in done.stdout
+
+
 def test_teams_lists_and_sets_weights_against_a_running_api(running_api):
     def teams(*args: str, key: str = "ib-dev-admin") -> subprocess.CompletedProcess:
         env = {**os.environ, "BROKER_URL": running_api, "BROKER_ADMIN_KEY": key}
