@@ -17,9 +17,9 @@ import logging
 from typing import TYPE_CHECKING, Annotated
 
 import redis
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import Body, Query, Request
 
-from broker.api.auth import authenticate_admin
+from broker.api.auth import admin_router
 from broker.api.errors import store_errors
 from broker.budget_config import BudgetConfig
 from broker.errors import NotFound
@@ -50,16 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(
-    prefix="/v1/admin",
-    tags=["admin"],
-    dependencies=[Depends(authenticate_admin)],
-    responses={
-        401: {"model": ErrorBody},
-        403: {"model": ErrorBody},
-        503: {"model": ErrorBody},
-    },
-)
+router = admin_router()
 
 
 def _statuses(request: Request) -> list[TeamStatusOut]:
@@ -86,7 +77,7 @@ def _out(status: TeamStatus, paused_reason: str | None) -> TeamStatusOut:
     )
 
 
-def _known_team(request: Request, team_id: str) -> None:
+def known_team(request: Request, team_id: str) -> None:
     config = request.app.state.broker.config
     if not config.has_team(team_id):
         known = ", ".join(sorted(t.id for t in config.teams)) or "none"
@@ -110,7 +101,7 @@ def list_teams(request: Request) -> TeamList:
 )
 def set_weight(team_id: str, body: WeightIn, request: Request) -> TeamStatusOut:
     """Override the team's fair-share weight; the scheduler uses it within a few seconds."""
-    _known_team(request, team_id)
+    known_team(request, team_id)
     with store_errors():
         request.app.state.broker.db.write(
             lambda session: team_settings.set_weight(session, team_id, body.weight)
@@ -123,7 +114,7 @@ def set_weight(team_id: str, body: WeightIn, request: Request) -> TeamStatusOut:
 )
 def reset_weight(team_id: str, request: Request) -> TeamStatusOut:
     """Remove the override: the team is back to its weight in broker.toml."""
-    _known_team(request, team_id)
+    known_team(request, team_id)
     with store_errors():
         request.app.state.broker.db.write(
             lambda session: team_settings.set_weight(session, team_id, None)
@@ -143,7 +134,7 @@ def pause_team(
 
     Pausing a team that is already paused keeps the first reason.
     """
-    _known_team(request, team_id)
+    known_team(request, team_id)
     reason = (body or PauseIn()).reason
     return _set_paused(request, team_id, reason, "paused", f"team {team_id} paused: {reason}")
 
@@ -153,7 +144,7 @@ def pause_team(
 )
 def resume_team(team_id: str, request: Request) -> TeamPauseOut:
     """Serve the team's queues again, whoever paused them (an operator or the velocity breaker)."""
-    _known_team(request, team_id)
+    known_team(request, team_id)
     return _set_paused(request, team_id, None, "resumed", f"team {team_id} resumed by an operator")
 
 
@@ -278,7 +269,7 @@ def list_alerts(
 ) -> AlertList:
     """The most recent alerts, newest first (the last 1000 are kept)."""
     if team is not None:
-        _known_team(request, team)
+        known_team(request, team)
     with store_errors():
         alerts = recent_alerts(request.app.state.broker.redis, team, limit)
     return AlertList(alerts=[AlertOut.model_validate(a) for a in alerts])

@@ -13,13 +13,14 @@ import hmac
 import logging
 from dataclasses import dataclass
 
-from fastapi import Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.exc import SQLAlchemyError
 
 from broker.api.errors import store_errors
 from broker.config import BrokerConfig, TeamConfig, hash_api_key
 from broker.errors import AuthenticationFailed, Forbidden, NotFound
+from broker.schemas import ErrorBody
 from broker.store import api_keys
 from broker.store.models import utcnow
 
@@ -134,3 +135,14 @@ def authenticate_caller(request: Request) -> Caller:
     if team is None:
         raise AuthenticationFailed("unknown API key")
     return Caller(team=team)
+
+
+def admin_router(*statuses: int) -> APIRouter:
+    """A router under ``/v1/admin`` that only the admin key passes, its error answers (401, 403,
+    503 and ``statuses``) documented in the OpenAPI schema."""
+    return APIRouter(
+        prefix="/v1/admin",
+        tags=["admin"],
+        dependencies=[Depends(authenticate_admin)],
+        responses={code: {"model": ErrorBody} for code in sorted({401, 403, 503, *statuses})},
+    )

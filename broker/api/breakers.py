@@ -6,19 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Query, Request
 
-from broker.api.auth import authenticate_admin
+from broker.api.auth import admin_router
 from broker.api.errors import store_errors
-from broker.schemas import BreakerList, BreakerOut, BreakerTransitionOut, ErrorBody
+from broker.schemas import BreakerList, BreakerOut, BreakerTransitionOut
 from workers.breakers import Breakers
 
-router = APIRouter(
-    prefix="/v1/admin",
-    tags=["admin"],
-    dependencies=[Depends(authenticate_admin)],
-    responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 503: {"model": ErrorBody}},
-)
+router = admin_router()
 
 
 @router.get("/breakers", response_model=BreakerList)

@@ -12,10 +12,10 @@ broker.toml are not managed here.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 
-from broker.api.admin import _known_team as known_team
-from broker.api.auth import authenticate_admin
+from broker.api.admin import known_team as known_team
+from broker.api.auth import admin_router
 from broker.api.errors import store_errors
 from broker.api.params import KeyId
 from broker.errors import Conflict, NotFound
@@ -24,17 +24,7 @@ from broker.schemas import ErrorBody
 from broker.store import api_keys
 from broker.store.models import TeamApiKey
 
-router = APIRouter(
-    prefix="/v1/admin",
-    tags=["admin"],
-    dependencies=[Depends(authenticate_admin)],
-    responses={
-        401: {"model": ErrorBody},
-        403: {"model": ErrorBody},
-        404: {"model": ErrorBody},
-        503: {"model": ErrorBody},
-    },
-)
+router = admin_router(404)
 
 
 def _out(row: TeamApiKey) -> ApiKeyOut:

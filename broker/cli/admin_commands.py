@@ -36,7 +36,7 @@ DEFAULT_URL = "http://127.0.0.1:8140"
 
 
 @dataclass(frozen=True)
-class _Admin:
+class AdminClient:
     url: str
     key: str | None
 
@@ -62,7 +62,7 @@ class _Admin:
         return response
 
 
-def _options(inherit: bool):
+def admin_options(inherit: bool):
     """``--url`` and ``--admin-key``, on the group and again on each subcommand.
 
     On a subcommand they default to None and fall back to the group's (which read the
@@ -88,9 +88,9 @@ def _options(inherit: bool):
     return apply
 
 
-def _admin(ctx: click.Context, url: str | None, admin_key: str | None) -> _Admin:
-    parent: _Admin = ctx.obj
-    return _Admin((url or parent.url).rstrip("/"), admin_key or parent.key)
+def admin_from(ctx: click.Context, url: str | None, admin_key: str | None) -> AdminClient:
+    parent: AdminClient = ctx.obj
+    return AdminClient((url or parent.url).rstrip("/"), admin_key or parent.key)
 
 
 def _team_path(team: str, action: str) -> str:
@@ -125,7 +125,7 @@ def _print_table(teams: list[TeamStatusOut]) -> None:
             f"{t.share * 100:.1f}%",
             "[red]paused[/]" if t.paused else "",
         )
-    _print_wide(table)
+    print_wide(table)
 
 
 def _limit_path(budget_id: str) -> str:
@@ -160,10 +160,10 @@ def _print_budgets(budgets: list[BudgetOut]) -> None:
             b.remaining_usd,
             f"[{style}]{used * 100:.1f}%[/]",
         )
-    _print_wide(table)
+    print_wide(table)
 
 
-def _print_wide(table: Table) -> None:
+def print_wide(table: Table) -> None:
     """Piped or captured, a table is not squeezed into 80 columns (as in ``report``)."""
     out = console if console.is_terminal else Console(file=console.file, width=160)
     out.print(table)
@@ -178,7 +178,7 @@ def _print_alerts(listing: AlertList) -> None:
         table.add_column(name)
     for a in listing.alerts:
         table.add_row(f"{a.at:%Y-%m-%d %H:%M:%S}", a.team, a.type, Text(a.message))
-    _print_wide(table)
+    print_wide(table)
 
 
 def _print_breakers(listing: BreakerList, transitions: int) -> None:
@@ -195,7 +195,7 @@ def _print_breakers(listing: BreakerList, transitions: int) -> None:
             str(b.consecutive_failures),
             f"{b.retry_at:%H:%M:%S}" if b.retry_at else "",
         )
-    _print_wide(table)
+    print_wide(table)
     for t in listing.transitions[:transitions]:
         line = f"{t.at:%Y-%m-%d %H:%M:%S} {t.scope}: {t.from_} → {t.to} ({t.reason})"
         console.print(Text(line), soft_wrap=True)
@@ -203,12 +203,12 @@ def _print_breakers(listing: BreakerList, transitions: int) -> None:
 
 def register(main: click.Group) -> None:
     @main.group(invoke_without_command=True)
-    @_options(inherit=False)
+    @admin_options(inherit=False)
     @click.pass_context
     def teams(ctx: click.Context, url: str, admin_key: str | None) -> None:
         """Each team's weight, fairness counter, backlog per priority, share of service and
         whether it is paused."""
-        ctx.obj = _Admin(url.rstrip("/"), admin_key)
+        ctx.obj = AdminClient(url.rstrip("/"), admin_key)
         if ctx.invoked_subcommand is None:
             listing = parse(ctx.obj.call("GET", "/v1/admin/teams"), TeamList)
             _print_table(listing.teams)
@@ -216,35 +216,35 @@ def register(main: click.Group) -> None:
     @teams.command("set-weight")
     @click.argument("team")
     @click.argument("weight", type=float)
-    @_options(inherit=True)
+    @admin_options(inherit=True)
     @click.pass_context
     def set_weight(
         ctx: click.Context, team: str, weight: float, url: str | None, admin_key: str | None
     ) -> None:
         """Give TEAM the fair-share WEIGHT from now on (the scheduler picks it up in seconds)."""
-        admin = _admin(ctx, url, admin_key)
+        admin = admin_from(ctx, url, admin_key)
         response = admin.call("PUT", _team_path(team, "weight"), {"weight": weight})
         _print_table([parse(response, TeamStatusOut)])
 
     @teams.command("reset-weight")
     @click.argument("team")
-    @_options(inherit=True)
+    @admin_options(inherit=True)
     @click.pass_context
     def reset_weight(ctx: click.Context, team: str, url: str | None, admin_key: str | None) -> None:
         """Drop TEAM's run-time weight: back to its weight in broker.toml."""
-        admin = _admin(ctx, url, admin_key)
+        admin = admin_from(ctx, url, admin_key)
         _print_table([parse(admin.call("DELETE", _team_path(team, "weight")), TeamStatusOut)])
 
     @teams.command("pause")
     @click.argument("team")
     @click.option("--reason", default=None, help="Why; shown in `teams` and in the alert.")
-    @_options(inherit=True)
+    @admin_options(inherit=True)
     @click.pass_context
     def pause(
         ctx: click.Context, team: str, reason: str | None, url: str | None, admin_key: str | None
     ) -> None:
         """Stop serving TEAM's queues until `teams resume TEAM` (submissions still queue)."""
-        admin = _admin(ctx, url, admin_key)
+        admin = admin_from(ctx, url, admin_key)
         body = {"reason": reason} if reason else None
         state = parse(admin.call("POST", _team_path(team, "pause"), body), TeamPauseOut)
         already = "" if state.changed else " already"
@@ -252,20 +252,20 @@ def register(main: click.Group) -> None:
 
     @teams.command("resume")
     @click.argument("team")
-    @_options(inherit=True)
+    @admin_options(inherit=True)
     @click.pass_context
     def resume(ctx: click.Context, team: str, url: str | None, admin_key: str | None) -> None:
         """Serve TEAM's queues again, whoever paused them."""
-        admin = _admin(ctx, url, admin_key)
+        admin = admin_from(ctx, url, admin_key)
         state = parse(admin.call("POST", _team_path(team, "resume")), TeamPauseOut)
         console.print(f"{state.team} resumed" if state.changed else f"{state.team} was not paused")
 
     @main.group(invoke_without_command=True)
-    @_options(inherit=False)
+    @admin_options(inherit=False)
     @click.pass_context
     def budgets(ctx: click.Context, url: str, admin_key: str | None) -> None:
         """Each budget in its current window: limit, spent, reserved, remaining, share used."""
-        ctx.obj = _Admin(url.rstrip("/"), admin_key)
+        ctx.obj = AdminClient(url.rstrip("/"), admin_key)
         if ctx.invoked_subcommand is None:
             listing = parse(ctx.obj.call("GET", "/v1/admin/budgets"), BudgetList)
             _print_budgets(listing.budgets)
@@ -273,33 +273,33 @@ def register(main: click.Group) -> None:
     @budgets.command("set-limit")
     @click.argument("budget_id", metavar="ID")
     @click.argument("usd")
-    @_options(inherit=True)
+    @admin_options(inherit=True)
     @click.pass_context
     def set_limit(
         ctx: click.Context, budget_id: str, usd: str, url: str | None, admin_key: str | None
     ) -> None:
         """Give budget ID (e.g. product/daily) a limit of USD from now on."""
-        admin = _admin(ctx, url, admin_key)
+        admin = admin_from(ctx, url, admin_key)
         body = {"limit_usd": usd.strip().removeprefix("$").replace(",", "")}
         _print_budgets([parse(admin.call("PUT", _limit_path(budget_id), body), BudgetOut)])
 
     @budgets.command("reset-limit")
     @click.argument("budget_id", metavar="ID")
-    @_options(inherit=True)
+    @admin_options(inherit=True)
     @click.pass_context
     def reset_limit(
         ctx: click.Context, budget_id: str, url: str | None, admin_key: str | None
     ) -> None:
         """Drop budget ID's run-time limit: back to its limit in broker.toml."""
-        admin = _admin(ctx, url, admin_key)
+        admin = admin_from(ctx, url, admin_key)
         _print_budgets([parse(admin.call("DELETE", _limit_path(budget_id)), BudgetOut)])
 
     @main.command("breakers")
     @click.option("--transitions", default=10, show_default=True, type=click.IntRange(0, 1000))
-    @_options(inherit=False)
+    @admin_options(inherit=False)
     def breakers(transitions: int, url: str, admin_key: str | None) -> None:
         """Each provider's and model's circuit breaker, and the latest transitions."""
-        admin = _Admin(url.rstrip("/"), admin_key)
+        admin = AdminClient(url.rstrip("/"), admin_key)
         params = {"limit": transitions}
         listing = parse(admin.call("GET", "/v1/admin/breakers", params=params), BreakerList)
         _print_breakers(listing, transitions)
@@ -307,9 +307,9 @@ def register(main: click.Group) -> None:
     @main.command("alerts")
     @click.option("--team", default=None, help="Only this team's alerts.")
     @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
-    @_options(inherit=False)
+    @admin_options(inherit=False)
     def alerts(team: str | None, limit: int, url: str, admin_key: str | None) -> None:
         """Recent alerts, newest first: budget thresholds, pauses, resumes."""
-        admin = _Admin(url.rstrip("/"), admin_key)
+        admin = AdminClient(url.rstrip("/"), admin_key)
         params = {"limit": limit} | ({"team": team} if team else {})
         _print_alerts(parse(admin.call("GET", "/v1/admin/alerts", params=params), AlertList))

@@ -11,7 +11,14 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from broker.cli.admin_commands import DEFAULT_URL, _Admin, _admin, _options, _print_wide, console
+from broker.cli.admin_commands import (
+    DEFAULT_URL,
+    AdminClient,
+    admin_from,
+    admin_options,
+    console,
+    print_wide,
+)
 from broker.client._base import parse
 from broker.key_schemas import ApiKeyCreated, ApiKeyList, ApiKeyOut
 
@@ -37,54 +44,54 @@ def _print_keys(team: str, keys: list[ApiKeyOut]) -> None:
     for k in keys:
         revoked = Text(_when(k.revoked_at), style="red") if k.revoked_at else Text("")
         table.add_row(k.id, k.prefix + "…", _when(k.created_at), _when(k.last_used_at), revoked)
-    _print_wide(table)
+    print_wide(table)
 
 
 def register(main: click.Group) -> None:
     @main.group()
-    @_options(inherit=False)
+    @admin_options(inherit=False)
     @click.pass_context
     def keys(ctx: click.Context, url: str, admin_key: str | None) -> None:
         """Teams' API keys made at run time (beside the keys in broker.toml)."""
-        ctx.obj = _Admin((url or DEFAULT_URL).rstrip("/"), admin_key)
+        ctx.obj = AdminClient((url or DEFAULT_URL).rstrip("/"), admin_key)
 
     @keys.command("create")
     @click.argument("team")
-    @_options(inherit=True)
+    @admin_options(inherit=True)
     @click.pass_context
     def create(ctx: click.Context, team: str, url: str | None, admin_key: str | None) -> None:
         """Make a new API key for TEAM; it works at once and is printed only this once."""
-        admin = _admin(ctx, url, admin_key)
+        admin = admin_from(ctx, url, admin_key)
         path = f"/v1/admin/teams/{quote(team, safe='')}/keys"
         _print_created(parse(admin.call("POST", path), ApiKeyCreated))
 
     @keys.command("list")
     @click.argument("team")
-    @_options(inherit=True)
+    @admin_options(inherit=True)
     @click.pass_context
     def list_(ctx: click.Context, team: str, url: str | None, admin_key: str | None) -> None:
         """TEAM's run-time keys by id and first characters, revoked ones too."""
-        admin = _admin(ctx, url, admin_key)
+        admin = admin_from(ctx, url, admin_key)
         path = f"/v1/admin/teams/{quote(team, safe='')}/keys"
         _print_keys(team, parse(admin.call("GET", path), ApiKeyList).keys)
 
     @keys.command("rotate")
     @click.argument("key_id")
-    @_options(inherit=True)
+    @admin_options(inherit=True)
     @click.pass_context
     def rotate(ctx: click.Context, key_id: str, url: str | None, admin_key: str | None) -> None:
         """Make a new key for KEY_ID's team (printed once) and revoke KEY_ID at once."""
-        admin = _admin(ctx, url, admin_key)
+        admin = admin_from(ctx, url, admin_key)
         path = f"/v1/admin/keys/{quote(key_id, safe='')}/rotate"
         _print_created(parse(admin.call("POST", path), ApiKeyCreated))
 
     @keys.command("revoke")
     @click.argument("key_id")
-    @_options(inherit=True)
+    @admin_options(inherit=True)
     @click.pass_context
     def revoke(ctx: click.Context, key_id: str, url: str | None, admin_key: str | None) -> None:
         """Revoke KEY_ID: from the next request on it is refused."""
-        admin = _admin(ctx, url, admin_key)
+        admin = admin_from(ctx, url, admin_key)
         path = f"/v1/admin/keys/{quote(key_id, safe='')}"
         gone = parse(admin.call("DELETE", path), ApiKeyOut)
         console.print(
