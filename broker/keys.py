@@ -111,6 +111,17 @@ def held_teams() -> str:
     return f"{PREFIX}:held:teams"
 
 
+def parked(team_id: str) -> str:
+    """List of "<priority> <queue entry>" set aside because every model of their chain is behind
+    an open circuit breaker (still ``queued`` in the database; see :mod:`schedulers.parking`)."""
+    return f"{PREFIX}:parked:{team_id}"
+
+
+def parked_teams() -> str:
+    """Set of teams with parked requests."""
+    return f"{PREFIX}:parked:teams"
+
+
 def paused_teams() -> str:
     """Set of teams whose queues are paused (spend-velocity breaker or an operator)."""
     return f"{PREFIX}:paused"

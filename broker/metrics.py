@@ -11,7 +11,9 @@ Gauges are read from the live state when Prometheus scrapes. :class:`BrokerColle
 
 Series, all named ``inference_broker_<name>``:
 
-- gauges ``queue_depth{team,priority}`` (LLEN of the team queues), ``in_flight{provider}``
+- gauges ``queue_depth{team,priority}`` (LLEN of the team queues), ``parked{team}``
+  (requests set aside while every model of their chain is behind an open breaker),
+  ``in_flight{provider}``
   (ZCARD of the in-flight set), ``breaker_state{scope}`` (0 closed, 1 half-open, 2 open),
   ``budget_remaining_usd{budget}`` and ``budget_limit_usd{budget}`` (every ``[[budgets]]``
   entry in its current window);
@@ -97,6 +99,7 @@ _G, _C = GaugeMetricFamily, CounterMetricFamily
 #: The series read from the live state at scrape time: name → (family, help, labels).
 LIVE = {
     "queue_depth": (_G, "Requests queued, per team and priority.", ("team", "priority")),
+    "parked": (_G, "Queued requests set aside behind open circuit breakers.", ("team",)),
     "in_flight": (_G, "Requests in a provider's pool, not finished.", ("provider",)),
     "breaker_state": (_G, "Circuit breaker: 0 closed, 1 half-open, 2 open.", ("scope",)),
     "breaker_transitions": (_C, "Circuit breaker transitions.", ("scope",)),
@@ -207,23 +210,31 @@ class BrokerCollector(Collector):
         providers = [p.name for p in self._config.providers]
         with self._redis.pipeline(transaction=False) as pipe:
             pipe.smembers(keys.backlogged_teams())
+            pipe.smembers(keys.parked_teams())
             for provider in providers:
                 pipe.zcard(keys.in_flight(provider))
             for series in COUNTERS:
                 pipe.hgetall(keys.metrics_counter(series.key))
             pipe.hgetall(keys.metrics_histogram(LATENCY_KEY))
-            backlogged, *replies = pipe.execute()
+            backlogged, parked_teams, *replies = pipe.execute()
         in_flight, counters = replies[: len(providers)], replies[len(providers) : -1]
-        teams = sorted({t.id for t in self._config.teams} | {_text(t) for t in backlogged})
+        seen = {_text(t) for t in backlogged} | {_text(t) for t in parked_teams}
+        teams = sorted({t.id for t in self._config.teams} | seen)
         with self._redis.pipeline(transaction=False) as pipe:
             for team in teams:
                 for priority in PRIORITY_ORDER:
                     pipe.llen(keys.team_queue(team, priority))
+                pipe.llen(keys.parked(team))
             lengths = iter(pipe.execute())
+        depths, parked = [], []
+        for team in teams:
+            depths += [((team, p.value), next(lengths)) for p in PRIORITY_ORDER]
+            parked.append(((team,), next(lengths)))
         breakers = self._breakers.states()
         budgets = self._budgets() if self._budgets is not None else []
         rows = {
-            "queue_depth": [((t, p.value), next(lengths)) for t in teams for p in PRIORITY_ORDER],
+            "queue_depth": depths,
+            "parked": parked,
             "in_flight": [((p,), n) for p, n in zip(providers, in_flight)],
             "breaker_state": [((b.scope,), BREAKER_LEVELS[b.state]) for b in breakers],
             "breaker_transitions": [((b.scope,), b.transitions) for b in breakers],

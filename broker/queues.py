@@ -115,6 +115,29 @@ def push_front(
         pipe.execute()
 
 
+def encode_set_aside(priority: Priority, entry: QueueEntry) -> str:
+    """One line of a set-aside list (held by a budget, parked behind breakers): the entry and
+    the priority it goes back to."""
+    return f"{priority.value} {entry.encode()}"
+
+
+def decode_set_aside(raw: bytes | str) -> tuple[Priority, QueueEntry]:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    priority, entry = text.split(" ", 1)
+    return Priority(priority), QueueEntry.decode(entry)
+
+
+def restore(
+    client: redis.Redis, team_id: str, entries: Sequence[tuple[Priority, QueueEntry]]
+) -> None:
+    """Put set-aside entries back at the head of their team's queues, in this order."""
+    by_priority: dict[Priority, list[QueueEntry]] = {}
+    for priority, entry in entries:
+        by_priority.setdefault(priority, []).append(entry)
+    for priority, group in by_priority.items():
+        push_front(client, team_id, priority, group)
+
+
 def _announce(pipe: redis.client.Pipeline, team_id: str) -> None:
     pipe.sadd(keys.backlogged_teams(), team_id)
     pipe.lpush(keys.scheduler_wake(), "submit")

@@ -210,7 +210,12 @@ class TeamStatusOut(BaseModel):
     )
     counter: float = Field(description="Virtual token counter: weighted service / weight.")
     backlog: Backlog = Field(description="Queued requests per priority.")
-    queued: int
+    parked: int = Field(
+        default=0,
+        description="Queued requests set aside because every model of their chain is behind "
+        "an open circuit breaker; they go back to the queue when one lets calls through.",
+    )
+    queued: int = Field(description="Requests waiting in all: the backlog and the parked.")
     service: float = Field(description="Weighted service received (tokens or micro-dollars).")
     share: float = Field(description="This team's fraction of all service received, 0..1.")
     paused: bool = Field(default=False, description="Its queues are not served until resumed.")

@@ -80,6 +80,8 @@ class Room:
             self._levels, self._blocked = limits.state()
             if breakers is not None:
                 self._permits = {s: n for s, n in breakers().items() if n is not None}
+        #: Breaker scopes refusing every call as the round starts (open, or out of probes).
+        self.refusing = frozenset(s for s, n in self._permits.items() if n == 0)
 
     def healthy(self, provider: str, model: str) -> bool:
         """Whether the breakers let a call to ``model`` on ``provider`` through now."""

@@ -18,7 +18,7 @@ import redis
 from broker import keys, queues
 from broker.config import BrokerConfig
 from broker.queues import QueueEntry
-from broker.states import PRIORITY_ORDER, Priority
+from broker.states import Priority
 from broker.store import Database, transitions
 from schedulers.budgets import BudgetRound, Budgets, cost_bound
 
@@ -42,7 +42,7 @@ class Holding:
         with self._redis.pipeline(transaction=False) as pipe:
             for team, priority, entry in held:
                 if entry.request_id in still:
-                    pipe.rpush(keys.held(team), f"{priority.value} {entry.encode()}")
+                    pipe.rpush(keys.held(team), queues.encode_set_aside(priority, entry))
                     pipe.sadd(keys.held_teams(), team)
             pipe.execute()
         log.info("holding %d requests until their budgets have room", len(still))
@@ -56,7 +56,7 @@ class Holding:
             if head is None:
                 self._redis.srem(keys.held_teams(), team)
                 continue
-            _, entry = _decode(head)
+            _, entry = queues.decode_set_aside(head)
             if self._fits(team, entry):
                 resumed += self._release(team)
         return resumed
@@ -77,19 +77,9 @@ class Holding:
             pipe.lrange(keys.held(team), 0, -1)
             pipe.delete(keys.held(team))
             raw, _ = pipe.execute()
-        held = [_decode(r) for r in raw]
+        held = [queues.decode_set_aside(r) for r in raw]
         ids = [entry.request_id for _, entry in held]
         waiting = set(self._db.write(lambda s: transitions.release_held(s, ids)))
-        by_priority: dict[Priority, list[QueueEntry]] = {}
-        for priority, entry in held:
-            if entry.request_id in waiting:
-                by_priority.setdefault(priority, []).append(entry)
-        for priority in PRIORITY_ORDER:
-            queues.push_front(self._redis, team, priority, by_priority.get(priority, []))
+        queues.restore(self._redis, team, [(p, e) for p, e in held if e.request_id in waiting])
         log.info("resumed %d held requests of team %s", len(waiting), team)
         return len(waiting)
-
-
-def _decode(raw: bytes) -> tuple[Priority, QueueEntry]:
-    priority, entry = raw.decode().split(" ", 1)
-    return Priority(priority), QueueEntry.decode(entry)

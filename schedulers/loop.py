@@ -10,7 +10,9 @@ A round, in a fixed order:
    :mod:`~schedulers.priorities`: its next request; :mod:`~schedulers.routing`: where it may
    run (its model's chain, past open breakers). If it fits, charge the team and pick it; if
    not, the team sits out the rest of the round (its work waits its turn) while the others go
-   on, so a full provider blocks nobody whose work can go elsewhere.
+   on, so a full provider blocks nobody whose work can go elsewhere. A request with every
+   model of its chain behind open breakers is parked (:mod:`~schedulers.parking`) rather than
+   left to hold back its team; it comes back when one of those breakers lets calls through.
 4. :mod:`~schedulers.dispatch`: record and send the picks.
 5. One pipeline pops the dispatched entries from the queue heads (only the leader pops, so a
    peeked prefix is still the head), writes the counters and clears the dispatch journal.
@@ -43,6 +45,7 @@ from schedulers.dispatch import Dispatcher, Pick
 from schedulers.fairness import FairQueue, Round, ServiceMeter
 from schedulers.holding import Holding
 from schedulers.leader import Leadership
+from schedulers.parking import Parking
 from schedulers.priorities import TeamQueues
 from schedulers.ratelimits import RateLimits
 from schedulers.routing import Router
@@ -53,11 +56,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Decisions:
-    """What one round decided: send these, fail those (entry, code, message), hold those."""
+    """What one round decided: send these, fail those (entry, code, message), hold those (for
+    their budgets), park those (behind open breakers)."""
 
     picks: list[Pick] = field(default_factory=list)
     failed: list[tuple[QueueEntry, str, str]] = field(default_factory=list)
     held: list[tuple[str, Priority, QueueEntry]] = field(default_factory=list)
+    parked: list[tuple[str, Priority, QueueEntry]] = field(default_factory=list)
 
 
 _PRUNE = (Path(__file__).parent / "prune_teams.lua").read_text()
@@ -96,6 +101,9 @@ class Scheduler:
         self._housekeeping = housekeeping
         self._leadership = leadership
         self._breakers = breakers
+        self._parking = Parking(client)
+        #: Breaker scopes refusing calls at the last round (None: not known, as for a new leader).
+        self._refusing: frozenset[str] | None = None
         self._idle_wait_s = idle_wait_s
         self._max_wait_ms = int(config.scheduler.max_wait_s * 1000)
         self._prune = client.register_script(_PRUNE)
@@ -110,6 +118,9 @@ class Scheduler:
         window = room.window()
         if window == 0:
             return 0
+        if self._refusing is None or self._refusing - room.refusing:
+            self._settled_other += self._parking.release(lambda e: self._routable(e, room))
+        self._refusing = room.refusing
         paused = self._paused()
         backlogged = self._redis.smembers(keys.backlogged_teams())
         teams = sorted(t for t in (raw.decode() for raw in backlogged) if t not in paused)
@@ -134,6 +145,7 @@ class Scheduler:
         if self._holding is not None:
             self._holding.hold(decided.held)
         with self._redis.pipeline(transaction=False) as pipe:
+            self._parking.park(pipe, decided.parked)
             for team, team_queues in queues.items():
                 for priority, count in team_queues.taken().items():
                     pipe.lpop(keys.team_queue(team, priority), count)
@@ -145,7 +157,7 @@ class Scheduler:
             pipe.execute()
         for pick in bounced:
             queues_module.push_front(self._redis, pick.team, pick.priority, [pick.entry])
-        self._settled_other = len(decided.failed) + len(decided.held)
+        self._settled_other += len(decided.failed) + len(decided.held) + len(decided.parked)
         return len(sent)
 
     def _peek(self, teams: list[str], window: int) -> dict[str, TeamQueues]:
@@ -185,16 +197,22 @@ class Scheduler:
             tokens = entry.est_tokens
             guard = (team, entry.feature)
             route = None
+            reachable = False
             for candidate in routes:
                 if not room.healthy(*candidate):
                     continue  # an open breaker: down the chain, for every team
+                reachable = True
                 if room.fits(*candidate, tokens, *guard):
                     route = candidate
                     break
                 if not allow:
                     break  # healthy but full: only teams that allow it spill over
             if route is None:
-                round_.drop()  # waits its turn; the other teams go on
+                if reachable:
+                    round_.drop()  # waits its turn; the other teams go on
+                else:  # nowhere to go until a breaker lets calls through: out of the way
+                    queues[team].take(priority)
+                    out.parked.append((team, priority, entry))
                 continue
             verdict = Verdict("go", *route)
             if budgets is not None:
@@ -219,6 +237,12 @@ class Scheduler:
             )
         return out
 
+    def _routable(self, entry: QueueEntry, room: Room) -> bool:
+        """Whether some model of the entry's chain lets calls through (an unknown model: yes,
+        for the round to fail it with its reason)."""
+        routes = self._router.routes(entry.model, entry.chain_index)
+        return routes is None or any(room.healthy(*route) for route in routes)
+
     def run_forever(self, stop: threading.Event) -> None:
         log.info("scheduler running")
         leadership = self._leadership
@@ -228,6 +252,7 @@ class Scheduler:
                     if leadership is not None and not leadership.lead():
                         self._fair.forget_leadership()
                         self._recover = True
+                        self._refusing = None
                         stop.wait(min(1.0, self._config.scheduler.lease_s / 5))
                         continue
                     if self._recover:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 
 import redis
@@ -125,17 +126,25 @@ class Recovery:
         return requeued
 
     def _present(self, team: str | None = None) -> set[str]:
-        """Request ids already in the team queues (of one team, or all)."""
+        """Request ids already in the team queues or parked (of one team, or all)."""
         present: set[str] = set()
         if team is None:
             queue_keys = self._redis.scan_iter(match=f"{keys.team_queue_prefix()}*", count=1000)
+            parked_keys = [
+                keys.parked(t.decode()) for t in self._redis.smembers(keys.parked_teams())
+            ]
         else:
             queue_keys = [keys.team_queue(team, p) for p in Priority]
+            parked_keys = [keys.parked(team)]
         for key in queue_keys:
-            for start in range(0, self._redis.llen(key), _CHUNK):
-                for raw in self._redis.lrange(key, start, start + _CHUNK - 1):
-                    present.add(raw.split(b" ", 1)[0].decode())
+            present.update(raw.split(b" ", 1)[0].decode() for raw in self._lines(key))
+        for key in parked_keys:  # "<priority> <entry>"
+            present.update(raw.split(b" ", 2)[1].decode() for raw in self._lines(key))
         return present
+
+    def _lines(self, key: str) -> Iterator[bytes]:
+        for start in range(0, self._redis.llen(key), _CHUNK):
+            yield from self._redis.lrange(key, start, start + _CHUNK - 1)
 
     def _requeue_from_database(self) -> int:
         present = self._present()
@@ -199,7 +208,8 @@ class Recovery:
     # --- requests queued in the database but not in Redis --------------------------------------
 
     def reconcile_queues(self) -> int:
-        """Push back requests the database has queued and no team queue holds; returns how many.
+        """Push back requests the database has queued that no team queue holds and none is
+        parked; returns how many.
 
         Cheap when nothing is missing: one grouped count and a few LLENs. A team's queues may
         hold more entries than it has queued requests (entries of cancelled or expired requests
@@ -221,8 +231,9 @@ class Recovery:
             for team in teams:
                 for priority in Priority:
                     pipe.llen(keys.team_queue(team, priority))
+                pipe.llen(keys.parked(team))
             lengths = pipe.execute()
-        n = len(Priority)
+        n = len(Priority) + 1
         short = [t for i, t in enumerate(teams) if sum(lengths[i * n : (i + 1) * n]) < counts[t]]
         return sum(self._push_missing(team) for team in short)
 
@@ -259,9 +270,7 @@ class Recovery:
             rows = session.execute(
                 select(Request, Job.feature)
                 .join(Job, Job.id == Request.job_id)
-                .where(
-                    Request.status == RequestStatus.DISPATCHED, Request.dispatched_at < cutoff
-                )
+                .where(Request.status == RequestStatus.DISPATCHED, Request.dispatched_at < cutoff)
                 .limit(_CHUNK)
             ).all()
         if not rows:

@@ -35,7 +35,8 @@ class TeamStatus:
     weight_source: WeightSource
     counter: float  # virtual counter: weighted service charged / weight
     backlog: dict[str, int]  # priority → queued requests (high, medium, low)
-    queued: int
+    parked: int  # set aside while every model of their chain is behind an open breaker
+    queued: int  # waiting in all: the backlog and the parked
     service: float  # weighted service actually received
     share: float  # service / all teams' service; 0 when nobody has been served yet
 
@@ -50,16 +51,16 @@ def team_status(
     script = client.register_script(_SCRIPT)
     raw_counters, raw_service, raw_backlog = script(
         keys=[keys.fair_counters(), keys.service_received()],
-        args=[keys.team_queue_prefix(), *(t.id for t in config.teams)],
+        args=[keys.team_queue_prefix(), keys.parked(""), *(t.id for t in config.teams)],
     )
     counters = _floats(raw_counters)
     service = _floats(raw_service)
     total = sum(service.values())
     out = []
-    step = 1 + len(PRIORITY_ORDER)  # the script returns team, high, medium, low, team, ...
+    step = 2 + len(PRIORITY_ORDER)  # the script returns team, high, medium, low, parked, team, ...
     for i in range(0, len(raw_backlog), step):
         team = _text(raw_backlog[i])
-        lengths = raw_backlog[i + 1 : i + step]
+        *lengths, parked = raw_backlog[i + 1 : i + step]
         backlog = {p.value: int(n) for p, n in zip(PRIORITY_ORDER, lengths, strict=True)}
         weight, source = _weight(team, config, overrides)
         received = service.get(team, 0.0)
@@ -70,7 +71,8 @@ def team_status(
                 weight_source=source,
                 counter=counters.get(team, 0.0),
                 backlog=backlog,
-                queued=sum(backlog.values()),
+                parked=int(parked),
+                queued=sum(backlog.values()) + int(parked),
                 service=received,
                 share=received / total if total > 0 else 0.0,
             )

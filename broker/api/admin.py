@@ -69,6 +69,7 @@ def _out(status: TeamStatus, paused_reason: str | None) -> TeamStatusOut:
         weight_source=status.weight_source,
         counter=status.counter,
         backlog=Backlog(**status.backlog),
+        parked=status.parked,
         queued=status.queued,
         service=status.service,
         share=status.share,

@@ -109,7 +109,7 @@ def _print_table(teams: list[TeamStatusOut]) -> None:
     notes += [f"{t.team} is paused: {t.paused_reason}" for t in teams if t.paused]
     table = Table(caption=Text("\n".join(notes)) if notes else None, caption_justify="left")
     table.add_column("team")
-    for name in ("weight", "counter", "high", "medium", "low", "service", "share"):
+    for name in ("weight", "counter", "high", "medium", "low", "parked", "service", "share"):
         table.add_column(name, justify="right")
     table.add_column("state")
     for t in teams:
@@ -121,6 +121,7 @@ def _print_table(teams: list[TeamStatusOut]) -> None:
             str(t.backlog.high),
             str(t.backlog.medium),
             str(t.backlog.low),
+            str(t.parked),
             f"{t.service:,.0f}",
             f"{t.share * 100:.1f}%",
             "[red]paused[/]" if t.paused else "",

@@ -61,6 +61,7 @@ def test_listing_shows_every_team_with_its_config_weight(api):
         "weight_source": "config",
         "counter": 0.0,
         "backlog": {"high": 0, "medium": 0, "low": 0},
+        "parked": 0,
         "queued": 0,
         "service": 0.0,
         "share": 0.0,

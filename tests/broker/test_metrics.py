@@ -33,6 +33,7 @@ from broker.submission import Submitter
 from schedulers.capacity import InFlight
 from schedulers.dispatch import Pick, hold
 from schedulers.feedback import Feedback
+from schedulers.parking import Parking
 from schedulers.ratelimits import RateLimits
 from workers.breakers import Breakers
 from workers.webhooks import WebhookSender
@@ -108,6 +109,18 @@ def test_queue_depth_covers_config_teams_and_backlogged_ones(api, redis_client):
     assert depth[(("priority", "medium"), ("team", "ghost"))] == 1
     assert {dict(k)["team"] for k in depth} == {"product", "content", "platform", "ghost"}
     assert len(depth) == 4 * 3
+
+
+def test_parked_requests_show_per_team(api, redis_client):
+    parked = [("content", Priority.LOW, entry(1)), ("orphan", Priority.HIGH, entry(2))]
+    with redis_client.pipeline(transaction=False) as pipe:
+        Parking(redis_client).park(pipe, parked)
+        pipe.execute()
+    _, series = scrape(api)
+    by_team = {dict(k)["team"]: v for k, v in series["inference_broker_parked"].items()}
+    assert by_team == {"content": 1, "orphan": 1, "platform": 0, "product": 0}
+    depth = series["inference_broker_queue_depth"]
+    assert depth[(("priority", "high"), ("team", "orphan"))] == 0, "parked is not queue depth"
 
 
 def test_dispatches_finishes_tokens_cost_and_latency(api, config, redis_client):

@@ -94,6 +94,13 @@ def models(redis_client, provider: str) -> list[str]:
     return [t["model"] for t in tasks(redis_client, provider)]
 
 
+def waiting(redis_client, team: str) -> int:
+    """Requests of ``team`` waiting in Redis: queued, or parked behind open breakers."""
+    return redis_client.llen(keys.team_queue(team, "medium")) + redis_client.llen(
+        keys.parked(team)
+    )
+
+
 def fail(breakers: Breakers, provider: str, model: str, n: int = 4) -> None:
     for _ in range(n):
         breakers.record(provider, model, "failure")
@@ -144,7 +151,7 @@ def test_an_open_breaker_at_the_end_of_every_route_holds_the_work_and_blocks_nob
     assert scheduler.run_once() == 2
     assert tasks(redis_client, "sim-openai") == []
     assert models(redis_client, "sim-anthropic") == ["claude-haiku-4-5"] * 2
-    assert redis_client.llen(keys.team_queue("content", "medium")) == 3, "waits, not failed"
+    assert waiting(redis_client, "content") == 3, "waits, not failed"
 
 
 def test_nothing_goes_while_the_whole_chain_is_open(scheduler, submit, breakers, redis_client):
@@ -152,7 +159,7 @@ def test_nothing_goes_while_the_whole_chain_is_open(scheduler, submit, breakers,
     breakers.record("sim-anthropic", "claude-haiku-4-5", "unavailable")
     submit("content", 2)
     assert scheduler.run_once() == 0
-    assert redis_client.llen(keys.team_queue("content", "medium")) == 2
+    assert waiting(redis_client, "content") == 2
 
 
 def requeue_at(redis_client, team: str, chain_index: int) -> QueueEntry:
@@ -210,10 +217,7 @@ def test_a_half_open_provider_gets_only_its_probes_in_a_round(
     submit("product", 3, "claude-sonnet-4-5")  # another model of the half-open provider
     assert scheduler.run_once() == PROBES
     assert len(tasks(redis_client, "sim-anthropic")) == PROBES
-    queued = sum(
-        redis_client.llen(keys.team_queue(team, "medium")) for team in ("content", "product")
-    )
-    assert queued == 6 - PROBES
+    assert sum(waiting(redis_client, team) for team in ("content", "product")) == 6 - PROBES
 
 
 def test_a_half_open_providers_probes_are_sent_once_not_every_round(
@@ -245,3 +249,55 @@ def test_an_entry_carries_its_chain_position_only_past_the_head():
     assert moved.encode() == "req_1 gpt-4o-mini 20 256 1700000000000 search - 2"
     assert QueueEntry.decode(moved.encode()) == moved
     assert QueueEntry.decode(head.encode().encode()).chain_index == 0, "seven fields still decode"
+
+
+def parked(redis_client, team: str) -> list[str]:
+    """Request ids on a team's parked list, in order."""
+    return [raw.split(b" ")[1].decode() for raw in redis_client.lrange(keys.parked(team), 0, -1)]
+
+
+def open_every_model_of_the_mini_chain(redis_client, config) -> None:
+    """Open the model breakers of gpt-4o-mini's whole chain, leaving both providers closed."""
+    strict = config.breakers.model_copy(update={"failure_rate": 0.6})
+    b = Breakers(redis_client, config.model_copy(update={"breakers": strict}))
+    for _ in range(8):
+        b.record("sim-openai", "gpt-4o", "success")
+    for _ in range(4):
+        b.record("sim-anthropic", "claude-sonnet-4-5", "success")
+    fail(b, "sim-openai", "gpt-4o-mini")
+    fail(b, "sim-anthropic", "claude-haiku-4-5")
+    fail(b, "sim-openai", "gpt-4.1-nano")
+    refusing = {s for s, n in b.allowances().items() if n == 0}
+    assert refusing == {"model:gpt-4o-mini", "model:claude-haiku-4-5", "model:gpt-4.1-nano"}
+
+
+def test_a_request_whose_whole_chain_is_open_does_not_hold_back_its_teams_other_work(
+    scheduler, submit, redis_client, config
+):
+    open_every_model_of_the_mini_chain(redis_client, config)
+    submit("content", 3, "gpt-4o-mini")  # nowhere to go: every model of its chain is open
+    submit("content", 2, "gpt-4o")  # behind them in the same queue, on a healthy model
+    assert scheduler.run_once() == 2
+    assert models(redis_client, "sim-openai") == ["gpt-4o"] * 2
+    assert len(parked(redis_client, "content")) == 3, "set aside, still queued, not failed"
+    assert redis_client.llen(keys.team_queue("content", "medium")) == 0
+
+
+def test_parked_requests_go_back_in_order_once_a_breaker_on_their_chain_lets_calls_through(
+    scheduler, submit, redis_client, config
+):
+    open_every_model_of_the_mini_chain(redis_client, config)
+    submit("content", 3)
+    assert scheduler.run_once() == 0
+    order = parked(redis_client, "content")
+    assert len(order) == 3
+    assert scheduler.run_once() == 0, "nothing changed: they stay parked"
+    assert len(parked(redis_client, "content")) == 3
+    time.sleep(OPEN_S + 0.2)  # every model half-open, with PROBES permits each
+    assert scheduler.run_once() == 3
+    sent = tasks(redis_client, "sim-openai") + tasks(redis_client, "sim-anthropic")
+    assert [t["model"] for t in sent] == ["gpt-4o-mini"] * PROBES + ["claude-haiku-4-5"]
+    assert [QueueEntry.decode(t["entry"]).request_id for t in sent] == order, "in their order"
+    assert parked(redis_client, "content") == []
+    assert redis_client.sismember(keys.parked_teams(), "content") == 0
+

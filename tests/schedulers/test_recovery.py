@@ -26,6 +26,7 @@ from broker.store.transitions import Claimed, HandBack, Outcome
 from broker.submission import Submitter
 from schedulers.alerts import Alerts, recent_alerts
 from schedulers.budgets import BudgetLimits, Budgets
+from schedulers.parking import Parking
 from schedulers.recovery import Recovery
 
 REAP_AFTER_S = 0.05
@@ -208,6 +209,28 @@ def test_a_handed_back_request_lost_before_its_push_comes_back_at_its_chain_posi
     assert b"product" in redis_client.smembers(keys.backlogged_teams())
 
 
+def park_all(redis_client, team: str, priority: str = "medium") -> list[str]:
+    """Move the team's queued entries to its parked list, as a round does when every breaker
+    of their chain is open."""
+    entries = queue(redis_client, team, priority)
+    redis_client.delete(keys.team_queue(team, priority))
+    with redis_client.pipeline(transaction=False) as pipe:
+        Parking(redis_client).park(pipe, [(team, Priority(priority), e) for e in entries])
+        pipe.execute()
+    return [e.request_id for e in entries]
+
+
+def test_parked_requests_are_not_missing(recovery, submit, redis_client):
+    _, (a, b, c) = submit("product", 3)
+    assert park_all(redis_client, "product") == [a, b, c]
+    assert recovery.reconcile_queues() == 0
+    assert ids(redis_client, "product") == []
+    drop_parked = redis_client.lpop(keys.parked("product"))  # one lost all the same
+    assert drop_parked.split(b" ")[1].decode() == a
+    assert recovery.reconcile_queues() == 1
+    assert ids(redis_client, "product") == [a]
+
+
 # --- ensure_epoch -------------------------------------------------------------------------------
 
 
@@ -256,6 +279,16 @@ def test_ensure_epoch_does_not_push_twice_what_redis_still_holds(
     redis_client.delete(keys.epoch())  # only the marker is gone: a's entry is still there
     assert recovery.ensure_epoch() is True
     assert sorted(ids(redis_client, "product")) == sorted([a, b])
+
+
+def test_ensure_epoch_does_not_queue_what_is_parked(recovery, submit, redis_client):
+    _, (a,) = submit("content", 1)
+    _, (b,) = submit("product", 1)
+    park_all(redis_client, "product")
+    redis_client.delete(keys.epoch())
+    assert recovery.ensure_epoch() is True
+    assert ids(redis_client, "content") == [a]
+    assert ids(redis_client, "product") == [], f"{b} is parked, not lost"
 
 
 # --- the reaper ---------------------------------------------------------------------------------

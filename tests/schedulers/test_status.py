@@ -30,12 +30,15 @@ def test_counters_backlog_service_and_overrides(redis_client, config):
     redis_client.hset(keys.service_received(), mapping={"product": 30, "content": 10})
     redis_client.rpush(keys.team_queue("content", "high"), "a", "b")
     redis_client.rpush(keys.team_queue("content", "low"), "c")
+    redis_client.rpush(keys.parked("content"), "medium d")
 
     by_team = {s.team: s for s in team_status(redis_client, config, {"product": 4.0})}
     product, content = by_team["product"], by_team["content"]
     assert (product.weight, product.weight_source, product.counter) == (4.0, "override", 10.5)
     assert (product.service, product.share) == (30.0, 0.75)
-    assert content.backlog == {"high": 2, "medium": 0, "low": 1} and content.queued == 3
+    assert content.backlog == {"high": 2, "medium": 0, "low": 1}
+    assert (content.parked, content.queued) == (1, 4)
+    assert product.parked == 0
     assert content.share == 0.25 and by_team["platform"].share == 0.0
 
 
