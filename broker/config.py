@@ -1,7 +1,7 @@
 """``broker.toml``: providers, the model catalog and teams, validated once at start.
 
-Any problem fails loudly with the file, the key and the reason, e.g.
-``broker.toml: models[2].provider: unknown provider 'sim-gemini' (known: sim-openai, sim-anthropic)``.
+Any problem fails loudly with the file, the key and the reason, e.g. ``broker.toml:
+models[2].provider: unknown provider 'sim-gemini' (known: sim-openai, sim-anthropic)``.
 """
 
 from __future__ import annotations
@@ -113,7 +113,8 @@ class TeamConfig(_Strict):
     weight: float = Field(default=1.0, ge=0.001, le=1000)
     allow_fallback: bool = Field(
         default=False,
-        description="A request whose model's provider is full may take the next model in its chain.",
+        description="A request whose model's provider is full may take the next model in its "
+        "chain.",
     )
     api_key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 hex of the key.")
     budget_policy: BudgetPolicy = Field(

@@ -153,8 +153,11 @@ def start_api(
 ) -> tuple[Child, str]:
     """``inference-broker api`` as a user runs it, with these ``BROKER_*`` settings only (the
     caller's ``REDIS_URL``/``DATABASE_URL``/config do not leak in); returns it and its URL."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("REDIS_URL", "DATABASE_URL", "BROKER_CONFIG_PATH")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REDIS_URL", "DATABASE_URL", "BROKER_CONFIG_PATH")
+    }
     env.update(settings_env)
     if config_path is not None:
         env["BROKER_CONFIG_PATH"] = str(config_path)

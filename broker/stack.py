@@ -90,12 +90,12 @@ class Stack:
         db.dispose()
 
         config = settings.config
-        if any(p.kind is ProviderKind.SIMULATED for p in config.providers):
-            if not settings.simulator_url:
-                port = free_port()
-                self._spawn("simulator", env, "simulate", "--port", str(port))
-                env["BROKER_SIMULATOR_URL"] = f"http://127.0.0.1:{port}"
-                self._wait_http("simulator", f"http://127.0.0.1:{port}/healthz")
+        simulated = any(p.kind is ProviderKind.SIMULATED for p in config.providers)
+        if simulated and not settings.simulator_url:
+            port = free_port()
+            self._spawn("simulator", env, "simulate", "--port", str(port))
+            env["BROKER_SIMULATOR_URL"] = f"http://127.0.0.1:{port}"
+            self._wait_http("simulator", f"http://127.0.0.1:{port}/healthz")
 
         if not port_is_free(settings.api_port, settings.api_host):
             raise BrokerError(

@@ -4,12 +4,12 @@
     python scripts/chaos_report.py outage malformed     # some of them
     python scripts/chaos_report.py --database-url postgresql://postgres@127.0.0.1:5432/ib_chaos
 
-For each fault (see :mod:`broker.chaos_scenarios`) a fresh stack runs (private Redis, the simulator, API,
-scheduler, one worker pool per provider) and one batch is submitted; the fault is injected while
-the batch runs. The table counts, from the database: requests, succeeded, failed, lost (no
-terminal state when the run ended: must be 0) and double-charged (a request with more than one
-ledger row: must be 0), and what each fault showed on the way. Exit status 1 if anything was
-lost or charged twice. About three minutes for all five.
+For each fault (see :mod:`broker.chaos_scenarios`) a fresh stack runs (private Redis, the
+simulator, API, scheduler, one worker pool per provider) and one batch is submitted; the fault
+is injected while the batch runs. The table counts, from the database: requests, succeeded,
+failed, lost (no terminal state when the run ended: must be 0) and double-charged (a request
+with more than one ledger row: must be 0), and what each fault showed on the way. Exit status 1
+if anything was lost or charged twice. About four minutes for all five.
 """
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """One command on a fresh machine with Python 3.11+: make a virtualenv, install, run.
 
     python3 scripts/quickstart.py          # install, then the demo on embedded defaults

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from broker.api.admin import known_team as known_team
+from broker.api.admin import known_team
 from broker.api.auth import admin_router
 from broker.api.errors import store_errors
 from broker.api.params import KeyId

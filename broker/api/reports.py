@@ -55,7 +55,6 @@ MEASURES = (
 )
 
 
-
 def _invalid(field: str, message: str, value: Any) -> RequestValidationError:
     """A 422 naming ``field``, through the same handler as FastAPI's own parameter checks."""
     error = {"type": "value_error", "loc": ("query", field), "msg": message, "input": value}

@@ -3,9 +3,9 @@
 Process commands (``up``, ``api``, ``scheduler``, ``worker``, ``webhooks``, ``simulate``,
 ``flower``) read settings from the environment (``BROKER_*``, ``REDIS_URL``, ``DATABASE_URL``);
 client commands (``submit``, ``status``, ``results``) take ``--url`` and ``--api-key`` (or
-``BROKER_URL``/``BROKER_API_KEY``); operator commands (``teams``, ``budgets``, ``alerts``, ``keys``) take
-``--url`` and ``--admin-key`` (or ``BROKER_ADMIN_KEY``); ``report`` takes either kind of key as
-``--api-key`` (``BROKER_ADMIN_KEY``, then ``BROKER_API_KEY``).
+``BROKER_URL``/``BROKER_API_KEY``); operator commands (``teams``, ``budgets``, ``alerts``,
+``keys``, ``breakers``) take ``--url`` and ``--admin-key`` (or ``BROKER_ADMIN_KEY``); ``report``
+takes either kind of key as ``--api-key`` (``BROKER_ADMIN_KEY``, then ``BROKER_API_KEY``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ console = Console(stderr=True)
 
 def _settings() -> Settings:
     settings = Settings()
-    settings.config
+    _ = settings.config  # a bad broker.toml fails here, naming the file, the key and the reason
     return settings
 
 

@@ -94,8 +94,5 @@ def register(main: click.Group) -> None:
         admin = admin_from(ctx, url, admin_key)
         path = f"/v1/admin/keys/{quote(key_id, safe='')}"
         gone = parse(admin.call("DELETE", path), ApiKeyOut)
-        console.print(
-            Text(
-                f"{gone.id} ({gone.prefix}…, team {gone.team}) revoked at {_when(gone.revoked_at)} UTC"
-            )
-        )
+        when = _when(gone.revoked_at)
+        console.print(Text(f"{gone.id} ({gone.prefix}…, team {gone.team}) revoked at {when} UTC"))

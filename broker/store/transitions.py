@@ -363,9 +363,7 @@ def _requeue(
     return RequestStatus.CANCELLED
 
 
-def hand_back_many(
-    session: Session, handed: Sequence[tuple[Claimed, HandBack]]
-) -> list[bool]:
+def hand_back_many(session: Session, handed: Sequence[tuple[Claimed, HandBack]]) -> list[bool]:
     """Requeue many attempts (see :func:`requeue`), recording their calls; True for each the
     caller should push back onto its queue."""
     now = utcnow()

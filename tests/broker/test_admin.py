@@ -123,10 +123,18 @@ def test_unknown_team_is_404_naming_the_known_ones(api):
 
 @pytest.mark.parametrize(
     ("weight", "words"),
-    [(0, "greater than or equal to 0.001"), (-1, "greater than or equal to 0.001"),
-     (5e-324, "greater than or equal to 0.001"),  # the fuzzer's: a counter divided by it overflows
-     ("abc", "valid number"), (1001, "less than or equal to 1000"), (None, "valid number"),
-     (float("nan"), "finite number")],
+    [
+        (0, "greater than or equal to 0.001"),
+        (-1, "greater than or equal to 0.001"),
+        (
+            5e-324,
+            "greater than or equal to 0.001",
+        ),  # the fuzzer's: a counter divided by it overflows
+        ("abc", "valid number"),
+        (1001, "less than or equal to 1000"),
+        (None, "valid number"),
+        (float("nan"), "finite number"),
+    ],
 )
 def test_a_bad_weight_is_422_naming_the_field(api, weight, words):
     body = json.dumps({"weight": weight})  # the stdlib writes NaN, as a careless client might

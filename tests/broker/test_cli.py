@@ -69,7 +69,9 @@ def test_up_runs_the_stack_and_ctrl_c_stops_all_of_it(tmp_path):
 def test_an_invalid_config_stops_a_process_at_start_with_file_key_and_reason(tmp_path, command):
     config = tmp_path / "broker.toml"
     default = Path(__file__).parents[2] / "broker" / "defaults" / "broker.toml"
-    config.write_text(default.read_text().replace('provider = "sim-anthropic"', 'provider = "nope"', 1))
+    config.write_text(
+        default.read_text().replace('provider = "sim-anthropic"', 'provider = "nope"', 1)
+    )
     env = {**os.environ, "BROKER_CONFIG_PATH": str(config), "BROKER_DATA_DIR": str(tmp_path)}
     done = subprocess.run([*CLI, *command], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
@@ -157,8 +159,6 @@ def test_teams_lists_and_sets_weights_against_a_running_api(running_api):
         assert done.returncode == 1
         assert done.stderr.startswith("error: ") and words in done.stderr
         assert "Traceback" not in done.stderr
-
-
 
 
 @pytest.fixture

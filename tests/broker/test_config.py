@@ -56,9 +56,10 @@ def test_the_real_provider_example_loads():
     assert [p.api_key_env for p in config.providers] == ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"]
     for model in config.models:
         assert prices(config, model.name) == tuple(Decimal(p) for p in PRICES[model.name])
-        assert config.provider_for_model(model.name).wire_format == config.provider(
-            model.provider
-        ).kind.value
+        assert (
+            config.provider_for_model(model.name).wire_format
+            == config.provider(model.provider).kind.value
+        )
     assert config.teams == []
 
 
@@ -74,43 +75,99 @@ DEFAULT_TEXT = DEFAULT_CONFIG.read_text(encoding="utf-8")
 BROKEN = [
     ("toml-syntax", DEFAULT_TEXT + "\n[[models]\nname = ", "(syntax)", "at line"),
     ("missing-file", None, "(file)", "no such file"),
-    ("unknown-provider",
-     edit(DEFAULT_CONFIG, 'provider = "sim-anthropic"', 'provider = "sim-gemini"'),
-     "models[6].provider", "unknown provider 'sim-gemini' (known: sim-anthropic, sim-openai)"),
-    ("negative-price",
-     edit(DEFAULT_CONFIG, 'cached_input_price = "0.075"', 'cached_input_price = "-0.075"'),
-     "models[1].cached_input_price", "greater than or equal to 0"),
+    (
+        "unknown-provider",
+        edit(DEFAULT_CONFIG, 'provider = "sim-anthropic"', 'provider = "sim-gemini"'),
+        "models[6].provider",
+        "unknown provider 'sim-gemini' (known: sim-anthropic, sim-openai)",
+    ),
+    (
+        "negative-price",
+        edit(DEFAULT_CONFIG, 'cached_input_price = "0.075"', 'cached_input_price = "-0.075"'),
+        "models[1].cached_input_price",
+        "greater than or equal to 0",
+    ),
     # A model without a price is never routed to: it cannot even be configured.
-    ("model-without-a-price", edit(DEFAULT_CONFIG, 'output_price = "0.60"\n', ""),
-     "models[1].output_price", "Field required"),
-    ("budget-for-unknown-team",
-     DEFAULT_TEXT + '\n[[budgets]]\nteam = "nobody"\nlimit_usd = "1"\n',
-     "budgets[0].team", "unknown team 'nobody'"),
-    ("custom-window-without-period",
-     DEFAULT_TEXT + '\n[[budgets]]\nteam = "product"\nwindow = "custom"\nlimit_usd = "1"\n',
-     "budgets[0]", "start and period_hours go together"),
-    ("fallback-to-unknown-model",
-     edit(DEFAULT_CONFIG, 'fallbacks = ["claude-haiku-4-5", "gpt-4.1-nano"]', 'fallbacks = ["x"]'),
-     "models[1].fallbacks[0]", "'x' is not another model in the catalog"),
-    ("wrong-type", edit(DEFAULT_CONFIG, "concurrency = 64", 'concurrency = "lots"'),
-     "providers[0].concurrency", "valid integer"),
-    ("unknown-key", edit(DEFAULT_CONFIG, 'tier = "small"', 'tier = "small"\ncolour = "blue"'),
-     "models[1].colour", "Extra inputs are not permitted"),
-    ("unknown-top-level-key", "region = 'eu'\n" + DEFAULT_TEXT, "region",
-     "Extra inputs are not permitted"),
-    ("duplicate-model", edit(DEFAULT_CONFIG, 'name = "gpt-4.1-nano"', 'name = "gpt-4o"'),
-     "models[4].name", "duplicate name 'gpt-4o'"),
-    ("simulated-without-wire", edit(DEFAULT_CONFIG, 'wire = "anthropic"\n', ""),
-     "providers[1].wire", "a simulated provider needs wire"),
-    ("real-without-api-key-env", edit(REAL_EXAMPLE, 'api_key_env = "ANTHROPIC_API_KEY"\n', ""),
-     "providers[1].api_key_env", "a real provider needs api_key_env"),
-    ("bad-base-url",
-     edit(DEFAULT_CONFIG, 'base_url = "http://127.0.0.1:8765"', 'base_url = "127.0.0.1:8765"'),
-     "providers[0].base_url", "must start with http:// or https://"),
-    ("short-team-key-hash", edit(DEFAULT_CONFIG, '"1010b38ce004432e', '"'),
-     "teams[2].api_key_sha256", "should match pattern"),
-    ("uppercase-team-key-hash", edit(DEFAULT_CONFIG, "1010b38ce004432e", "1010B38CE004432E"),
-     "teams[2].api_key_sha256", "should match pattern"),
+    (
+        "model-without-a-price",
+        edit(DEFAULT_CONFIG, 'output_price = "0.60"\n', ""),
+        "models[1].output_price",
+        "Field required",
+    ),
+    (
+        "budget-for-unknown-team",
+        DEFAULT_TEXT + '\n[[budgets]]\nteam = "nobody"\nlimit_usd = "1"\n',
+        "budgets[0].team",
+        "unknown team 'nobody'",
+    ),
+    (
+        "custom-window-without-period",
+        DEFAULT_TEXT + '\n[[budgets]]\nteam = "product"\nwindow = "custom"\nlimit_usd = "1"\n',
+        "budgets[0]",
+        "start and period_hours go together",
+    ),
+    (
+        "fallback-to-unknown-model",
+        edit(
+            DEFAULT_CONFIG, 'fallbacks = ["claude-haiku-4-5", "gpt-4.1-nano"]', 'fallbacks = ["x"]'
+        ),
+        "models[1].fallbacks[0]",
+        "'x' is not another model in the catalog",
+    ),
+    (
+        "wrong-type",
+        edit(DEFAULT_CONFIG, "concurrency = 64", 'concurrency = "lots"'),
+        "providers[0].concurrency",
+        "valid integer",
+    ),
+    (
+        "unknown-key",
+        edit(DEFAULT_CONFIG, 'tier = "small"', 'tier = "small"\ncolour = "blue"'),
+        "models[1].colour",
+        "Extra inputs are not permitted",
+    ),
+    (
+        "unknown-top-level-key",
+        "region = 'eu'\n" + DEFAULT_TEXT,
+        "region",
+        "Extra inputs are not permitted",
+    ),
+    (
+        "duplicate-model",
+        edit(DEFAULT_CONFIG, 'name = "gpt-4.1-nano"', 'name = "gpt-4o"'),
+        "models[4].name",
+        "duplicate name 'gpt-4o'",
+    ),
+    (
+        "simulated-without-wire",
+        edit(DEFAULT_CONFIG, 'wire = "anthropic"\n', ""),
+        "providers[1].wire",
+        "a simulated provider needs wire",
+    ),
+    (
+        "real-without-api-key-env",
+        edit(REAL_EXAMPLE, 'api_key_env = "ANTHROPIC_API_KEY"\n', ""),
+        "providers[1].api_key_env",
+        "a real provider needs api_key_env",
+    ),
+    (
+        "bad-base-url",
+        edit(DEFAULT_CONFIG, 'base_url = "http://127.0.0.1:8765"', 'base_url = "127.0.0.1:8765"'),
+        "providers[0].base_url",
+        "must start with http:// or https://",
+    ),
+    (
+        "short-team-key-hash",
+        edit(DEFAULT_CONFIG, '"1010b38ce004432e', '"'),
+        "teams[2].api_key_sha256",
+        "should match pattern",
+    ),
+    (
+        "uppercase-team-key-hash",
+        edit(DEFAULT_CONFIG, "1010b38ce004432e", "1010B38CE004432E"),
+        "teams[2].api_key_sha256",
+        "should match pattern",
+    ),
 ]
 
 
@@ -134,9 +191,16 @@ def minimal(**over) -> dict:
         "prices_as_of": "2026-11-01",
         "providers": [{"name": "p", "kind": "simulated", "wire": "openai", "base_url": "http://x"}],
         "models": [
-            {"name": "m", "provider": "p", "provider_model_id": "m", "input_price": "1",
-             "output_price": "2", "cached_input_price": "0.5", "context_window": 10,
-             "max_output": 5}
+            {
+                "name": "m",
+                "provider": "p",
+                "provider_model_id": "m",
+                "input_price": "1",
+                "output_price": "2",
+                "cached_input_price": "0.5",
+                "context_window": 10,
+                "max_output": 5,
+            }
         ],
         "teams": [team("t", "a")],
     }
@@ -154,17 +218,36 @@ def team(team_id: str, hex_digit: str, length: int = 64, **over) -> dict:
         ({"providers": []}, "providers", "at least 1"),
         ({"prices_as_of": "yesterday"}, "prices_as_of", "valid date"),
         ({"teams": [team("t", "a"), team("t", "b")]}, "teams[1].id", "duplicate id 't'"),
-        ({"teams": [team("t", "a"), team("u", "a")]}, "teams[1].api_key_sha256",
-         "duplicate api_key_sha256"),
+        (
+            {"teams": [team("t", "a"), team("u", "a")]},
+            "teams[1].api_key_sha256",
+            "duplicate api_key_sha256",
+        ),
         ({"teams": [team("t", "g")]}, "teams[0].api_key_sha256", "pattern"),
         ({"teams": [team("t", "a", length=65)]}, "teams[0].api_key_sha256", "pattern"),
-        ({"teams": [team("t", "a", weight=0)]}, "teams[0].weight", "greater than or equal to 0.001"),
-        ({"teams": [team("t", "a"), team("u", "b")], "admin_api_key_sha256": "b" * 64},
-         "admin_api_key_sha256", "is also teams[1].api_key_sha256 (team 'u')"),
+        (
+            {"teams": [team("t", "a", weight=0)]},
+            "teams[0].weight",
+            "greater than or equal to 0.001",
+        ),
+        (
+            {"teams": [team("t", "a"), team("u", "b")], "admin_api_key_sha256": "b" * 64},
+            "admin_api_key_sha256",
+            "is also teams[1].api_key_sha256 (team 'u')",
+        ),
         ({"admin_api_key_sha256": "B" * 64}, "admin_api_key_sha256", "pattern"),
     ],
-    ids=["no-providers", "bad-date", "duplicate-team", "duplicate-key-hash", "non-hex-hash",
-         "long-hash", "zero-weight", "admin-key-is-a-team-key", "uppercase-admin-key-hash"],
+    ids=[
+        "no-providers",
+        "bad-date",
+        "duplicate-team",
+        "duplicate-key-hash",
+        "non-hex-hash",
+        "long-hash",
+        "zero-weight",
+        "admin-key-is-a-team-key",
+        "uppercase-admin-key-hash",
+    ],
 )
 def test_parse_config_refuses_bad_dicts(over, key, reason):
     with pytest.raises(ConfigError) as info:
@@ -174,9 +257,13 @@ def test_parse_config_refuses_bad_dicts(over, key, reason):
 
 
 def test_a_minimal_dict_parses_and_strips_the_base_url_slash():
-    config = parse_config(minimal(providers=[
-        {"name": "p", "kind": "simulated", "wire": "anthropic", "base_url": "https://x/"}
-    ]))
+    config = parse_config(
+        minimal(
+            providers=[
+                {"name": "p", "kind": "simulated", "wire": "anthropic", "base_url": "https://x/"}
+            ]
+        )
+    )
     assert config.provider("p").base_url == "https://x"
     assert config.provider("p").queue == "provider.p"
     assert config.model("m").input_price == Decimal(1)

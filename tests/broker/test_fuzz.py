@@ -144,4 +144,6 @@ def test_no_server_errors(case, fuzzed: Fuzzed, redis_client) -> None:
     # redis_client: each operation starts on an empty Redis (queues, alerts, rate limits)
     aim(case, fuzzed.known)
     headers = ADMIN if case.path.startswith("/v1/admin") else TEAM
-    case.call_and_validate(app=fuzzed.app, headers=headers, checks=[not_a_server_error, response_schema_conformance])
+    case.call_and_validate(
+        app=fuzzed.app, headers=headers, checks=[not_a_server_error, response_schema_conformance]
+    )

@@ -88,8 +88,11 @@ def submit(db, redis_client, settings):
         body = JobCreate(
             feature="search",
             requests=[
-                {"custom_id": f"r{i}", "model": "gpt-4o-mini",
-                 "messages": [{"role": "user", "content": f"hello {i}"}]}
+                {
+                    "custom_id": f"r{i}",
+                    "model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": f"hello {i}"}],
+                }
                 for i in range(n)
             ],
         )
@@ -126,16 +129,27 @@ def ledger(db: Database, job_id: str) -> list[LedgerEntry]:
 
 def ok(cost: int = 21, **over) -> Outcome:
     fields = {
-        "model": "gpt-4o-mini", "provider": "sim-openai", "latency_ms": 12, "output": "hi",
-        "finish_reason": "stop", "input_tokens": 12, "cached_input_tokens": 7,
-        "output_tokens": 30, "cost_micros": cost,
+        "model": "gpt-4o-mini",
+        "provider": "sim-openai",
+        "latency_ms": 12,
+        "output": "hi",
+        "finish_reason": "stop",
+        "input_tokens": 12,
+        "cached_input_tokens": 7,
+        "output_tokens": 30,
+        "cost_micros": cost,
     }
     return Outcome(**{**fields, **over})
 
 
 def failed() -> Outcome:
-    return Outcome(model="gpt-4o-mini", provider="sim-openai", latency_ms=3,
-                   error_code="provider_rejected", error="sim-openai: bad request")
+    return Outcome(
+        model="gpt-4o-mini",
+        provider="sim-openai",
+        latency_ms=3,
+        error_code="provider_rejected",
+        error="sim-openai: bad request",
+    )
 
 
 def dispatch(db, ids):
@@ -188,7 +202,10 @@ def test_claim_needs_the_current_attempt_and_a_dispatched_request(db, submit):
     assert list(claimed) == [(a, 1)]
     got = claimed[(a, 1)]
     assert (got.attempt, got.team_id, got.feature, got.model) == (
-        1, "product", "search", "gpt-4o-mini"
+        1,
+        "product",
+        "search",
+        "gpt-4o-mini",
     )
     assert got.payload["messages"] == [{"role": "user", "content": "hello 0"}]
     assert got.payload["max_tokens"] == 256
@@ -210,16 +227,23 @@ def test_finishing_twice_in_two_transactions_records_once(db, submit):
 
     request = get_request(db, first.request_id)
     assert (request.status, request.output, request.cost_micros) == (
-        RequestStatus.SUCCEEDED, "hi", 21
+        RequestStatus.SUCCEEDED,
+        "hi",
+        21,
     )
     assert (request.input_tokens, request.cached_input_tokens, request.output_tokens) == (12, 7, 30)
     assert (request.model_used, request.provider_used, request.latency_ms) == (
-        "gpt-4o-mini", "sim-openai", 12
+        "gpt-4o-mini",
+        "sim-openai",
+        12,
     )
     rows = ledger(db, job_id)
     assert [(r.request_id, r.attempt, r.cost_micros) for r in rows] == [(first.request_id, 1, 21)]
     assert (rows[0].team_id, rows[0].feature, rows[0].model, rows[0].provider) == (
-        "product", "search", "gpt-4o-mini", "sim-openai"
+        "product",
+        "search",
+        "gpt-4o-mini",
+        "sim-openai",
     )
     job = get_job(db, job_id)
     assert (job.n_succeeded, job.n_failed, job.cost_micros) == (1, 0, 21)
@@ -231,7 +255,10 @@ def test_finishing_twice_in_one_batch_records_once(db, submit):
     job_id, ids = submit(3)
     a, b, _ = running(db, ids)
     assert finish(db, [(a, ok(cost=5)), (b, ok(cost=7)), (a, ok(cost=5)), (b, failed())]) == [
-        True, True, False, False,
+        True,
+        True,
+        False,
+        False,
     ]
     assert sorted((r.request_id, r.cost_micros) for r in ledger(db, job_id)) == sorted(
         [(a.request_id, 5), (b.request_id, 7)]
@@ -244,8 +271,15 @@ def test_finishing_twice_in_one_batch_records_once(db, submit):
 def test_a_stale_attempt_cannot_finish(db, submit):
     job_id, ids = submit(1)
     (claimed,) = running(db, ids)
-    stale = Claimed(claimed.request_id, claimed.job_id, claimed.team_id, claimed.feature,
-                    claimed.model, attempt=2, payload=claimed.payload)
+    stale = Claimed(
+        claimed.request_id,
+        claimed.job_id,
+        claimed.team_id,
+        claimed.feature,
+        claimed.model,
+        attempt=2,
+        payload=claimed.payload,
+    )
     assert finish(db, [(stale, ok())]) == [False]
     assert ledger(db, job_id) == []
     assert get_request(db, claimed.request_id).status == RequestStatus.RUNNING
@@ -355,12 +389,15 @@ def test_cancelling_a_completed_job_changes_nothing(db, submit):
     assert db.write(lambda s: transitions.cancel_job(s, job_id)) == 0
     after = get_job(db, job_id)
     assert (after.status, after.finished_at, after.cancel_requested_at) == (
-        JobStatus.COMPLETED, before.finished_at, None
+        JobStatus.COMPLETED,
+        before.finished_at,
+        None,
     )
 
 
 def test_fail_queued_fails_once_and_counts_as_failed(db, submit):
     job_id, (a, b, c) = submit(3)
+
     def fail(rid: str) -> bool:
         failures = [(rid, "no_route", "no provider for it")]
         return db.write(lambda s: transitions.fail_queued(s, failures)) == 1
@@ -369,7 +406,9 @@ def test_fail_queued_fails_once_and_counts_as_failed(db, submit):
     assert fail(a) is False
     request = get_request(db, a)
     assert (request.status, request.error_code, request.error) == (
-        RequestStatus.FAILED, "no_route", "no provider for it"
+        RequestStatus.FAILED,
+        "no_route",
+        "no provider for it",
     )
     assert request.finished_at is not None and request.attempts == 0
     assert get_job(db, job_id).n_failed == 1

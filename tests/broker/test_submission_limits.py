@@ -47,8 +47,11 @@ def submit(api: TestClient, key: str, n: int, feature: str = "search"):
     body = {
         "feature": feature,
         "requests": [
-            {"custom_id": f"r{i}", "model": "gpt-4o-mini",
-             "messages": [{"role": "user", "content": "hi"}]}
+            {
+                "custom_id": f"r{i}",
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": "hi"}],
+            }
             for i in range(n)
         ],
     }

@@ -33,16 +33,22 @@ def submit(db, redis_client, settings):
         body = JobCreate(
             feature="search",
             requests=[
-                {"custom_id": f"r{i}", "model": "gpt-4o-mini",
-                 "messages": [{"role": "user", "content": f"hello {i}"}]}
+                {
+                    "custom_id": f"r{i}",
+                    "model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": f"hello {i}"}],
+                }
                 for i in range(n)
             ],
             **job,
         )
         job_id = submitter.submit(team, body).id
         with db.session() as s:
-            ids = s.scalars(select(transitions._R.c.id).where(
-                transitions._R.c.job_id == job_id).order_by(transitions._R.c.seq))
+            ids = s.scalars(
+                select(transitions._R.c.id)
+                .where(transitions._R.c.job_id == job_id)
+                .order_by(transitions._R.c.seq)
+            )
             return job_id, list(ids)
 
     return _submit
@@ -55,8 +61,15 @@ def run(db, request_ids: list[str]) -> list[transitions.Claimed]:
 
 
 def ok(cost: int = 21) -> Outcome:
-    return Outcome(model="gpt-4o-mini", provider="sim-openai", latency_ms=5, output="hi",
-                   input_tokens=10, output_tokens=5, cost_micros=cost)
+    return Outcome(
+        model="gpt-4o-mini",
+        provider="sim-openai",
+        latency_ms=5,
+        output="hi",
+        input_tokens=10,
+        output_tokens=5,
+        cost_micros=cost,
+    )
 
 
 def rows(db, job_id: str) -> list[WebhookDelivery]:
@@ -88,8 +101,14 @@ def test_the_job_finished_row_is_written_in_the_transaction_that_ends_the_job(db
     assert row.payload == {
         "job_id": job_id,
         "status": "completed",
-        "counts": {"total": 2, "pending": 0, "succeeded": 2, "failed": 0, "cancelled": 0,
-                   "expired": 0},
+        "counts": {
+            "total": 2,
+            "pending": 0,
+            "succeeded": 2,
+            "failed": 0,
+            "cancelled": 0,
+            "expired": 0,
+        },
         "cost_micros": 30,
         "cost_usd": "$0.000030",
     }
@@ -110,12 +129,20 @@ def test_no_webhook_url_no_rows_and_a_cancelled_job_reports_cancelled(db, submit
 def test_request_events_when_asked_one_per_request_then_the_job(db, submit):
     job_id, ids = submit(2, webhook_url=HOOK, webhook_events=["request.finished", "job.finished"])
     first, second = run(db, ids)
-    failed = Outcome(model="gpt-4o-mini", provider="sim-openai", latency_ms=3,
-                     error_code="provider_rejected", error="bad")
+    failed = Outcome(
+        model="gpt-4o-mini",
+        provider="sim-openai",
+        latency_ms=3,
+        error_code="provider_rejected",
+        error="bad",
+    )
     db.write(lambda s: transitions.finish_many(s, [(first, ok()), (second, failed)]))
     found = rows(db, job_id)
     assert sorted(r.event_type for r in found) == [
-        "job.finished", "request.finished", "request.finished"]
+        "job.finished",
+        "request.finished",
+        "request.finished",
+    ]
     by_custom = {r.payload["custom_id"]: r.payload for r in found if r.event_type != "job.finished"}
     assert by_custom["r0"]["status"] == RequestStatus.SUCCEEDED
     assert by_custom["r0"]["cost_micros"] == 21 and by_custom["r0"]["error_code"] is None
@@ -135,20 +162,32 @@ def test_an_attempt_is_claimed_once_and_recorded(db, submit):
     first = db.write(lambda s: deliveries.claim(s, delivery_id, 1, 60))
     assert first is not None and first.payload["job_id"] == job_id
     assert db.write(lambda s: deliveries.claim(s, delivery_id, 1, 60)) is None, "duplicate"
-    status = db.write(lambda s: deliveries.record(
-        s, first, status_code=500, error="HTTP 500", duration_ms=3, retry_in_s=0.0))
+    status = db.write(
+        lambda s: deliveries.record(
+            s, first, status_code=500, error="HTTP 500", duration_ms=3, retry_in_s=0.0
+        )
+    )
     assert status == "pending"
     second = db.write(lambda s: deliveries.claim(s, delivery_id, 2, 60))
-    status = db.write(lambda s: deliveries.record(
-        s, second, status_code=200, error=None, duration_ms=2, retry_in_s=1.0))
+    status = db.write(
+        lambda s: deliveries.record(
+            s, second, status_code=200, error=None, duration_ms=2, retry_in_s=1.0
+        )
+    )
     assert status == "delivered"
     assert db.write(lambda s: deliveries.claim(s, delivery_id, 3, 60)) is None, "delivered"
     with db.session() as s:
         [(delivery, attempts)] = deliveries.of_job(s, job_id)
         assert delivery.status == "delivered" and delivery.delivered_at is not None
         assert [(a.attempt, a.status_code) for a in attempts] == [(1, 500), (2, 200)]
-        assert s.scalar(select(WebhookAttempt.error).where(WebhookAttempt.attempt == 1,
-                        WebhookAttempt.delivery_id == delivery_id)) == "HTTP 500"
+        assert (
+            s.scalar(
+                select(WebhookAttempt.error).where(
+                    WebhookAttempt.attempt == 1, WebhookAttempt.delivery_id == delivery_id
+                )
+            )
+            == "HTTP 500"
+        )
 
 
 @pytest.mark.parametrize(

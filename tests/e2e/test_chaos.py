@@ -1,6 +1,7 @@
 """Chaos with real processes: a provider outage, a 429 storm, killed workers, Redis restarted
 empty and broken response bodies, each injected mid-batch into a fresh stack
-(:mod:`broker.chaos_scenarios`). Whatever the fault: nothing lost, nothing charged twice, workers up.
+(:mod:`broker.chaos_scenarios`). Whatever the fault: nothing lost, nothing charged twice,
+workers up.
 And the two ways a batch ends early on purpose: cancelled, or past its completion window.
 
 Each runs once, on PostgreSQL when one is reachable (else SQLite): the database is not what

@@ -44,7 +44,6 @@ def test_flower_sees_queues_workers_and_tasks_behind_basic_auth(fresh_database_u
         flower_basic_auth=f"{USER}:{PASSWORD}",
     )  # task events unset: the workers start without them and Flower turns them on
     with Stack(settings, flower_port=free_port()) as stack:
-
         with httpx.Client(base_url=stack.flower_url, auth=(USER, PASSWORD), timeout=10) as flower:
 
             def workers() -> dict:

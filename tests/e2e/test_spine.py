@@ -104,11 +104,15 @@ def client_results(stack: Stack, key: str, job_id: str):
 
 def test_cli_submit_status_results(stack: Stack, tmp_path):
     lines = [
-        '{"custom_id": "a", "model": "gpt-4.1-nano", "messages": [{"role": "user", "content": "hi"}]}',
+        '{"custom_id": "a", "model": "gpt-4.1-nano", '
+        '"messages": [{"role": "user", "content": "hi"}]}',
         "{not json",
         '{"custom_id": "b", "model": "gpt-4.1-nano"}',
-        '{"custom_id": "c", "method": "POST", "url": "/v1/chat/completions", "body": '
-        '{"model": "claude-haiku-4-5", "max_tokens": 20, "messages": [{"role": "user", "content": "yo"}]}}',
+        (
+            '{"custom_id": "c", "method": "POST", "url": "/v1/chat/completions", "body": '
+            '{"model": "claude-haiku-4-5", "max_tokens": 20, '
+            '"messages": [{"role": "user", "content": "yo"}]}}'
+        ),
     ]
     path = tmp_path / "batch.jsonl"
     path.write_text("\n".join(lines) + "\n")

@@ -96,9 +96,7 @@ def models(redis_client, provider: str) -> list[str]:
 
 def waiting(redis_client, team: str) -> int:
     """Requests of ``team`` waiting in Redis: queued, or parked behind open breakers."""
-    return redis_client.llen(keys.team_queue(team, "medium")) + redis_client.llen(
-        keys.parked(team)
-    )
+    return redis_client.llen(keys.team_queue(team, "medium")) + redis_client.llen(keys.parked(team))
 
 
 def fail(breakers: Breakers, provider: str, model: str, n: int = 4) -> None:
@@ -300,4 +298,3 @@ def test_parked_requests_go_back_in_order_once_a_breaker_on_their_chain_lets_cal
     assert [QueueEntry.decode(t["entry"]).request_id for t in sent] == order, "in their order"
     assert parked(redis_client, "content") == []
     assert redis_client.sismember(keys.parked_teams(), "content") == 0
-

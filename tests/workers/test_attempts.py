@@ -322,4 +322,3 @@ def test_a_half_open_breaker_lets_the_call_through_and_its_success_closes_it(run
     assert client.called == 1 and first.completion is not None, "the probe goes"
     breakers.record(P, M, "success")  # what the worker's feedback pipeline records
     assert breakers.allowances()[f"provider:{P}"] is None, "closed again"
-

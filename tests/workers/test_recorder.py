@@ -30,8 +30,12 @@ def submit(redis_client):
         body = JobCreate(
             feature="classification",
             requests=[
-                {"custom_id": f"r{i}", "model": "claude-haiku-4-5", "max_tokens": 16,
-                 "messages": [{"role": "user", "content": f"label {i}"}]}
+                {
+                    "custom_id": f"r{i}",
+                    "model": "claude-haiku-4-5",
+                    "max_tokens": 16,
+                    "messages": [{"role": "user", "content": f"label {i}"}],
+                }
                 for i in range(n)
             ],
         )
@@ -55,8 +59,14 @@ def recorder(db):
 
 def outcome(cost: int) -> Outcome:
     return Outcome(
-        model="claude-haiku-4-5", provider="sim-anthropic", latency_ms=5, output=f"label-{cost}",
-        finish_reason="end_turn", input_tokens=10, cached_input_tokens=2, output_tokens=3,
+        model="claude-haiku-4-5",
+        provider="sim-anthropic",
+        latency_ms=5,
+        output=f"label-{cost}",
+        finish_reason="end_turn",
+        input_tokens=10,
+        cached_input_tokens=2,
+        output_tokens=3,
         cost_micros=cost,
     )
 
@@ -96,7 +106,9 @@ def test_200_threads_claim_and_finish_at_once(db, submit, recorder):
         assert isinstance(claimed, Claimed) and recorded is True
         assert (claimed.request_id, claimed.job_id, claimed.attempt) == (rid, job_id, 1)
         assert (claimed.team_id, claimed.feature, claimed.model) == (
-            "content", "classification", "claude-haiku-4-5"
+            "content",
+            "classification",
+            "claude-haiku-4-5",
         )
         assert claimed.payload["messages"] == [{"role": "user", "content": f"label {seq}"}]
         assert claimed.payload["max_tokens"] == 16
@@ -133,8 +145,13 @@ def test_only_a_dispatched_attempt_is_claimed(db, submit, recorder):
     db.write(lambda s: transitions.mark_dispatched(s, [queued]))
     claimed = recorder.claim(queued, 1)
     assert claimed is not None and claimed.attempt == 1
-    failure = Outcome(model="claude-haiku-4-5", provider="sim-anthropic", latency_ms=1,
-                      error_code="provider_rejected", error="no")
+    failure = Outcome(
+        model="claude-haiku-4-5",
+        provider="sim-anthropic",
+        latency_ms=1,
+        error_code="provider_rejected",
+        error="no",
+    )
     assert recorder.finish(claimed, failure) is True
     with db.session() as s:
         assert s.get(Request, queued).status == RequestStatus.FAILED

@@ -21,8 +21,15 @@ from broker.processes import start_simulator
 
 OPENAI_MODEL, ANTHROPIC_MODEL = "gpt-4o-mini", "claude-haiku-4-5"
 DEFAULTS = {
-    "latency_ms": 0, "latency_sigma": 0.5, "error_rate": 0, "rpm": None, "tpm": None,
-    "quota_exhausted": False, "outages": [], "malformed_rate": 0, "api_key": None,
+    "latency_ms": 0,
+    "latency_sigma": 0.5,
+    "error_rate": 0,
+    "rpm": None,
+    "tpm": None,
+    "quota_exhausted": False,
+    "outages": [],
+    "malformed_rate": 0,
+    "api_key": None,
 }
 ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01"}
 
@@ -81,11 +88,14 @@ def chat(client: openai.OpenAI, text: str = "Say something.", **kw):
     )
 
 
-def message(client: anthropic.Anthropic, text: str = "Say something.", max_tokens: int = 1000,
-            **kw):
+def message(
+    client: anthropic.Anthropic, text: str = "Say something.", max_tokens: int = 1000, **kw
+):
     return client.messages.create(
-        model=ANTHROPIC_MODEL, max_tokens=max_tokens,
-        messages=[{"role": "user", "content": text}], **kw,
+        model=ANTHROPIC_MODEL,
+        max_tokens=max_tokens,
+        messages=[{"role": "user", "content": text}],
+        **kw,
     )
 
 
@@ -94,8 +104,11 @@ def message(client: anthropic.Anthropic, text: str = "Say something.", max_token
 
 def test_openai_sdk_parses_completion_and_headers(url):
     raw = oai(url).chat.completions.with_raw_response.create(
-        model=OPENAI_MODEL, messages=[{"role": "system", "content": "Be brief."},
-                                      {"role": "user", "content": "Hello there"}],
+        model=OPENAI_MODEL,
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hello there"},
+        ],
         max_tokens=1000,
     )
     completion = raw.parse()
@@ -103,8 +116,14 @@ def test_openai_sdk_parses_completion_and_headers(url):
     assert raw.headers["content-type"] == "application/json"
     assert raw.headers["x-request-id"].startswith("req_")
     assert completion._request_id == raw.headers["x-request-id"]
-    for name in ("limit-requests", "limit-tokens", "remaining-requests", "remaining-tokens",
-                 "reset-requests", "reset-tokens"):
+    for name in (
+        "limit-requests",
+        "limit-tokens",
+        "remaining-requests",
+        "remaining-tokens",
+        "reset-requests",
+        "reset-tokens",
+    ):
         assert f"x-ratelimit-{name}" in raw.headers
     assert raw.headers["x-ratelimit-reset-requests"].endswith("s")
     assert completion.id.startswith("chatcmpl-") and completion.object == "chat.completion"
@@ -123,8 +142,11 @@ def test_openai_sdk_parses_completion_and_headers(url):
     assert usage.completion_tokens_details.reasoning_tokens == 0
 
     capped = oai(url).chat.completions.create(
-        model=OPENAI_MODEL, messages=[{"role": "system", "content": "Be brief."},
-                                      {"role": "user", "content": "Hello there"}],
+        model=OPENAI_MODEL,
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hello there"},
+        ],
         max_completion_tokens=5,
     )
     assert capped.choices[0].finish_reason == "length"
@@ -134,7 +156,9 @@ def test_openai_sdk_parses_completion_and_headers(url):
 
 def test_anthropic_sdk_parses_message_and_headers(url):
     raw = ant(url).messages.with_raw_response.create(
-        model=ANTHROPIC_MODEL, max_tokens=1000, system="Be brief.",
+        model=ANTHROPIC_MODEL,
+        max_tokens=1000,
+        system="Be brief.",
         messages=[{"role": "user", "content": "Hello there"}],
     )
     msg = raw.parse()
@@ -155,7 +179,9 @@ def test_anthropic_sdk_parses_message_and_headers(url):
     assert msg.usage.cache_creation_input_tokens == 0 and msg.usage.cache_read_input_tokens == 0
 
     capped = ant(url).messages.create(
-        model=ANTHROPIC_MODEL, max_tokens=5, system="Be brief.",
+        model=ANTHROPIC_MODEL,
+        max_tokens=5,
+        system="Be brief.",
         messages=[{"role": "user", "content": "Hello there"}],
     )
     assert capped.stop_reason == "max_tokens" and capped.usage.output_tokens == 5
@@ -164,8 +190,7 @@ def test_anthropic_sdk_parses_message_and_headers(url):
 
 def test_openai_stream_matches_the_non_streamed_answer(url):
     whole = chat(oai(url), "Stream me")
-    chunks = list(chat(oai(url), "Stream me", stream=True,
-                       stream_options={"include_usage": True}))
+    chunks = list(chat(oai(url), "Stream me", stream=True, stream_options={"include_usage": True}))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole.choices[0].message.content
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
@@ -186,8 +211,11 @@ def test_stop_sequence_cuts_the_text(url):
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
 def test_same_body_same_answer_different_body_different_answer(url, path):
-    body = {"model": OPENAI_MODEL, "max_tokens": 300,
-            "messages": [{"role": "user", "content": "Determinism, please."}]}
+    body = {
+        "model": OPENAI_MODEL,
+        "max_tokens": 300,
+        "messages": [{"role": "user", "content": "Determinism, please."}],
+    }
 
     def call(b: dict) -> dict:
         response = http().post(f"{url}{path}", json=b, headers=ANTHROPIC_HEADERS)
@@ -198,8 +226,9 @@ def test_same_body_same_answer_different_body_different_answer(url, path):
     other = call({**body, "messages": [{"role": "user", "content": "Something else."}]})
     assert first["id"] != second["id"]
     assert first["usage"] == second["usage"]
-    text = (lambda r: r["choices"][0]["message"]["content"] if "choices" in r
-            else r["content"][0]["text"])
+    text = lambda r: (
+        r["choices"][0]["message"]["content"] if "choices" in r else r["content"][0]["text"]
+    )
     assert text(first) == text(second) != text(other)
 
 
@@ -303,17 +332,26 @@ def test_bad_requests_give_400_in_each_format(url):
     assert response.status_code == 400
     assert response.headers["x-request-id"].startswith("req_")
     assert "x-ratelimit-limit-requests" in response.headers
-    assert response.json() == {"error": {
-        "message": "Missing required parameter: 'messages'.", "type": "invalid_request_error",
-        "param": "messages", "code": "missing_required_parameter"}}
+    assert response.json() == {
+        "error": {
+            "message": "Missing required parameter: 'messages'.",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "missing_required_parameter",
+        }
+    }
 
-    response = http().post(f"{url}/v1/messages", headers=ANTHROPIC_HEADERS, json={
-        "model": ANTHROPIC_MODEL, "messages": [{"role": "user", "content": "hi"}]})
+    response = http().post(
+        f"{url}/v1/messages",
+        headers=ANTHROPIC_HEADERS,
+        json={"model": ANTHROPIC_MODEL, "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert response.status_code == 400
     assert response.json() == {
-        "type": "error", "error": {"type": "invalid_request_error",
-                                   "message": "max_tokens: Field required"},
-        "request_id": response.headers["request-id"]}
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"},
+        "request_id": response.headers["request-id"],
+    }
 
     with pytest.raises(openai.BadRequestError) as caught:
         chat(oai(url), temperature=3)
@@ -322,8 +360,9 @@ def test_bad_requests_give_400_in_each_format(url):
         message(ant(url), extra_body={"temperature": 1.5})
     assert caught_a.value.body["error"]["type"] == "invalid_request_error"
     with pytest.raises(anthropic.BadRequestError):
-        ant(url).messages.create(model=ANTHROPIC_MODEL, max_tokens=10,
-                                 messages=[{"role": "system", "content": "nope"}])
+        ant(url).messages.create(
+            model=ANTHROPIC_MODEL, max_tokens=10, messages=[{"role": "system", "content": "nope"}]
+        )
 
 
 def test_api_key_set_at_run_time(url):
@@ -351,9 +390,15 @@ def test_malformed_rate_one_gives_every_malformation(url):
     configure(url, malformed_rate=1.0)
     seen = set()
     for path in ("/v1/chat/completions", "/v1/messages") * 3:
-        response = http().post(f"{url}{path}", headers=ANTHROPIC_HEADERS, json={
-            "model": OPENAI_MODEL, "max_tokens": 50,
-            "messages": [{"role": "user", "content": "break it"}]})
+        response = http().post(
+            f"{url}{path}",
+            headers=ANTHROPIC_HEADERS,
+            json={
+                "model": OPENAI_MODEL,
+                "max_tokens": 50,
+                "messages": [{"role": "user", "content": "break it"}],
+            },
+        )
         assert response.status_code == 200
         seen.add(_malformation(response))
     assert seen == {"html", "invalid_json", "truncated"}
@@ -390,8 +435,11 @@ async def _raw_post(url: str, path: str, body: bytes) -> int:
     """One HTTP/1.1 call on its own connection; a minimal client so the timing is the server's."""
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
     await writer.drain()
     status = int((await reader.readline()).split()[1])
     await reader.read()
@@ -406,7 +454,8 @@ def test_latency_does_not_block_concurrent_calls(url):
     async def run() -> float:
         started = time.monotonic()
         statuses = await asyncio.gather(
-            *(_raw_post(url, "/v1/chat/completions", body.encode()) for _ in range(200)))
+            *(_raw_post(url, "/v1/chat/completions", body.encode()) for _ in range(200))
+        )
         assert statuses == [200] * 200
         return time.monotonic() - started
 

@@ -107,8 +107,13 @@ class ProviderClient:
             raise self._error(ProviderRetryable, f"request failed: {_describe(exc)}") from exc
         status, headers, body = response.status_code, response.headers, response.content
         elapsed_ms = (time.monotonic() - started) * 1000
-        log.debug("provider=%s model=%s status=%d in %.0fms", self.provider.name, model.name,
-                  status, elapsed_ms)
+        log.debug(
+            "provider=%s model=%s status=%d in %.0fms",
+            self.provider.name,
+            model.name,
+            status,
+            elapsed_ms,
+        )
         if 200 <= status < 300:
             try:
                 completion = self.adapter.parse(status, headers, body)

@@ -19,13 +19,25 @@ from workers.simulator.text import Completion, content_text, count_input_tokens,
 from workers.simulator.wire import ParsedRequest, SimError, decode_object, random_id
 
 _STATUS_TYPES = {
-    400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
-    403: "permission_error", 404: "not_found_error", 413: "request_too_large",
-    429: "rate_limit_error", 500: "api_error", 504: "timeout_error", 529: "overloaded_error",
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
 }
 _STATUS_MESSAGES = {500: "Internal server error", 529: "Overloaded", 429: "Rate limited"}
-_KINDS = {str: "a valid string", int: "a valid integer", list: "a valid list",
-          bool: "a valid boolean", dict: "a valid dictionary"}
+_KINDS = {
+    str: "a valid string",
+    int: "a valid integer",
+    list: "a valid list",
+    bool: "a valid boolean",
+    dict: "a valid dictionary",
+}
 
 
 def _invalid(message: str) -> SimError:
@@ -115,7 +127,8 @@ class AnthropicFormat:
         system = _system_text(data.get("system"))
         temperature = data.get("temperature")
         if temperature is not None and (
-            isinstance(temperature, bool) or not isinstance(temperature, int | float)
+            isinstance(temperature, bool)
+            or not isinstance(temperature, int | float)
             or not 0 <= temperature <= 1
         ):
             raise _invalid("temperature: Input should be a number between 0 and 1")
@@ -150,14 +163,18 @@ class AnthropicFormat:
 
     def status_error(self, status: int) -> SimError:
         retry = 1.0 if status == 429 else None
-        return SimError(status, _STATUS_MESSAGES.get(status, f"Simulated error {status}"),
-                        retry_after_s=retry)
+        return SimError(
+            status, _STATUS_MESSAGES.get(status, f"Simulated error {status}"), retry_after_s=retry
+        )
 
     def error_payload(self, error: SimError, request_id: str) -> dict:
         default = "api_error" if error.status >= 500 else "invalid_request_error"
         kind = _STATUS_TYPES.get(error.status, default)
-        return {"type": "error", "error": {"type": kind, "message": error.message},
-                "request_id": request_id}
+        return {
+            "type": "error",
+            "error": {"type": kind, "message": error.message},
+            "request_id": request_id,
+        }
 
     def success_payload(self, request: ParsedRequest, completion: Completion) -> dict:
         if completion.stop_sequence is not None:
@@ -172,9 +189,12 @@ class AnthropicFormat:
             "content": [{"type": "text", "text": completion.text}],
             "stop_reason": stop_reason,
             "stop_sequence": completion.stop_sequence,
-            "usage": {"input_tokens": completion.input_tokens,
-                      "output_tokens": completion.output_tokens,
-                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+            "usage": {
+                "input_tokens": completion.input_tokens,
+                "output_tokens": completion.output_tokens,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+            },
         }
 
     def stream(self, request: ParsedRequest, completion: Completion) -> AsyncIterator[bytes]:
@@ -184,7 +204,8 @@ class AnthropicFormat:
     def limit_headers(self, state: WindowState) -> dict[str, str]:
         requests_reset = _rfc3339(state.reset_requests_s)
         tokens_reset = (
-            requests_reset if state.reset_tokens_s == state.reset_requests_s
+            requests_reset
+            if state.reset_tokens_s == state.reset_requests_s
             else _rfc3339(state.reset_tokens_s)
         )
         return {

@@ -76,8 +76,9 @@ class Simulator:
                 raise adapter.status_error(outage.status or adapter.default_outage_status)
             if settings.quota_exhausted and (quota := adapter.quota_error()) is not None:
                 raise quota
-            completion = complete(parsed.digest, parsed.input_tokens, parsed.max_tokens,
-                                  parsed.stop)
+            completion = complete(
+                parsed.digest, parsed.input_tokens, parsed.max_tokens, parsed.stop
+            )
             now = time.monotonic()
             window = self.windows[wire]
             refusal = window.try_admit(now, completion.total_tokens, settings.rpm, settings.tpm)
@@ -96,15 +97,21 @@ class Simulator:
         return self._answer(adapter, parsed, completion, headers)
 
     def _answer(
-        self, adapter: WireAdapter, parsed: ParsedRequest, completion: Completion,
+        self,
+        adapter: WireAdapter,
+        parsed: ParsedRequest,
+        completion: Completion,
         headers: dict[str, str],
     ) -> Response:
-        record = {"input_tokens": completion.input_tokens,
-                  "output_tokens": completion.output_tokens}
+        record = {
+            "input_tokens": completion.input_tokens,
+            "output_tokens": completion.output_tokens,
+        }
         if parsed.stream:
             self.stats.record(adapter.wire, parsed.model, 200, **record)
-            return StreamingResponse(adapter.stream(parsed, completion), headers=headers,
-                                     media_type="text/event-stream")
+            return StreamingResponse(
+                adapter.stream(parsed, completion), headers=headers, media_type="text/event-stream"
+            )
         payload = adapter.success_payload(parsed, completion)
         kind = self.faults.roll_malformed()
         if kind is None:
@@ -117,8 +124,10 @@ class Simulator:
     def _error(
         self, adapter: WireAdapter, error: SimError, request_id: str, model: str | None
     ) -> Response:
-        headers = {adapter.request_id_header: request_id,
-                   **adapter.limit_headers(self._window_state(adapter.wire))}
+        headers = {
+            adapter.request_id_header: request_id,
+            **adapter.limit_headers(self._window_state(adapter.wire)),
+        }
         if error.retry_after_s is not None:
             retry = adapter.retry_headers(error.retry_after_s)
             headers.update(retry)
@@ -161,19 +170,29 @@ def create_app(settings: SimulatorSettings | None = None) -> Starlette:
                 return JSONResponse({"error": f"invalid JSON: {exc}"}, 400)
         return JSONResponse(sim.settings.model_dump(mode="json"))
 
-    app = Starlette(routes=[
-        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-        Route("/v1/messages", messages, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/_sim/stats", stats, methods=["GET", "DELETE"]),
-        Route("/_sim/config", config, methods=["GET", "POST"]),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/messages", messages, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/_sim/stats", stats, methods=["GET", "DELETE"]),
+            Route("/_sim/config", config, methods=["GET", "POST"]),
+        ]
+    )
     app.state.simulator = sim
     return app
 
 
-def serve(settings: SimulatorSettings | None = None, host: str = "127.0.0.1",
-          port: int = 8765) -> None:
+def serve(
+    settings: SimulatorSettings | None = None, host: str = "127.0.0.1", port: int = 8765
+) -> None:
     """Run the simulator in the foreground until interrupted (access log off)."""
-    uvicorn.run(create_app(settings), host=host, port=port, access_log=False,
-                log_level="warning", backlog=4096, timeout_keep_alive=30)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        access_log=False,
+        log_level="warning",
+        backlog=4096,
+        timeout_keep_alive=30,
+    )

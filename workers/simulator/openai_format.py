@@ -25,9 +25,14 @@ from workers.simulator.wire import (
 )
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-_STATUS_TYPES = {400: "invalid_request_error", 401: "invalid_request_error",
-                 403: "permission_error", 404: "invalid_request_error",
-                 409: "invalid_request_error", 422: "invalid_request_error"}
+_STATUS_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    409: "invalid_request_error",
+    422: "invalid_request_error",
+}
 _STATUS_MESSAGES = {
     500: "The server had an error while processing your request. Sorry about that!",
     502: "Bad gateway.",
@@ -48,7 +53,8 @@ def _positive_int(data: dict, field: str) -> int | None:
             400,
             f"Invalid '{field}': integer below minimum value. Expected a value >= 1, "
             f"but got {value} instead.",
-            param=field, code="integer_below_min_value",
+            param=field,
+            code="integer_below_min_value",
         )
     return value
 
@@ -61,27 +67,46 @@ def _stop(data: dict) -> list[str] | None:
         return [stop]
     if isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop):
         return stop
-    raise SimError(400, "Invalid 'stop': expected a string or up to 4 strings.", param="stop",
-                   code="invalid_type")
+    raise SimError(
+        400,
+        "Invalid 'stop': expected a string or up to 4 strings.",
+        param="stop",
+        code="invalid_type",
+    )
 
 
 def _messages(data: dict) -> list[dict]:
     messages = require(data, "messages", list, "an array")
     if not messages:
-        raise SimError(400, "Invalid 'messages': empty array. Expected an array with minimum "
-                       "length 1, but got an empty array instead.", param="messages",
-                       code="empty_array")
+        raise SimError(
+            400,
+            "Invalid 'messages': empty array. Expected an array with minimum "
+            "length 1, but got an empty array instead.",
+            param="messages",
+            code="empty_array",
+        )
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise SimError(400, f"Invalid type for 'messages[{i}]': expected an object.",
-                           param=f"messages[{i}]", code="invalid_type")
+            raise SimError(
+                400,
+                f"Invalid type for 'messages[{i}]': expected an object.",
+                param=f"messages[{i}]",
+                code="invalid_type",
+            )
         if message.get("role") not in _ROLES:
-            raise SimError(400, f"Invalid value for 'messages[{i}].role': "
-                           f"{message.get('role')!r}.", param=f"messages[{i}].role",
-                           code="invalid_value")
+            raise SimError(
+                400,
+                f"Invalid value for 'messages[{i}].role': {message.get('role')!r}.",
+                param=f"messages[{i}].role",
+                code="invalid_value",
+            )
         if "content" not in message and message["role"] != "assistant":
-            raise SimError(400, f"Missing required parameter: 'messages[{i}].content'.",
-                           param=f"messages[{i}].content", code="missing_required_parameter")
+            raise SimError(
+                400,
+                f"Missing required parameter: 'messages[{i}].content'.",
+                param=f"messages[{i}].content",
+                code="missing_required_parameter",
+            )
     return messages
 
 
@@ -111,22 +136,31 @@ class OpenAIFormat:
         data = decode_object(body)
         model = require(data, "model", str, "a string")
         if not model:
-            raise SimError(400, "Invalid 'model': empty string.", param="model",
-                           code="invalid_value")
+            raise SimError(
+                400, "Invalid 'model': empty string.", param="model", code="invalid_value"
+            )
         messages = _messages(data)
         max_tokens = _positive_int(data, "max_completion_tokens")
         if max_tokens is None:
             max_tokens = _positive_int(data, "max_tokens")
         temperature = check_type(data, "temperature", (int, float), "a number")
         if temperature is not None and not 0 <= temperature <= 2:
-            raise SimError(400, f"Invalid 'temperature': expected a value between 0 and 2, "
-                           f"but got {temperature} instead.", param="temperature",
-                           code="decimal_above_max_value")
+            raise SimError(
+                400,
+                f"Invalid 'temperature': expected a value between 0 and 2, "
+                f"but got {temperature} instead.",
+                param="temperature",
+                code="decimal_above_max_value",
+            )
         stream = bool(check_type(data, "stream", bool, "a boolean"))
         options = check_type(data, "stream_options", dict, "an object")
         if options is not None and not stream:
-            raise SimError(400, "The 'stream_options' parameter is only allowed when 'stream' is "
-                           "enabled.", param="stream_options", code="invalid_value")
+            raise SimError(
+                400,
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                param="stream_options",
+                code="invalid_value",
+            )
         texts = [content_text(m.get("content")) for m in messages]
         return ParsedRequest(
             model=model,
@@ -144,7 +178,8 @@ class OpenAIFormat:
             "You exceeded your current quota, please check your plan and billing details. For "
             "more information on this error, read the docs: "
             "https://platform.openai.com/docs/guides/error-codes/api-errors.",
-            type="insufficient_quota", code="insufficient_quota",
+            type="insufficient_quota",
+            code="insufficient_quota",
         )
 
     def rate_limit_error(self, refusal: Refusal, model: str) -> SimError:
@@ -156,21 +191,36 @@ class OpenAIFormat:
             f"Limit {refusal.limit}, Used {refusal.used}, Requested {refusal.requested}. "
             f"Please try again in {go_duration(refusal.retry_after_s)}. Visit "
             "https://platform.openai.com/account/rate-limits to learn more.",
-            type=refusal.kind.value, code="rate_limit_exceeded",
+            type=refusal.kind.value,
+            code="rate_limit_exceeded",
             retry_after_s=refusal.retry_after_s,
         )
 
     def status_error(self, status: int) -> SimError:
         if status == 429:
-            return SimError(429, "Rate limit reached. Please try again in 1s.", type="requests",
-                            code="rate_limit_exceeded", retry_after_s=1.0)
+            return SimError(
+                429,
+                "Rate limit reached. Please try again in 1s.",
+                type="requests",
+                code="rate_limit_exceeded",
+                retry_after_s=1.0,
+            )
         return SimError(status, _STATUS_MESSAGES.get(status, f"Simulated error {status}."))
 
     def error_payload(self, error: SimError, request_id: str) -> dict:
-        default_type = "server_error" if error.status >= 500 else _STATUS_TYPES.get(
-            error.status, "invalid_request_error")
-        return {"error": {"message": error.message, "type": error.type or default_type,
-                          "param": error.param, "code": error.code}}
+        default_type = (
+            "server_error"
+            if error.status >= 500
+            else _STATUS_TYPES.get(error.status, "invalid_request_error")
+        )
+        return {
+            "error": {
+                "message": error.message,
+                "type": error.type or default_type,
+                "param": error.param,
+                "code": error.code,
+            }
+        }
 
     def _usage(self, completion: Completion) -> dict:
         return {
@@ -178,9 +228,12 @@ class OpenAIFormat:
             "completion_tokens": completion.output_tokens,
             "total_tokens": completion.total_tokens,
             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                          "accepted_prediction_tokens": 0,
-                                          "rejected_prediction_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
         }
 
     def success_payload(self, request: ParsedRequest, completion: Completion) -> dict:
@@ -189,12 +242,14 @@ class OpenAIFormat:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": request.model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": completion.text, "refusal": None},
-                "finish_reason": "length" if completion.capped else "stop",
-                "logprobs": None,
-            }],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": completion.text, "refusal": None},
+                    "finish_reason": "length" if completion.capped else "stop",
+                    "logprobs": None,
+                }
+            ],
             "usage": self._usage(completion),
             "system_fingerprint": _fingerprint(request.model),
             "service_tier": "default",
@@ -202,9 +257,14 @@ class OpenAIFormat:
 
     async def stream(self, request: ParsedRequest, completion: Completion) -> AsyncIterator[bytes]:
         """Server-sent chunks: role, content in a few words each, finish, optional usage, DONE."""
-        base = {"id": random_id("chatcmpl-"), "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": request.model,
-                "system_fingerprint": _fingerprint(request.model), "service_tier": "default"}
+        base = {
+            "id": random_id("chatcmpl-"),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": request.model,
+            "system_fingerprint": _fingerprint(request.model),
+            "service_tier": "default",
+        }
         usage_field = {"usage": None} if request.include_usage else {}
 
         def chunk(delta: dict, finish: str | None) -> bytes:
@@ -215,7 +275,7 @@ class OpenAIFormat:
         yield chunk({"role": "assistant", "content": "", "refusal": None}, None)
         words = completion.text.split(" ") if completion.text else []
         for start in range(0, len(words), _STREAM_WORDS_PER_CHUNK):
-            piece = " ".join(words[start:start + _STREAM_WORDS_PER_CHUNK])
+            piece = " ".join(words[start : start + _STREAM_WORDS_PER_CHUNK])
             yield chunk({"content": piece if start == 0 else " " + piece}, None)
         yield chunk({}, "length" if completion.capped else "stop")
         if request.include_usage:
@@ -234,5 +294,7 @@ class OpenAIFormat:
         }
 
     def retry_headers(self, retry_after_s: float) -> dict[str, str]:
-        return {"retry-after": str(max(1, math.ceil(retry_after_s))),
-                "retry-after-ms": str(max(1, math.ceil(retry_after_s * 1000)))}
+        return {
+            "retry-after": str(max(1, math.ceil(retry_after_s))),
+            "retry-after-ms": str(max(1, math.ceil(retry_after_s * 1000))),
+        }

@@ -97,7 +97,9 @@ def require(data: dict, field: str, kind: type | tuple[type, ...], what: str) ->
     """``data[field]`` if present and of ``kind`` (bools are not integers), else a 400."""
     if field not in data or data[field] is None:
         raise SimError(
-            400, f"Missing required parameter: '{field}'.", param=field,
+            400,
+            f"Missing required parameter: '{field}'.",
+            param=field,
             code="missing_required_parameter",
         )
     return check_type(data, field, kind, what)
@@ -113,7 +115,9 @@ def check_type(data: dict, field: str, kind: type | tuple[type, ...], what: str)
         ok = isinstance(value, kind)
     if not ok:
         raise SimError(
-            400, f"Invalid type for '{field}': expected {what}, but got {type(value).__name__}.",
-            param=field, code="invalid_type",
+            400,
+            f"Invalid type for '{field}': expected {what}, but got {type(value).__name__}.",
+            param=field,
+            code="invalid_type",
         )
     return value

@@ -34,7 +34,6 @@ ANTHROPIC_EXAMPLE_TEXT = """
 """
 
 
-
 @pytest.fixture
 def openai_example_text() -> str:
     return OPENAI_EXAMPLE_TEXT

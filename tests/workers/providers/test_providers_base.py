@@ -8,8 +8,8 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-import workers.providers as providers
 from broker.errors import ConfigError
+from workers import providers
 from workers.providers import ADAPTERS, Completion, HttpCall, adapter_for, completion_cost
 from workers.providers.base import parse_retry_after
 

@@ -49,8 +49,10 @@ def classify(status: int, headers: httpx.Headers, body: bytes, provider: str) ->
     kind = str(details.get("type") or "")
     text = _message(data, details)
     message = f"HTTP {status} {kind}: {text}" if kind else f"HTTP {status}: {text}"
-    if kind == "request_too_large" or status == 413 or (
-        kind == "invalid_request_error" and _CONTEXT_MESSAGE.search(text)
+    if (
+        kind == "request_too_large"
+        or status == 413
+        or (kind == "invalid_request_error" and _CONTEXT_MESSAGE.search(text))
     ):
         return ContextWindowExceeded(
             message, provider=provider, status=status, provider_request_id=rid

@@ -51,9 +51,7 @@ def classify(status: int, headers: httpx.Headers, body: bytes, provider: str) ->
     kw: dict[str, Any] = {"provider": provider, "status": status, "provider_request_id": rid}
     if "insufficient_quota" in (code, kind):
         return ProviderUnavailable(message, **kw)
-    if code == "context_length_exceeded" or (
-        400 <= status < 500 and _CONTEXT_MESSAGE.search(text)
-    ):
+    if code == "context_length_exceeded" or (400 <= status < 500 and _CONTEXT_MESSAGE.search(text)):
         return ContextWindowExceeded(message, **kw)
     return classify_status(status, headers, message, provider=provider, provider_request_id=rid)
 
