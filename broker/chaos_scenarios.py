@@ -113,12 +113,68 @@ def malformed_bodies(workdir: Path, database_url: str | None = None, n: int = 30
     )
 
 
+#: A third provider and a model on it that no outage touches: the team's other work.
+_BACKUP_TOML = """
+[[providers]]
+name = "sim-backup"
+kind = "simulated"
+wire = "openai"
+base_url = "http://127.0.0.1:8765"
+concurrency = 6
+timeout_s = 2
+
+[[models]]
+name = "gemini-2.5-flash"
+provider = "sim-backup"
+provider_model_id = "gemini-2.5-flash"
+input_price = "0.30"
+output_price = "2.50"
+cached_input_price = "0.03"
+context_window = 1048576
+max_output = 65536
+"""
+_MINI_CHAIN = ("gpt-4o-mini", "claude-haiku-4-5", "gpt-4.1-nano")
+
+
+def chain_outage(
+    workdir: Path, database_url: str | None = None, n: int = 300, outage_s: float = 20.0
+) -> ChaosResult:
+    """Every model of gpt-4o-mini's chain fails for ``outage_s``. The team's requests for it
+    wait (parked behind the open breakers) and run once the models recover; the same team's
+    requests for a healthy model, submitted behind them, run during the outage."""
+    sim = {"latency_ms": 100, "latency_sigma": 0.3}
+    with ChaosStack(workdir, database_url, sim, extra_toml=_BACKUP_TOML) as chaos:
+        chaos.sim(outages=[{"duration_s": outage_s, "model": m} for m in _MINI_CHAIN])
+        began = time.monotonic()
+        blocked = chaos.submit(n)
+        time.sleep(3.0)  # the chain's breakers open
+        healthy = chaos.submit(n, "gemini-2.5-flash")
+        chaos.wait(healthy, timeout=outage_s + 120)
+        healthy_done = time.monotonic() - began
+        chaos.wait(blocked, timeout=outage_s + 240)
+        blocked_done = time.monotonic() - began
+        tally = chaos.tally(blocked)
+        other = chaos.tally(healthy)
+    return ChaosResult(
+        f"gpt-4o-mini's whole chain down {outage_s:.0f} s",
+        tally,
+        {
+            "healthy-model job succeeded": other.succeeded,
+            "healthy-model job lost": other.lost,
+            "healthy-model job done after (s)": round(healthy_done, 1),
+            "outage ended after (s)": outage_s,
+            "chain job done after (s)": round(blocked_done, 1),
+        },
+    )
+
+
 SCENARIOS = {
     "outage": provider_outage,
     "429-storm": rate_limit_storm,
     "worker-kills": worker_kills,
     "redis-restart": redis_restart,
     "malformed": malformed_bodies,
+    "chain-outage": chain_outage,
 }
 
 

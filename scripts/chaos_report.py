@@ -9,7 +9,7 @@ simulator, API, scheduler, one worker pool per provider) and one batch is submit
 is injected while the batch runs. The table counts, from the database: requests, succeeded,
 failed, lost (no terminal state when the run ended: must be 0) and double-charged (a request
 with more than one ledger row: must be 0), and what each fault showed on the way. Exit status 1
-if anything was lost or charged twice. About four minutes for all five.
+if anything was lost or charged twice. About five minutes for all six.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import pytest
 
 from broker.chaos import TEAM_KEY, ChaosResult, ChaosStack
 from broker.chaos_scenarios import (
+    chain_outage,
     malformed_bodies,
     provider_outage,
     rate_limit_storm,
@@ -50,6 +51,22 @@ def test_an_outage_of_the_primary_costs_no_request(production_database_url, tmp_
     opened = result.notes["breaker opened after (s)"]
     assert opened is not None and opened <= 5.0, f"breaker opened after {opened} s"
     assert result.notes["breaker closed after recovery (s)"] is not None, "it closed again"
+
+
+def test_a_whole_chain_down_holds_back_none_of_the_teams_other_work(
+    production_database_url, tmp_path, capsys
+):
+    result = chain_outage(tmp_path, production_database_url, n=300, outage_s=20)
+    show(capsys, result)
+    assert_nothing_lost(result)
+    notes = result.notes
+    assert notes["healthy-model job succeeded"] == 300
+    assert notes["healthy-model job lost"] == 0
+    assert notes["healthy-model job done after (s)"] < notes["outage ended after (s)"], (
+        "the team's work for a healthy model waited behind requests with nowhere to go"
+    )
+    assert notes["chain job done after (s)"] > notes["outage ended after (s)"]
+    assert result.tally.succeeded >= 290, result.tally.errors  # a few probes may use up tries
 
 
 def test_a_429_storm_fails_nothing_and_retries_wait_as_asked(
