@@ -191,6 +191,12 @@ class BrokerConfig(_Strict):
         pattern=r"^[0-9a-f]{64}$",
         description="sha256 hex of the operators' key for /v1/admin; unset: admin API disabled.",
     )
+    metrics_api_key_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 hex of the key Prometheus scrapes /metrics with: every series, and "
+        "nothing else (the admin key sees them too; a team's key only its own team's).",
+    )
 
     _providers: dict[str, ProviderConfig] = PrivateAttr(default_factory=dict)
     _models: dict[str, ModelConfig] = PrivateAttr(default_factory=dict)
@@ -260,14 +266,17 @@ def _check_references(config: BrokerConfig, source: str) -> None:
     unique("models", [m.name for m in config.models], "name")
     unique("teams", [t.id for t in config.teams], "id")
     unique("teams", [t.api_key_sha256 for t in config.teams], "api_key_sha256")
-    for i, team in enumerate(config.teams):
-        if team.api_key_sha256 == config.admin_api_key_sha256:
-            # One key would be both a team's and the operators': refuse rather than guess.
-            raise ConfigError(
-                source,
-                "admin_api_key_sha256",
-                f"is also teams[{i}].api_key_sha256 (team {team.id!r}); the admin key must differ",
-            )
+    for key, what in (("admin_api_key_sha256", "admin"), ("metrics_api_key_sha256", "metrics")):
+        operators = getattr(config, key)
+        for i, team in enumerate(config.teams):
+            if operators is not None and team.api_key_sha256 == operators:
+                # One key would be both a team's and the operators': refuse rather than guess.
+                raise ConfigError(
+                    source,
+                    key,
+                    f"is also teams[{i}].api_key_sha256 (team {team.id!r}); the {what} key "
+                    "must differ",
+                )
     known = sorted(p.name for p in config.providers)
     for i, model in enumerate(config.models):
         if model.provider not in known:

@@ -106,6 +106,13 @@ LIVE = {
     "budget_remaining_usd": (_G, "Budget left (limit - spent - reserved), USD.", ("budget",)),
     "budget_limit_usd": (_G, "Budget limit in its current window, USD.", ("budget",)),
 }
+#: What a team's key scrapes: its own rows of the per-team series, and the breakers (the
+#: providers' health, nobody's traffic). In flight and the per provider and model counters add
+#: up every team's traffic, so only the operators' keys see them.
+TEAM_LIVE = ("queue_depth", "parked", "breaker_state", "breaker_transitions") + (
+    "budget_remaining_usd",
+    "budget_limit_usd",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,18 +200,23 @@ def _labels(field: str, names: Sequence[str]) -> list[str] | None:
 class BrokerCollector(Collector):
     """Reads every series at scrape time: a few Redis round trips (two pipelines and the
     breakers' script) plus ``budgets()``. Everything is read before anything is yielded, so a
-    Redis failure raises ``redis.RedisError`` before a line is written."""
+    Redis failure raises ``redis.RedisError`` before a line is written.
+
+    With ``team``, only what that team may see (:data:`TEAM_LIVE`, its own rows); ``budgets``
+    is then expected to return that team's budgets only."""
 
     def __init__(
         self,
         client: redis.Redis,
         config: BrokerConfig,
         budgets: Callable[[], Sequence[BudgetReading]] | None = None,
+        team: str | None = None,
     ) -> None:
         self._redis = client
         self._config = config
         self._breakers = Breakers(client, config)
         self._budgets = budgets
+        self._team = team
 
     def collect(self) -> Iterator[Metric]:
         providers = [p.name for p in self._config.providers]
@@ -220,6 +232,8 @@ class BrokerCollector(Collector):
         in_flight, counters = replies[: len(providers)], replies[len(providers) : -1]
         seen = {_text(t) for t in backlogged} | {_text(t) for t in parked_teams}
         teams = sorted({t.id for t in self._config.teams} | seen)
+        if self._team is not None:
+            teams = [self._team]
         with self._redis.pipeline(transaction=False) as pipe:
             for team in teams:
                 for priority in PRIORITY_ORDER:
@@ -241,6 +255,8 @@ class BrokerCollector(Collector):
             "budget_remaining_usd": [((b.budget,), _usd(b.remaining_micros)) for b in budgets],
             "budget_limit_usd": [((b.budget,), _usd(b.limit_micros)) for b in budgets],
         }
+        if self._team is not None:
+            return iter([_family(*LIVE[name], name, rows[name]) for name in TEAM_LIVE])
         families = [_family(*LIVE[name], name, rows[name]) for name in LIVE]
         families += [_counter(series, raw) for series, raw in zip(COUNTERS, counters)]
         families.append(_latency(replies[-1]))

@@ -127,13 +127,25 @@ def authenticate_caller(request: Request) -> Caller:
     admin key configured only team keys get in.
     """
     config: BrokerConfig = request.app.state.broker.config
-    digest = hash_api_key(_bearer(request, "your team's API key or the admin key"))
-    admin = config.admin_api_key_sha256
-    if admin is not None and hmac.compare_digest(digest, admin):
-        return Caller(team=None)
+    return _caller(request, [config.admin_api_key_sha256], "your team's API key or the admin key")
+
+
+def authenticate_scraper(request: Request) -> Caller:
+    """FastAPI dependency for ``/metrics``: the metrics key (Prometheus's) or the admin key
+    reads every series, a team's key its own team's."""
+    config: BrokerConfig = request.app.state.broker.config
+    operators = [config.metrics_api_key_sha256, config.admin_api_key_sha256]
+    return _caller(request, operators, "the metrics key, the admin key or your team's API key")
+
+
+def _caller(request: Request, operators: list[str | None], wanted: str) -> Caller:
+    digest = hash_api_key(_bearer(request, wanted))
+    for operator in operators:
+        if operator is not None and hmac.compare_digest(digest, operator):
+            return Caller(team=None)
     team = team_of_key(request, digest)
     if team is None:
-        raise AuthenticationFailed("unknown API key")
+        raise AuthenticationFailed(f"unknown API key (send {wanted})")
     return Caller(team=team)
 
 

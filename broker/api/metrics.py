@@ -3,12 +3,12 @@
 The series (see :mod:`broker.metrics`) are read from Redis at scrape time, so one API process
 reports the work of every scheduler and worker process, wherever they run.
 
-No API key is asked for: Prometheus scrapes this on the API's own port, and operators own
-Prometheus. What it shows is chosen for that: per team only team ids, queue depths and budgets
-(limit and remaining per ``[[budgets]]`` id); nothing of jobs, requests, prompts or results; per
-provider and model only counts, tokens, cost and latency; never a provider API key or any other
-secret. Put the port behind the network's own controls if that is still too much. The route has
-a router of its own, so authentication can be added here later without touching the others.
+Who sees what: the metrics key (``metrics_api_key_sha256``, what Prometheus scrapes with:
+``authorization`` in its scrape config) and the admin key see every series; a team's key sees
+its own team's queue depths, parked requests and budgets, and the breakers; no key is a 401.
+Even the operators' view holds, per team, only team ids, queue depths and budgets (limit and
+remaining per ``[[budgets]]`` id); nothing of jobs, requests, prompts or results; per provider
+and model only counts, tokens, cost and latency; never a provider API key or any other secret.
 
 Redis (or, for the budgets, the database) unreachable at scrape time: 503 with the API's usual
 JSON error body, never a half-written page.
@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
 from broker.api import admin
+from broker.api.auth import Caller, authenticate_scraper
 from broker.api.errors import store_errors
 from broker.metrics import BrokerCollector, BudgetReading
 from broker.schemas import ErrorBody
@@ -33,19 +34,21 @@ if TYPE_CHECKING:
 router = APIRouter(tags=["metrics"], responses={503: {"model": ErrorBody}})
 
 
-def registry(resources: ApiResources) -> CollectorRegistry:
-    """One registry per app (never prometheus_client's global one: tests build many apps)."""
+def registry(resources: ApiResources, team: str | None = None) -> CollectorRegistry:
+    """Every series (one registry per app, never prometheus_client's global one: tests build
+    many apps), or with ``team`` what that team's key may see."""
 
     def budgets() -> list[BudgetReading]:
-        if not resources.config.budgets:
+        if not any(team is None or b.team == team for b in resources.config.budgets):
             return []
         return [
             BudgetReading(b.id, b.limit_micros, b.remaining_micros)
             for b in admin.budget_views(resources)
+            if team is None or b.team == team
         ]
 
     built = CollectorRegistry(auto_describe=False)
-    built.register(BrokerCollector(resources.redis, resources.config, budgets))
+    built.register(BrokerCollector(resources.redis, resources.config, budgets, team))
     return built
 
 
@@ -54,10 +57,14 @@ def registry(resources: ApiResources) -> CollectorRegistry:
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
 )
-def metrics(request: Request) -> Response:
-    """Every series of the broker, read from Redis now (Prometheus text format; OpenMetrics
-    when the scraper asks for it)."""
+def metrics(request: Request, caller: Caller = Depends(authenticate_scraper)) -> Response:
+    """The broker's series, read from Redis now (Prometheus text format; OpenMetrics when the
+    scraper asks for it): every one with the metrics or admin key, a team's own with its key."""
     encode, content_type = choose_encoder(request.headers.get("accept", ""))
+    if caller.team is None:
+        chosen = request.app.state.metrics
+    else:
+        chosen = registry(request.app.state.broker, caller.team.id)
     with store_errors():
-        body = encode(request.app.state.metrics)
+        body = encode(chosen)
     return Response(content=body, media_type=content_type)

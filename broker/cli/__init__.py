@@ -185,9 +185,10 @@ def demo(count: int) -> None:
 
 @main.command()
 def keygen() -> None:
-    """Print a new API key and the sha256 to put in broker.toml (a team's api_key_sha256, or
-    admin_api_key_sha256); it takes effect when the API restarts. For a team's key that works
-    at once and can be rotated or revoked at run time, use `keys create TEAM`."""
+    """Print a new API key and the sha256 to put in broker.toml (a team's api_key_sha256,
+    admin_api_key_sha256 or metrics_api_key_sha256); it takes effect when the API restarts.
+    For a team's key that works at once and can be rotated or revoked at run time, use
+    `keys create TEAM`."""
     key = "ib-" + secrets.token_urlsafe(32)
     click.echo(f"api key (give to the team, shown once): {key}")
     click.echo(f'api_key_sha256 = "{hash_api_key(key)}"')

@@ -236,6 +236,11 @@ def team(team_id: str, hex_digit: str, length: int = 64, **over) -> dict:
             "is also teams[1].api_key_sha256 (team 'u')",
         ),
         ({"admin_api_key_sha256": "B" * 64}, "admin_api_key_sha256", "pattern"),
+        (
+            {"teams": [team("t", "a")], "metrics_api_key_sha256": "a" * 64},
+            "metrics_api_key_sha256",
+            "is also teams[0].api_key_sha256 (team 't'); the metrics key must differ",
+        ),
     ],
     ids=[
         "no-providers",
@@ -247,6 +252,7 @@ def team(team_id: str, hex_digit: str, length: int = 64, **over) -> dict:
         "zero-weight",
         "admin-key-is-a-team-key",
         "uppercase-admin-key-hash",
+        "metrics-key-is-a-team-key",
     ],
 )
 def test_parse_config_refuses_bad_dicts(over, key, reason):

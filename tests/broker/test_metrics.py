@@ -77,8 +77,11 @@ def api(settings: Settings, config_path: Path, redis_client, no_overrides) -> Te
         yield c
 
 
-def scrape(api: TestClient) -> tuple[str, Series]:
-    resp = api.get("/metrics")  # no API key: Prometheus scrapes it as is
+METRICS_KEY = "ib-dev-metrics"  # the packaged broker.toml's development scrape key
+
+
+def scrape(api: TestClient, key: str = METRICS_KEY) -> tuple[str, Series]:
+    resp = api.get("/metrics", headers={"authorization": f"Bearer {key}"})
     assert resp.status_code == 200, resp.text
     assert resp.headers["content-type"].startswith("text/plain; version=")
     out: Series = {}
@@ -344,6 +347,50 @@ def test_a_webhook_attempt_is_made_and_recorded_with_redis_down(
     gone.close()
 
 
+def test_a_scrape_needs_a_key(api):
+    for headers in ({}, {"authorization": "Bearer ib-not-a-key"}):
+        resp = api.get("/metrics", headers=headers)
+        assert resp.status_code == 401, resp.text
+        assert resp.json()["error"]["type"] == "authentication_error"
+        assert "metrics key" in resp.json()["error"]["message"]
+
+
+def test_the_admin_key_sees_what_the_metrics_key_sees(api, redis_client):
+    queues.push(redis_client, "content", [(Priority.HIGH, entry(1))])
+    assert scrape(api, "ib-dev-admin")[1] == scrape(api)[1]
+
+
+def test_a_team_key_sees_only_its_own_team(api, config, redis_client):
+    queues.push(redis_client, "product", [(Priority.HIGH, entry(1))])
+    queues.push(redis_client, "content", [(Priority.LOW, entry(2))])
+    with redis_client.pipeline(transaction=False) as pipe:
+        Parking(redis_client).park(pipe, [("content", Priority.LOW, entry(3))])
+        pipe.execute()
+    hold(redis_client, InFlight(redis_client, config, margin=0), RateLimits(redis_client, config),
+         [pick(4, "sim-openai", "gpt-4o-mini")])  # fmt: skip
+    Breakers(redis_client, config).record("sim-openai", "gpt-4o-mini", "unavailable")
+    text, series = scrape(api, "ib-dev-content")
+    teams = {
+        dict(labels)["team"]
+        for name, samples in series.items()
+        for labels in samples
+        if "team" in dict(labels)
+    }
+    assert teams == {"content"}
+    assert series["inference_broker_queue_depth"][(("priority", "low"), ("team", "content"))] == 1
+    assert series["inference_broker_parked"] == {(("team", "content"),): 1}
+    assert "inference_broker_budget_limit_usd" not in series, "product's budgets are not theirs"
+    assert series["inference_broker_breaker_state"][(("scope", "provider:sim-openai"),)] == 2
+    for other_teams_traffic in ("dispatches", "requests", "tokens", "cost_usd", "in_flight"):
+        assert f"inference_broker_{other_teams_traffic}" not in text
+    assert "request_latency" not in text and "webhook" not in text
+    own = scrape(api, "ib-dev-product")[1]
+    assert set(own["inference_broker_budget_limit_usd"]) == {
+        (("budget", "product/daily"),),
+        (("budget", "product/search/monthly"),),
+    }
+
+
 def test_every_app_has_its_own_registry(api):
     scrape(api)
     assert b"inference_broker_" not in prometheus_client.generate_latest(prometheus_client.REGISTRY)
@@ -354,7 +401,7 @@ def test_redis_down_is_a_503_with_the_usual_error(settings: Settings, config_pat
         update={"redis_url": f"redis://127.0.0.1:{free_port()}/0", "config_path": config_path}
     )
     with TestClient(create_app(gone)) as client:
-        resp = client.get("/metrics")
+        resp = client.get("/metrics", headers={"authorization": f"Bearer {METRICS_KEY}"})
     assert resp.status_code == 503, resp.text
     error = resp.json()["error"]
     assert error["type"] == "unavailable" and "Redis is unreachable" in error["message"]
