@@ -10,13 +10,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from broker.api import create_app
-from broker.schemas import JobCreate
 from broker.settings import Settings
 from broker.states import JobStatus, RequestStatus
 from broker.store import Database, Job, Request, transitions
 from broker.store.models import ProviderCall
 from broker.store.transitions import Call, Claimed, HandBack, Outcome
-from broker.submission import Submitter
 
 PRODUCT = {"Authorization": "Bearer ib-dev-product"}
 HI = {"role": "user", "content": "hi"}
@@ -35,33 +33,6 @@ HAIKU_SUCCEEDED = Outcome(
     cost_micros=42,
     calls=(HAIKU_OK,),
 )
-
-
-@pytest.fixture
-def submit(db, redis_client, settings):
-    submitter = Submitter(db, redis_client, settings.config)
-    team = settings.config.team("product")
-
-    def _submit(n: int) -> tuple[str, list[str]]:
-        body = JobCreate(
-            feature="search",
-            requests=[
-                {
-                    "custom_id": f"r{i}",
-                    "model": "gpt-4o-mini",
-                    "messages": [{"role": "user", "content": f"hello {i}"}],
-                }
-                for i in range(n)
-            ],
-        )
-        job_id = submitter.submit(team, body).id
-        with db.session() as s:
-            ids = s.scalars(
-                select(Request.id).where(Request.job_id == job_id).order_by(Request.seq)
-            )
-            return job_id, list(ids)
-
-    return _submit
 
 
 def run(db: Database, ids: list[str]) -> list[Claimed]:

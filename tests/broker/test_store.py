@@ -13,13 +13,11 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event, func, select, text, update
 
-from broker.schemas import JobCreate
 from broker.states import JobStatus, RequestStatus
 from broker.store import Base, Database, Job, LedgerEntry, Request, transitions
 from broker.store.db import MIGRATIONS, WriteConflict
 from broker.store.models import utcnow
 from broker.store.transitions import Claimed, Outcome
-from broker.submission import Submitter
 
 HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
@@ -77,33 +75,6 @@ def test_migrate_twice_on_a_fresh_file(tmp_path):
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def submit(db, redis_client, settings):
-    submitter = Submitter(db, redis_client, settings.config)
-    team = settings.config.team("product")
-
-    def _submit(n: int) -> tuple[str, list[str]]:
-        body = JobCreate(
-            feature="search",
-            requests=[
-                {
-                    "custom_id": f"r{i}",
-                    "model": "gpt-4o-mini",
-                    "messages": [{"role": "user", "content": f"hello {i}"}],
-                }
-                for i in range(n)
-            ],
-        )
-        job_id = submitter.submit(team, body).id
-        with db.session() as s:
-            ids = s.scalars(
-                select(Request.id).where(Request.job_id == job_id).order_by(Request.seq)
-            )
-            return job_id, list(ids)
-
-    return _submit
 
 
 def get_job(db: Database, job_id: str) -> Job:

@@ -8,12 +8,11 @@ import pytest
 from sqlalchemy import select
 
 from broker.errors import InvalidRequest
-from broker.schemas import JobCreate
 from broker.states import RequestStatus
 from broker.store import Job, deliveries, transitions
 from broker.store.models import WebhookAttempt, WebhookDelivery
 from broker.store.transitions import Outcome
-from broker.submission import Submitter, check_webhook_url
+from broker.submission import check_webhook_url
 
 HOOK = "http://127.0.0.1:9/hook"
 
@@ -23,35 +22,11 @@ class Boom(Exception):
 
 
 @pytest.fixture
-def submit(db, redis_client, settings):
+def submit(submit_to, settings):
+    """As the shared one, with the tests' loopback receiver allowed as a webhook target."""
     config = settings.config
     allow = config.webhooks.model_copy(update={"allow_private_hosts": ["127.0.0.1"]})
-    submitter = Submitter(db, redis_client, config.model_copy(update={"webhooks": allow}))
-    team = config.team("product")
-
-    def _submit(n: int, **job) -> tuple[str, list[str]]:
-        body = JobCreate(
-            feature="search",
-            requests=[
-                {
-                    "custom_id": f"r{i}",
-                    "model": "gpt-4o-mini",
-                    "messages": [{"role": "user", "content": f"hello {i}"}],
-                }
-                for i in range(n)
-            ],
-            **job,
-        )
-        job_id = submitter.submit(team, body).id
-        with db.session() as s:
-            ids = s.scalars(
-                select(transitions._R.c.id)
-                .where(transitions._R.c.job_id == job_id)
-                .order_by(transitions._R.c.seq)
-            )
-            return job_id, list(ids)
-
-    return _submit
+    return submit_to(config.model_copy(update={"webhooks": allow}))
 
 
 def run(db, request_ids: list[str]) -> list[transitions.Claimed]:
