@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import redis
 
-from broker import keys
+from broker import redis_keys
 from broker.states import Priority
 
 _PUSH_CHUNK = 5_000
@@ -32,6 +32,26 @@ class QueueEntry:
     feature: str = "-"
     trace_id: str = "-"
     chain_index: int = 0
+    cache: str = "-"  # "<key>/<ttl_s>/<r|w|rw>" (broker.submission), "-" when not cached
+
+    @property
+    def cache_key(self) -> str | None:
+        """The response cache key of a cacheable request (:mod:`broker.cache.exact`)."""
+        return None if self.cache == "-" else self.cache.split("/", 1)[0]
+
+    @property
+    def cache_ttl_s(self) -> int:
+        return int(self.cache.split("/")[1]) if self.cache != "-" else 0
+
+    @property
+    def cache_read(self) -> bool:
+        """It may be answered from the cache, or wait for an identical request's call."""
+        return self.cache != "-" and "r" in self.cache.rsplit("/", 1)[1]
+
+    @property
+    def cache_store(self) -> bool:
+        """Its answer may be kept (and so it may lead a single flight)."""
+        return self.cache != "-" and "w" in self.cache.rsplit("/", 1)[1]
 
     @property
     def est_input(self) -> int:
@@ -52,12 +72,14 @@ class QueueEntry:
             f"{self.request_id} {self.model} {self.input_bound} {self.max_output} "
             f"{self.queued_ms} {self.feature} {self.trace_id}"
         )
+        if self.cache != "-":
+            return f"{line} {self.chain_index} {self.cache}"
         return f"{line} {self.chain_index}" if self.chain_index else line
 
     @classmethod
     def decode(cls, raw: bytes | str) -> QueueEntry:
         text = raw.decode() if isinstance(raw, bytes) else raw
-        rid, model, bound, max_out, queued_ms, feature, trace, *chain = text.split(" ")
+        rid, model, bound, max_out, queued_ms, feature, trace, *rest = text.split(" ")
         return cls(
             rid,
             model,
@@ -66,7 +88,8 @@ class QueueEntry:
             int(queued_ms),
             feature,
             trace,
-            int(chain[0]) if chain else 0,
+            int(rest[0]) if rest else 0,
+            rest[1] if len(rest) > 1 else "-",
         )
 
 
@@ -93,7 +116,7 @@ def push(client: redis.Redis, team_id: str, entries: Iterable[tuple[Priority, Qu
         by_priority.setdefault(priority, []).append(entry.encode())
     with client.pipeline(transaction=True) as pipe:
         for priority, encoded in by_priority.items():
-            key = keys.team_queue(team_id, priority)
+            key = redis_keys.team_queue(team_id, priority)
             for start in range(0, len(encoded), _PUSH_CHUNK):
                 pipe.rpush(key, *encoded[start : start + _PUSH_CHUNK])
         _announce(pipe, team_id)
@@ -110,7 +133,9 @@ def push_front(
         # LPUSH puts each argument at the head in turn: the last one pushed ends up first.
         encoded = [e.encode() for e in reversed(entries)]
         for start in range(0, len(encoded), _PUSH_CHUNK):
-            pipe.lpush(keys.team_queue(team_id, priority), *encoded[start : start + _PUSH_CHUNK])
+            pipe.lpush(
+                redis_keys.team_queue(team_id, priority), *encoded[start : start + _PUSH_CHUNK]
+            )
         _announce(pipe, team_id)
         pipe.execute()
 
@@ -139,6 +164,6 @@ def restore(
 
 
 def _announce(pipe: redis.client.Pipeline, team_id: str) -> None:
-    pipe.sadd(keys.backlogged_teams(), team_id)
-    pipe.lpush(keys.scheduler_wake(), "submit")
-    pipe.ltrim(keys.scheduler_wake(), 0, 0)
+    pipe.sadd(redis_keys.backlogged_teams(), team_id)
+    pipe.lpush(redis_keys.scheduler_wake(), "submit")
+    pipe.ltrim(redis_keys.scheduler_wake(), 0, 0)

@@ -5,8 +5,14 @@ failure rolls the rows back. Validation happens before anything is written: a re
 submission leaves no rows and no queue entries.
 
 With ``redact`` (``BROKER_REDACT``) each message's content is stored with e-mail addresses,
-phone and card numbers replaced (:mod:`broker.redaction`); the worker sends the stored payload,
+phone and card numbers replaced (:mod:`broker.telemetry.redaction`); the worker sends the stored payload,
 so the provider gets the redacted prompt too and the original is kept nowhere.
+
+A request whose answer is already in the response cache (:mod:`broker.cache.exact`, under the
+team's and feature's policy and the request's own ``cache`` control) is written as a hit at
+once, in the same transaction, and never queued: it reserves and charges nothing. The others
+carry their cache token (key, TTL, read/store) on their row and queue entry, for the scheduler
+(hits found later, single-flight) and the worker (keeping the answer).
 """
 
 from __future__ import annotations
@@ -18,17 +24,20 @@ import redis
 from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
 
-from broker import queues, redaction
-from broker.config import BrokerConfig, TeamConfig
+from broker import queues
+from broker.cache.exact import ExactCache, request_key, scope_of
+from broker.config.broker_toml import BrokerConfig, TeamConfig
+from broker.config.settings import Settings
 from broker.errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable, TooManyRequests
 from broker.ids import new_job_id, request_id
 from broker.money import format_usd
 from broker.queues import QueueEntry
-from broker.schemas import JobCreate
-from broker.settings import Settings
+from broker.schemas.http import JobCreate, RequestIn
 from broker.states import JobStatus, RequestStatus
 from broker.store import Database, Job, Request
+from broker.store.cache_hits import Hit, count_hits, hit_fields
 from broker.store.models import utcnow
+from broker.telemetry import redaction
 from broker.webhooks import ssrf
 from schedulers.budgets import BudgetLimits, Budgets
 from schedulers.ratelimits import RateLimits
@@ -108,6 +117,23 @@ class Submitter:
         object.__setattr__(self, "_limits", RateLimits(self.redis, self.config))
         budgets = Budgets(self.redis, self.db, self.config, BudgetLimits(self.db, self.config))
         object.__setattr__(self, "_budgets", budgets)
+        object.__setattr__(self, "_cache", ExactCache(self.redis))
+
+    def cache_token(
+        self, team_id: str, feature: str, request: RequestIn, payload: dict
+    ) -> str | None:
+        """``<key>/<ttl_s>/<r|w|rw>`` for a cacheable request (see :class:`QueueEntry`), or
+        None when its policy, scope or cache control leaves it out of the cache."""
+        policy = self.config.cache.policy(team_id, feature)
+        scope = scope_of(policy, team_id, feature, request.metadata)
+        control = request.cache
+        read = control is None or control.read
+        store = control is None or control.store
+        if scope is None or not (read or store):
+            return None
+        ttl = min(control.ttl_s or policy.ttl_s, policy.ttl_s) if control else policy.ttl_s
+        flags = ("r" if read else "") + ("w" if store else "")
+        return f"{request_key(scope, request.model, payload)}/{ttl}/{flags}"
 
     def admit(self, team: TeamConfig, batch: JobCreate, key_sha256: str | None = None) -> None:
         """Refuse with 429 what a team may not submit now: over the key's submissions per
@@ -186,13 +212,20 @@ class Submitter:
             created_at=now,
             expires_at=now + timedelta(seconds=batch.completion_window_s),
         )
-        rows, entries = [], []
+        rows, entries, tokens = [], [], []
         for seq, request in enumerate(batch.requests):
             rid = request_id(job_id, seq)
             priority = request.priority or batch.priority
             messages = [m.model_dump() for m in request.messages]
             if self.redact:
                 messages = [{**m, "content": redaction.redact(m["content"])} for m in messages]
+            payload = {
+                "messages": messages,
+                "max_tokens": request.max_tokens,
+                "temperature": request.temperature,
+            }
+            token = self.cache_token(team.id, batch.feature, request, payload)
+            tokens.append(token)
             rows.append(
                 {
                     "id": rid,
@@ -201,17 +234,14 @@ class Submitter:
                     "team_id": team.id,
                     "feature": batch.feature,
                     "custom_id": request.custom_id,
-                    "payload": {
-                        "messages": messages,
-                        "max_tokens": request.max_tokens,
-                        "temperature": request.temperature,
-                    },
+                    "payload": payload,
                     "model": request.model,
                     "trace_id": request.trace_id,
                     "priority": priority.value,
                     "status": RequestStatus.QUEUED.value,
                     "attempts": 0,
                     "metadata": request.metadata,
+                    "cache": token,
                     "created_at": now,
                 }
             )
@@ -223,13 +253,20 @@ class Submitter:
                 queued,
                 batch.feature,
                 request.trace_id or "-",
+                cache=token or "-",
             )
             entries.append((priority, entry))
+        hits = self._answer_known(job_id, rows, entries, now)
         try:
             with self.db.session() as session:
                 session.add(job)
                 session.flush()
                 session.execute(insert(Request.__table__), rows)
+                if hits:
+                    count_hits(session, job_id, hits)
+                    session.refresh(job)  # the counters (and the end, if all were known)
+                    hit_ids = {h.request_id for h in hits}
+                    entries = [e for e in entries if e[1].request_id not in hit_ids]
                 queues.push(self.redis, team.id, entries)
         except redis.RedisError as exc:
             raise ServiceUnavailable(f"the queue (Redis) is unreachable: {exc}") from exc
@@ -238,3 +275,22 @@ class Submitter:
                 f"the result store is unavailable: {exc.__class__.__name__}"
             ) from exc
         return job
+
+    def _answer_known(self, job_id: str, rows: list[dict], entries: list[tuple], now) -> list[Hit]:
+        """Write the requests the cache can answer now as hits (in ``rows``, in place)."""
+        keys = [e.cache_key for _, e in entries if e.cache_read]
+        if not keys:
+            return []
+        found = self._cache.get_many(keys)
+        if not found:
+            return []
+        hits = []
+        blank = dict.fromkeys(hit_fields("exact", next(iter(found.values())), now))
+        for row, (_, entry) in zip(rows, entries):
+            for name, value in blank.items():  # one insert for all: every row the same keys
+                row.setdefault(name, value)
+            answer = found.get(entry.cache_key) if entry.cache_read else None
+            if answer is not None:
+                row.update(hit_fields("exact", answer, now))
+                hits.append(Hit(row["id"], job_id, "exact", answer))
+        return hits

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import redis
 
-from broker import keys
-from broker.config import BrokerConfig
+from broker import redis_keys
+from broker.config.broker_toml import BrokerConfig
 from broker.money import format_usd
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class Alerts:
             if spent < threshold * scope.limit:
                 break
             pct = f"{round(threshold * 100)}"
-            if self._redis.set(keys.alert_sent(scope.key, pct), 1, nx=True, ex=max(ttl, 60)):
+            if self._redis.set(redis_keys.alert_sent(scope.key, pct), 1, nx=True, ex=max(ttl, 60)):
                 self.fire(
                     scope.team,
                     "budget_threshold",
@@ -67,8 +67,8 @@ class Alerts:
         }
         log.warning("ALERT %s team=%s: %s", kind, team, message)
         with self._redis.pipeline(transaction=False) as pipe:
-            pipe.lpush(keys.alerts(), json.dumps(alert))
-            pipe.ltrim(keys.alerts(), 0, KEEP - 1)
+            pipe.lpush(redis_keys.alerts(), json.dumps(alert))
+            pipe.ltrim(redis_keys.alerts(), 0, KEEP - 1)
             pipe.execute()
         url = self._config.team(team).alert_webhook if self._config.has_team(team) else None
         if url:
@@ -87,7 +87,7 @@ def _post(url: str, alert: dict[str, Any]) -> None:
 def recent_alerts(client: redis.Redis, team: str | None = None, limit: int = 100) -> list[dict]:
     """Newest first; only ``team``'s when given."""
     out = []
-    for raw in client.lrange(keys.alerts(), 0, KEEP - 1):
+    for raw in client.lrange(redis_keys.alerts(), 0, KEEP - 1):
         alert = json.loads(raw)
         if team is None or alert.get("team") == team:
             out.append(alert)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from broker.config import BrokerConfig
+from broker.config.broker_toml import BrokerConfig
 from broker.queues import QueueEntry
 from schedulers.budgets import BudgetRound, Scope, cost_bound
 from schedulers.capacity import Room

@@ -29,9 +29,9 @@ from pathlib import Path
 import redis
 from sqlalchemy import func, select
 
-from broker import keys
-from broker.budget_config import BudgetConfig
-from broker.config import BrokerConfig
+from broker import redis_keys
+from broker.config.broker_toml import BrokerConfig
+from broker.config.budgets import BudgetConfig
 from broker.money import format_usd, usd_to_micros
 from broker.queues import QueueEntry
 from broker.store import BudgetLimit, Database, LedgerEntry
@@ -110,7 +110,7 @@ class Budgets:
                 label = f"trace {trace} of {team}"
                 out.append(
                     Scope(
-                        keys.trace_budget(team, trace),
+                        redis_keys.trace_budget(team, trace),
                         label,
                         usd_to_micros(ceiling),
                         team,
@@ -172,7 +172,8 @@ class Budgets:
                 argv += [index.setdefault(scope.key, len(index) + 3), limit]
         budget_keys = sorted(index, key=index.__getitem__)
         replies = self._script(
-            keys=[keys.reservations(), keys.reservation_times(), *budget_keys], args=argv
+            keys=[redis_keys.reservations(), redis_keys.reservation_times(), *budget_keys],
+            args=argv,
         )
         return [bool(r) for r in replies]
 
@@ -191,9 +192,9 @@ class Budgets:
         """
         self._script(
             keys=[
-                keys.reservations(),
-                keys.reservation_times(),
-                keys.settled(request_id, attempt),
+                redis_keys.reservations(),
+                redis_keys.reservation_times(),
+                redis_keys.settled(request_id, attempt),
                 *(s.key for s in scopes),
             ],
             args=["settle", request_id, actual, SETTLED_TTL_S],
@@ -236,7 +237,7 @@ class Budgets:
     def _scope(budget: BudgetConfig, limits: dict[str, int], now: datetime) -> Scope:
         window = budget.window_at(now)
         return Scope(
-            keys.budget(budget.id, window.id),
+            redis_keys.budget(budget.id, window.id),
             budget.id,
             limits.get(budget.id, budget.limit_micros),
             budget.team,
@@ -248,7 +249,7 @@ class Budgets:
     def release(self, pipe: redis.client.Pipeline | redis.Redis, request_id: str) -> None:
         """Give back a reservation whose attempt ended without a charge (or never started)."""
         self._script(
-            keys=[keys.reservations(), keys.reservation_times()],
+            keys=[redis_keys.reservations(), redis_keys.reservation_times()],
             args=["release", request_id],
             client=pipe,
         )

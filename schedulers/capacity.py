@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable
 
 import redis
 
-from broker import keys
-from broker.config import BrokerConfig
+from broker import redis_keys
+from broker.config.broker_toml import BrokerConfig
 from schedulers.ratelimits import Bucket, RateLimits, model_scope, provider_scope
 
 
@@ -39,8 +39,10 @@ class InFlight:
         names = list(self._limits)
         with self._redis.pipeline(transaction=False) as pipe:
             for name in names:
-                pipe.zremrangebyscore(keys.in_flight(name), "-inf", now - self._stale_after[name])
-                pipe.zcard(keys.in_flight(name))
+                pipe.zremrangebyscore(
+                    redis_keys.in_flight(name), "-inf", now - self._stale_after[name]
+                )
+                pipe.zcard(redis_keys.in_flight(name))
             counts = pipe.execute()[1::2]
         return {name: max(0, self._limits[name] - n) for name, n in zip(names, counts)}
 
@@ -48,14 +50,14 @@ class InFlight:
         now = time.time()
         mapping = {rid: now for rid in request_ids}
         if mapping:
-            pipe.zadd(keys.in_flight(provider), mapping)
+            pipe.zadd(redis_keys.in_flight(provider), mapping)
 
 
 def release(pipe: redis.client.Pipeline, provider: str, request_id: str) -> None:
     """Queue freeing an attempt's slot and waking the scheduler on ``pipe``."""
-    pipe.zrem(keys.in_flight(provider), request_id)
-    pipe.lpush(keys.scheduler_wake(), "done")
-    pipe.ltrim(keys.scheduler_wake(), 0, 0)
+    pipe.zrem(redis_keys.in_flight(provider), request_id)
+    pipe.lpush(redis_keys.scheduler_wake(), "done")
+    pipe.ltrim(redis_keys.scheduler_wake(), 0, 0)
 
 
 class Room:

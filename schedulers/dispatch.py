@@ -26,11 +26,12 @@ from celery import Celery
 from kombu import Exchange, Queue
 from sqlalchemy import select
 
-from broker import keys, metrics
-from broker.config import BrokerConfig
+from broker import redis_keys
+from broker.config.broker_toml import BrokerConfig
 from broker.queues import QueueEntry
 from broker.states import Priority, RequestStatus
 from broker.store import Database, Request, transitions
+from broker.telemetry import metrics
 from schedulers.budgets import Budgets, Scope
 from schedulers.capacity import InFlight
 from schedulers.ratelimits import Bucket, RateLimits
@@ -100,7 +101,7 @@ class Dispatcher:
         if not picks:
             return [], bounced
         journal = {p.entry.request_id: p.ticket(attempt=0).encode() for p in picks}
-        self._redis.hset(keys.dispatch_journal(), mapping=journal)
+        self._redis.hset(redis_keys.dispatch_journal(), mapping=journal)
         ids = [p.entry.request_id for p in picks]
         won = self._db.write(lambda s: transitions.mark_dispatched(s, ids))
         attempts = {d.request_id: d.attempt for d in won}
@@ -154,7 +155,7 @@ class Dispatcher:
 
         Returns how many tasks were sent again.
         """
-        journal = self._redis.hgetall(keys.dispatch_journal())
+        journal = self._redis.hgetall(redis_keys.dispatch_journal())
         if not journal:
             return 0
         tickets = {rid.decode(): Ticket.decode(rid.decode(), raw) for rid, raw in journal.items()}
@@ -172,7 +173,7 @@ class Dispatcher:
                 pipe.execute()
             self._send(resend)
             log.warning("resent %d tasks a previous leader may not have sent", len(resend))
-        self._redis.delete(keys.dispatch_journal())
+        self._redis.delete(redis_keys.dispatch_journal())
         return len(resend)
 
     def fail(self, failures: Sequence[tuple[QueueEntry, str, str]]) -> None:

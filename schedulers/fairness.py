@@ -28,8 +28,8 @@ from collections.abc import Iterable, Mapping
 
 import redis
 
-from broker import keys
-from broker.config import BrokerConfig
+from broker import redis_keys
+from broker.config.broker_toml import BrokerConfig
 
 
 class ServiceMeter:
@@ -103,10 +103,10 @@ class FairQueue:
     def start_round(self, backlogged: list[str], weights: Mapping[str, float]) -> Round:
         """Fold in the workers' corrections, lift teams that just became backlogged."""
         with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(keys.fair_counters())
-            pipe.hgetall(keys.fair_corrections())
-            pipe.delete(keys.fair_corrections())
-            pipe.get(keys.fair_floor())
+            pipe.hgetall(redis_keys.fair_counters())
+            pipe.hgetall(redis_keys.fair_corrections())
+            pipe.delete(redis_keys.fair_corrections())
+            pipe.get(redis_keys.fair_floor())
             raw_counters, raw_corrections, _, raw_floor = pipe.execute()
         counters = {k.decode(): float(v) for k, v in raw_counters.items()}
         changed = set()
@@ -133,11 +133,13 @@ class FairQueue:
         """Queue the writes of the round's counters on ``pipe`` (executed with the pops)."""
         if round_.changed:
             pipe.hset(
-                keys.fair_counters(),
+                redis_keys.fair_counters(),
                 mapping={t: repr(round_.counters[t]) for t in round_.changed},
             )
         if round_.backlogged:
-            pipe.set(keys.fair_floor(), repr(min(round_.counters[t] for t in round_.backlogged)))
+            pipe.set(
+                redis_keys.fair_floor(), repr(min(round_.counters[t] for t in round_.backlogged))
+            )
         self._previous = set(round_.backlogged)
 
     def forget_leadership(self) -> None:
@@ -148,6 +150,6 @@ class FairQueue:
 def record_service(pipe: redis.client.Pipeline, team: str, charged: float, actual: float) -> None:
     """Worker side: correct the charge made at dispatch and count what was received."""
     if actual != charged:
-        pipe.hincrbyfloat(keys.fair_corrections(), team, actual - charged)
+        pipe.hincrbyfloat(redis_keys.fair_corrections(), team, actual - charged)
     if actual:
-        pipe.hincrbyfloat(keys.service_received(), team, actual)
+        pipe.hincrbyfloat(redis_keys.service_received(), team, actual)

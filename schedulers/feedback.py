@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import redis
 
-from broker import metrics
-from broker.config import BrokerConfig
+from broker.config.broker_toml import BrokerConfig
+from broker.telemetry import metrics
 from schedulers.alerts import Alerts
 from schedulers.budgets import Budgets
 from schedulers.capacity import release

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import redis
 
 from broker import queues
-from broker.config import BrokerConfig
+from broker.config.broker_toml import BrokerConfig
 from broker.queues import QueueEntry
 from broker.states import Priority
 from schedulers.capacity import InFlight

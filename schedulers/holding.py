@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import redis
 
-from broker import keys, queues
-from broker.config import BrokerConfig
+from broker import queues, redis_keys
+from broker.config.broker_toml import BrokerConfig
 from broker.queues import QueueEntry
 from broker.states import Priority
 from broker.store import Database, transitions
@@ -42,19 +42,19 @@ class Holding:
         with self._redis.pipeline(transaction=False) as pipe:
             for team, priority, entry in held:
                 if entry.request_id in still:
-                    pipe.rpush(keys.held(team), queues.encode_set_aside(priority, entry))
-                    pipe.sadd(keys.held_teams(), team)
+                    pipe.rpush(redis_keys.held(team), queues.encode_set_aside(priority, entry))
+                    pipe.sadd(redis_keys.held_teams(), team)
             pipe.execute()
         log.info("holding %d requests until their budgets have room", len(still))
 
     def resume(self) -> int:
         """Bring back the held requests of every team whose first one fits now."""
         resumed = 0
-        for raw_team in self._redis.smembers(keys.held_teams()):
+        for raw_team in self._redis.smembers(redis_keys.held_teams()):
             team = raw_team.decode()
-            head = self._redis.lindex(keys.held(team), 0)
+            head = self._redis.lindex(redis_keys.held(team), 0)
             if head is None:
-                self._redis.srem(keys.held_teams(), team)
+                self._redis.srem(redis_keys.held_teams(), team)
                 continue
             _, entry = queues.decode_set_aside(head)
             if self._fits(team, entry):
@@ -74,8 +74,8 @@ class Holding:
 
     def _release(self, team: str) -> int:
         with self._redis.pipeline(transaction=True) as pipe:
-            pipe.lrange(keys.held(team), 0, -1)
-            pipe.delete(keys.held(team))
+            pipe.lrange(redis_keys.held(team), 0, -1)
+            pipe.delete(redis_keys.held(team))
             raw, _ = pipe.execute()
         held = [queues.decode_set_aside(r) for r in raw]
         ids = [entry.request_id for _, entry in held]

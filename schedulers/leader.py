@@ -19,7 +19,7 @@ import time
 import redis
 from redis.exceptions import LockError
 
-from broker import keys
+from broker import redis_keys
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 class Leadership:
     def __init__(self, client: redis.Redis, lease_s: float) -> None:
         self._lease_s = lease_s
-        self._lock = client.lock(keys.scheduler_leader(), timeout=lease_s, thread_local=False)
+        self._lock = client.lock(redis_keys.scheduler_leader(), timeout=lease_s, thread_local=False)
         self._renewed_at = 0.0
         self.leading = False
 

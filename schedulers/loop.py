@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,13 +34,14 @@ import redis
 from kombu.exceptions import KombuError
 from sqlalchemy.exc import SQLAlchemyError
 
-from broker import keys
 from broker import queues as queues_module
-from broker.config import BrokerConfig
+from broker import redis_keys
+from broker.config.broker_toml import BrokerConfig
 from broker.queues import QueueEntry, now_ms
 from broker.states import PRIORITY_ORDER, Priority
 from schedulers.budget_policy import Verdict, decide
 from schedulers.budgets import BudgetRound, Budgets
+from schedulers.caching import CacheCheck, Known
 from schedulers.capacity import InFlight, Room
 from schedulers.dispatch import Dispatcher, Pick
 from schedulers.fairness import FairQueue, Round, ServiceMeter
@@ -84,6 +86,7 @@ class Scheduler:
         housekeeping: Callable[[], None] | None = None,
         leadership: Leadership | None = None,
         breakers: Breakers | None = None,
+        caching: CacheCheck | None = None,
         idle_wait_s: float = 0.2,
     ) -> None:
         self._redis = client
@@ -101,6 +104,8 @@ class Scheduler:
         self._housekeeping = housekeeping
         self._leadership = leadership
         self._breakers = breakers
+        self._caching = caching
+        self._swept_at = 0.0
         self._parking = Parking(client)
         #: Breaker scopes refusing calls at the last round (None: not known, as for a new leader).
         self._refusing: frozenset[str] | None = None
@@ -113,6 +118,8 @@ class Scheduler:
     def run_once(self) -> int:
         """One scheduling round; returns the number of requests dispatched."""
         self._settled_other = 0
+        if self._caching is not None:
+            self._settled_other += self._sweep_flights()
         breakers = self._breakers.allowances if self._breakers is not None else None
         room = Room(self._in_flight, self._limits, breakers)
         window = room.window()
@@ -122,7 +129,7 @@ class Scheduler:
             self._settled_other += self._parking.release(lambda e: self._routable(e, room))
         self._refusing = room.refusing
         paused = self._paused()
-        backlogged = self._redis.smembers(keys.backlogged_teams())
+        backlogged = self._redis.smembers(redis_keys.backlogged_teams())
         teams = sorted(t for t in (raw.decode() for raw in backlogged) if t not in paused)
         if not teams:
             return 0
@@ -130,14 +137,22 @@ class Scheduler:
         for team in teams:
             weights.setdefault(team, 1.0)  # a team gone from the config still drains
         queues = self._peek(teams, window)
+        known = None
+        if self._caching is not None:
+            known = self._caching.look(line for q in queues.values() for line in q.lines())
         round_ = self._fair.start_round(teams, weights)
-        decided = self._pick(round_, queues, room)
+        decided = self._pick(round_, queues, room, known)
+        if known is not None:  # flights up before their tasks can finish
+            self._caching.before_dispatch(known)
         # Dispatch before popping: if dispatch fails the entries stay queued for the next round;
         # if popping fails, the next round finds them no longer queued in the database.
         sent, bounced = self._dispatcher.dispatch(decided.picks)
         if room.probes:  # probes picked for half-open breakers: their permits are spent
             self._breakers.take(room.probes)
         sent_ids = {p.entry.request_id for p in sent}
+        if known is not None:
+            self._caching.after_dispatch(known, sent_ids)
+            self._settled_other += len(known.hits) + len(known.waiting)
         for pick in decided.picks:
             if pick.entry.request_id not in sent_ids:  # cancelled or refused: not served
                 round_.refund(pick.team, pick.service)
@@ -148,11 +163,13 @@ class Scheduler:
             self._parking.park(pipe, decided.parked)
             for team, team_queues in queues.items():
                 for priority, count in team_queues.taken().items():
-                    pipe.lpop(keys.team_queue(team, priority), count)
+                    pipe.lpop(redis_keys.team_queue(team, priority), count)
             self._fair.finish_round(pipe, round_)
-            pipe.delete(keys.dispatch_journal())
+            pipe.delete(redis_keys.dispatch_journal())
             self._prune(
-                keys=[keys.backlogged_teams()], args=[keys.team_queue_prefix(), *teams], client=pipe
+                keys=[redis_keys.backlogged_teams()],
+                args=[redis_keys.team_queue_prefix(), *teams],
+                client=pipe,
             )
             pipe.execute()
         for pick in bounced:
@@ -164,7 +181,7 @@ class Scheduler:
         with self._redis.pipeline(transaction=False) as pipe:
             for team in teams:
                 for priority in PRIORITY_ORDER:
-                    pipe.lrange(keys.team_queue(team, priority), 0, window - 1)
+                    pipe.lrange(redis_keys.team_queue(team, priority), 0, window - 1)
             raw = iter(pipe.execute())
         now = now_ms()
         return {
@@ -176,8 +193,19 @@ class Scheduler:
             for team in teams
         }
 
-    def _pick(self, round_: Round, queues: dict[str, TeamQueues], room: Room) -> _Decisions:
-        """Serve the smallest counter first, one request at a time, while anything fits."""
+    def _sweep_flights(self) -> int:
+        """Free the waiters of lost flights, at most once a second; returns how many."""
+        now = time.monotonic()
+        if now - self._swept_at < 1.0:
+            return 0
+        self._swept_at = now
+        return self._caching.sweep()
+
+    def _pick(
+        self, round_: Round, queues: dict[str, TeamQueues], room: Room, known: Known | None = None
+    ) -> _Decisions:
+        """Serve the smallest counter first, one request at a time, while anything fits; a
+        request the cache answers, or that waits for an identical one, takes no turn."""
         out = _Decisions()
         config = self._config
         budgets = BudgetRound(self._budgets) if self._budgets is not None else None
@@ -187,6 +215,9 @@ class Scheduler:
                 round_.drop()
                 continue
             priority, entry = head
+            if known is not None and known.decide(team, priority, entry) != "go":
+                queues[team].take(priority)
+                continue
             allow = config.has_team(team) and config.team(team).allow_fallback
             routes = self._router.routes(entry.model, entry.chain_index)
             if routes is None:
@@ -230,6 +261,8 @@ class Scheduler:
             queues[team].take(priority)
             service = self._meter.service(model, entry.est_input, entry.max_output)
             round_.charge(service)
+            if known is not None:
+                known.picked(entry)
             out.picks.append(
                 Pick(
                     team, priority, entry, provider, model, service, verdict.amount, verdict.scopes
@@ -262,7 +295,7 @@ class Scheduler:
                         self._housekeeping()
                     dispatched = self.run_once()
                     if dispatched == 0 and self._settled_other == 0:
-                        self._redis.blpop([keys.scheduler_wake()], timeout=self._idle_wait_s)
+                        self._redis.blpop([redis_keys.scheduler_wake()], timeout=self._idle_wait_s)
                 except (redis.RedisError, SQLAlchemyError, KombuError) as exc:
                     log.warning("scheduling round failed, retrying in 1 s: %s", exc)
                     stop.wait(1.0)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 import redis
 
-from broker import keys, queues
+from broker import queues, redis_keys
 from broker.queues import QueueEntry
 from broker.states import Priority
 
@@ -37,15 +37,15 @@ class Parking:
         """Queue parking these on ``pipe``, ahead of the pops that take them off their queues
         (a crash in between leaves a copy the scheduler skips, never a loss)."""
         for team, priority, entry in parked:
-            pipe.rpush(keys.parked(team), queues.encode_set_aside(priority, entry))
-            pipe.sadd(keys.parked_teams(), team)
+            pipe.rpush(redis_keys.parked(team), queues.encode_set_aside(priority, entry))
+            pipe.sadd(redis_keys.parked_teams(), team)
 
     def release(self, routable: Callable[[QueueEntry], bool]) -> int:
         """Put back the parked requests ``routable`` accepts; returns how many went back."""
         released = 0
-        for raw_team in self._redis.smembers(keys.parked_teams()):
+        for raw_team in self._redis.smembers(redis_keys.parked_teams()):
             team = raw_team.decode()
-            raw = self._redis.lrange(keys.parked(team), 0, -1)
+            raw = self._redis.lrange(redis_keys.parked(team), 0, -1)
             back, still = [], []
             for line in raw:
                 priority, entry = queues.decode_set_aside(line)
@@ -57,11 +57,11 @@ class Parking:
             # that the round skips (its request is no longer queued), never a loss.
             queues.restore(self._redis, team, back)
             with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(keys.parked(team))
+                pipe.delete(redis_keys.parked(team))
                 if still:
-                    pipe.rpush(keys.parked(team), *still)
+                    pipe.rpush(redis_keys.parked(team), *still)
                 else:
-                    pipe.srem(keys.parked_teams(), team)
+                    pipe.srem(redis_keys.parked_teams(), team)
                 pipe.execute()
             released += len(back)
         if released:

@@ -13,6 +13,8 @@ they come up, since most of a peeked window is usually not reached.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from broker.queues import QueueEntry
 from broker.states import PRIORITY_ORDER, Priority
 
@@ -52,6 +54,11 @@ class TeamQueues:
         if aged is None or aged == fresh:
             return fresh
         return aged if self._aged_turn else fresh
+
+    def lines(self) -> Iterator[bytes | str | QueueEntry]:
+        """Every peeked line, decoded or not."""
+        for entries in self._heads.values():
+            yield from entries
 
     def take(self, priority: Priority) -> None:
         """The entry :meth:`peek` returned for ``priority`` was dispatched (or dropped)."""

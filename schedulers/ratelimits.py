@@ -24,8 +24,8 @@ from pathlib import Path
 
 import redis
 
-from broker import keys
-from broker.config import BrokerConfig
+from broker import redis_keys
+from broker.config.broker_toml import BrokerConfig
 from workers.providers.base import RateSignal
 
 #: How much later than its dispatch one request may reach the provider compared to another.
@@ -56,7 +56,7 @@ class Bucket:
         """
         capacity = max(1.0, limit * burst_s / (60.0 + burst_s + JITTER_S))
         rate = max(limit - capacity, limit / 2) / (60.0 + JITTER_S)
-        return cls(keys.rate_bucket(scope, kind), capacity, rate, kind == "tpm")
+        return cls(redis_keys.rate_bucket(scope, kind), capacity, rate, kind == "tpm")
 
     def amount(self, tokens: int) -> float:
         return float(tokens) if self.tokens else 1.0
@@ -109,7 +109,7 @@ class RateLimits:
                 self._guards[scope] = _buckets(scope, rpm, tpm, GUARD_BURST_S)
                 self._submission[scope] = [
                     Bucket(
-                        keys.rate_bucket(f"submit:{scope}", kind),
+                        redis_keys.rate_bucket(f"submit:{scope}", kind),
                         limit,
                         limit / 60.0,
                         kind == "tpm",
@@ -162,7 +162,7 @@ class RateLimits:
         once, then ``per_minute`` spread over the minute. None when admitted, else the seconds
         until it would be."""
         bucket = Bucket(
-            keys.rate_bucket(f"submit:key:{key_sha256[:32]}", "rpm"),
+            redis_keys.rate_bucket(f"submit:key:{key_sha256[:32]}", "rpm"),
             float(per_minute),
             per_minute / 60.0,
             False,
@@ -176,7 +176,7 @@ class RateLimits:
         with self._redis.pipeline(transaction=False) as pipe:
             self._run(pipe, "take", {b: 0.0 for b in self.all_buckets})
             for scope in self.scopes:
-                pipe.exists(keys.rate_blocked(scope))
+                pipe.exists(redis_keys.rate_blocked(scope))
             replies = pipe.execute()
         levels = {}
         if self.all_buckets:
@@ -224,7 +224,7 @@ class RateLimits:
         )
         wait_ms = max(1, math.ceil((retry_after_s or DEFAULT_BACKOFF_S) * 1000))
         # The longest ask wins: a later 429 with a shorter retry-after must not cut it short.
-        self._block(keys=[keys.rate_blocked(scope)], args=[wait_ms], client=pipe)
+        self._block(keys=[redis_keys.rate_blocked(scope)], args=[wait_ms], client=pipe)
         self._run(pipe, "clamp", {b: 0.0 for b in self.buckets(provider, model)})
 
     def _run(self, pipe: redis.client.Pipeline, op: str, amounts: dict[Bucket, float]) -> None:

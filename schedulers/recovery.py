@@ -36,8 +36,9 @@ from datetime import timedelta
 import redis
 from sqlalchemy import func, select, update
 
-from broker import keys, queues
-from broker.config import BrokerConfig
+from broker import queues, redis_keys
+from broker.cache.flights import Flights, flight_ttl_s
+from broker.config.broker_toml import BrokerConfig
 from broker.queues import QueueEntry
 from broker.states import Priority, RequestStatus
 from broker.store import Database, Job, Request, transitions
@@ -66,6 +67,7 @@ def entry_of(row: Request, feature: str | None = None) -> QueueEntry:
         feature or row.feature,
         row.trace_id or "-",
         row.chain_index,
+        row.cache or "-",
     )
 
 
@@ -86,18 +88,19 @@ class Recovery:
         scheduler = config.scheduler
         self.reap_after_s = scheduler.reap_after_s or config.longest_attempt_s() + 30
         self._max_attempts = scheduler.max_attempts
+        self._flights = Flights(client, flight_ttl_s(config))
 
     # --- after Redis lost its data --------------------------------------------------------------
 
     def ensure_epoch(self) -> bool:
         """Rebuild what Redis should hold if its marker is gone; True if it rebuilt."""
-        if self._redis.exists(keys.epoch()):
+        if self._redis.exists(redis_keys.epoch()):
             return False
         started = time.monotonic()
         self._requeue_dispatched()
         requeued = self._requeue_from_database()
         in_flight = self._restore_in_flight()
-        self._redis.set(keys.epoch(), str(time.time()))
+        self._redis.set(redis_keys.epoch(), str(time.time()))
         log.warning(
             "Redis had no epoch marker: rebuilt %d queue entries and %d in-flight reservations "
             "from the database in %.1f s",
@@ -129,17 +132,24 @@ class Recovery:
         """Request ids already in the team queues or parked (of one team, or all)."""
         present: set[str] = set()
         if team is None:
-            queue_keys = self._redis.scan_iter(match=f"{keys.team_queue_prefix()}*", count=1000)
+            queue_keys = self._redis.scan_iter(
+                match=f"{redis_keys.team_queue_prefix()}*", count=1000
+            )
             parked_keys = [
-                keys.parked(t.decode()) for t in self._redis.smembers(keys.parked_teams())
+                redis_keys.parked(t.decode())
+                for t in self._redis.smembers(redis_keys.parked_teams())
             ]
         else:
-            queue_keys = [keys.team_queue(team, p) for p in Priority]
-            parked_keys = [keys.parked(team)]
+            queue_keys = [redis_keys.team_queue(team, p) for p in Priority]
+            parked_keys = [redis_keys.parked(team)]
         for key in queue_keys:
             present.update(raw.split(b" ", 1)[0].decode() for raw in self._lines(key))
         for key in parked_keys:  # "<priority> <entry>"
             present.update(raw.split(b" ", 2)[1].decode() for raw in self._lines(key))
+        waiting = self._flights.waiting()  # waiting for an identical request's call
+        for waiter_team, ids in waiting.items():
+            if team is None or waiter_team == team:
+                present.update(ids)
         return present
 
     def _lines(self, key: str) -> Iterator[bytes]:
@@ -230,11 +240,16 @@ class Recovery:
         with self._redis.pipeline(transaction=False) as pipe:
             for team in teams:
                 for priority in Priority:
-                    pipe.llen(keys.team_queue(team, priority))
-                pipe.llen(keys.parked(team))
+                    pipe.llen(redis_keys.team_queue(team, priority))
+                pipe.llen(redis_keys.parked(team))
             lengths = pipe.execute()
         n = len(Priority) + 1
-        short = [t for i, t in enumerate(teams) if sum(lengths[i * n : (i + 1) * n]) < counts[t]]
+        waiting = self._flights.waiting()
+        short = [
+            t
+            for i, t in enumerate(teams)
+            if sum(lengths[i * n : (i + 1) * n]) + len(waiting.get(t, ())) < counts[t]
+        ]
         return sum(self._push_missing(team) for team in short)
 
     def _push_missing(self, team: str) -> int:
@@ -298,7 +313,7 @@ class Recovery:
         with self._redis.pipeline(transaction=False) as pipe:
             self._budgets.release(pipe, request_id)
             for provider in self._config.providers:
-                pipe.zrem(keys.in_flight(provider.name), request_id)
+                pipe.zrem(redis_keys.in_flight(provider.name), request_id)
             pipe.execute()
 
     # --- attempts that died with their worker -----------------------------------------------
@@ -353,7 +368,9 @@ class Recovery:
 
     def _release_orphans(self) -> None:
         cutoff = time.time() - self.reap_after_s
-        ids = [r.decode() for r in self._redis.zrangebyscore(keys.reservation_times(), 0, cutoff)]
+        ids = [
+            r.decode() for r in self._redis.zrangebyscore(redis_keys.reservation_times(), 0, cutoff)
+        ]
         if not ids:
             return
         with self._db.session() as session:

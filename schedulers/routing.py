@@ -12,7 +12,7 @@ each position is precomputed, so the loop pays a dictionary lookup per request.
 
 from __future__ import annotations
 
-from broker.config import BrokerConfig
+from broker.config.broker_toml import BrokerConfig
 
 
 class Router:

@@ -7,10 +7,11 @@ import threading
 
 import redis
 
-from broker.settings import Settings
+from broker.config.settings import Settings
 from broker.store import Database
 from schedulers.alerts import Alerts
 from schedulers.budgets import BudgetLimits, Budgets
+from schedulers.caching import CacheCheck
 from schedulers.capacity import InFlight
 from schedulers.deadlines import Deadlines
 from schedulers.dispatch import Dispatcher
@@ -63,6 +64,7 @@ def build_scheduler(
         housekeeping=housekeeping,
         leadership=Leadership(client, config.scheduler.lease_s) if lead else None,
         breakers=Breakers(client, config),
+        caching=CacheCheck(client, db, config),
     )
 
 

@@ -16,8 +16,8 @@ from typing import Literal
 
 import redis
 
-from broker import keys
-from broker.config import BrokerConfig
+from broker import redis_keys
+from broker.config.broker_toml import BrokerConfig
 from broker.states import PRIORITY_ORDER
 
 _SCRIPT = (Path(__file__).parent / "team_status.lua").read_text()
@@ -50,8 +50,8 @@ def team_status(
     """
     script = client.register_script(_SCRIPT)
     raw_counters, raw_service, raw_backlog = script(
-        keys=[keys.fair_counters(), keys.service_received()],
-        args=[keys.team_queue_prefix(), keys.parked(""), *(t.id for t in config.teams)],
+        keys=[redis_keys.fair_counters(), redis_keys.service_received()],
+        args=[redis_keys.team_queue_prefix(), redis_keys.parked(""), *(t.id for t in config.teams)],
     )
     counters = _floats(raw_counters)
     service = _floats(raw_service)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
-from broker.config import BrokerConfig
+from broker.config.broker_toml import BrokerConfig
 from broker.money import format_usd
 from broker.store import Database, LedgerEntry, team_settings
 from broker.store.models import utcnow

@@ -14,7 +14,7 @@ import logging
 
 from celery import Celery
 
-from broker.config import BrokerConfig
+from broker.config.broker_toml import BrokerConfig
 from broker.store import Database, deliveries
 from workers.webhooks import DELIVER_WEBHOOK, WEBHOOKS_QUEUE, lease_s
 

@@ -11,7 +11,7 @@ import logging
 
 from sqlalchemy import select
 
-from broker.config import BrokerConfig
+from broker.config.broker_toml import BrokerConfig
 from broker.store import Database, TeamSetting
 from schedulers.reread import Reread
 

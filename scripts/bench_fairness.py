@@ -34,8 +34,8 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from broker.config import BrokerConfig, load_config
-from broker.processes import RedisServer
+from broker.config.broker_toml import BrokerConfig, load_config
+from broker.local.processes import RedisServer
 from schedulers.fairness import ServiceMeter
 from schedulers.harness import Harness, Size, jain_index
 

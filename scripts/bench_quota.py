@@ -33,10 +33,10 @@ from rich.console import Console
 from rich.table import Table
 
 from broker.client import BrokerClient
-from broker.config import DEFAULT_CONFIG, load_config
-from broker.processes import free_port
-from broker.settings import Settings
-from broker.stack import Stack
+from broker.config.broker_toml import DEFAULT_CONFIG, load_config
+from broker.config.settings import Settings
+from broker.local.processes import free_port
+from broker.local.stack import Stack
 
 PROVIDER = "sim-openai"
 MODEL = "gpt-4o-mini"

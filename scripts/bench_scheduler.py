@@ -48,13 +48,13 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from broker import keys, queues
-from broker.config import DEFAULT_CONFIG, BrokerConfig, load_config
+from broker import queues, redis_keys
+from broker.config.broker_toml import DEFAULT_CONFIG, BrokerConfig, load_config
+from broker.config.settings import Settings
 from broker.ids import new_job_id, request_id
-from broker.processes import RedisServer, free_port
+from broker.local.processes import RedisServer, free_port
 from broker.queues import QueueEntry
-from broker.schemas import JobCreate
-from broker.settings import Settings
+from broker.schemas.http import JobCreate
 from broker.states import PRIORITY_ORDER, Priority
 from broker.store import Database
 from broker.submission import Submitter
@@ -122,7 +122,7 @@ class Backlog:
         with self.client.pipeline(transaction=False) as pipe:
             for team in TEAMS:
                 for priority in PRIORITY_ORDER:
-                    pipe.llen(keys.team_queue(team, priority))
+                    pipe.llen(redis_keys.team_queue(team, priority))
             return sum(pipe.execute())
 
     def step(self) -> int:
@@ -210,7 +210,7 @@ def dispatcher_round(tmp: Path, redis_url: str, config_path: Path, n: int, round
         )
         submitter.submit(config.team(team), body)
     scheduler = build_scheduler(settings, db, client, lead=False)
-    in_flight = [keys.in_flight(p.name) for p in config.providers]
+    in_flight = [redis_keys.in_flight(p.name) for p in config.providers]
     done, spent = 0, 0.0
     try:
         while done < n:

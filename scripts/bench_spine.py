@@ -34,9 +34,9 @@ from rich.console import Console
 from rich.table import Table
 
 from broker.client import BrokerClient
-from broker.processes import Child, free_port, wait_until
-from broker.settings import Settings
-from broker.stack import Stack
+from broker.config.settings import Settings
+from broker.local.processes import Child, free_port, wait_until
+from broker.local.stack import Stack
 from workers.celery_app import create_celery_app
 
 NOOP = "bench.noop"

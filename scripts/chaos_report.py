@@ -4,7 +4,7 @@
     python scripts/chaos_report.py outage malformed     # some of them
     python scripts/chaos_report.py --database-url postgresql://postgres@127.0.0.1:5432/ib_chaos
 
-For each fault (see :mod:`broker.chaos_scenarios`) a fresh stack runs (private Redis, the
+For each fault (see :mod:`broker.local.chaos_scenarios`) a fresh stack runs (private Redis, the
 simulator, API, scheduler, one worker pool per provider) and one batch is submitted; the fault
 is injected while the batch runs. The table counts, from the database: requests, succeeded,
 failed, lost (no terminal state when the run ended: must be 0) and double-charged (a request
@@ -22,8 +22,8 @@ from tempfile import TemporaryDirectory
 from rich.console import Console
 from rich.table import Table
 
-from broker.chaos import ChaosResult
-from broker.chaos_scenarios import SCENARIOS
+from broker.local.chaos import ChaosResult
+from broker.local.chaos_scenarios import SCENARIOS
 
 
 def main() -> int:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from broker.processes import RedisServer, free_port
-from broker.settings import Settings
+from broker.config.settings import Settings
+from broker.local.processes import RedisServer, free_port
 from broker.store import Database
 
 POSTGRES_ADMIN_URL = os.environ.get(

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from broker.cli import main
-from broker.config import load_config
-from broker.settings import Settings
+from broker.config.broker_toml import load_config
+from broker.config.settings import Settings
 
 ROOT = Path(__file__).parents[1]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -28,7 +28,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from broker.config import BrokerConfig, ModelConfig
+from broker.config.broker_toml import BrokerConfig, ModelConfig
 from broker.errors import (
     CircuitOpen,
     ContextWindowExceeded,

@@ -31,8 +31,8 @@ from typing import Literal
 
 import redis
 
-from broker import keys
-from broker.config import BrokerConfig
+from broker import redis_keys
+from broker.config.broker_toml import BrokerConfig
 from schedulers.ratelimits import model_scope, provider_scope
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class Breakers:
         """Recent transitions, newest first: {scope, from, to, at, reason}."""
         if limit <= 0:
             return []
-        entries = self._redis.lrange(keys.breaker_transitions(), 0, limit - 1)
+        entries = self._redis.lrange(redis_keys.breaker_transitions(), 0, limit - 1)
         return [json.loads(e) for e in entries]
 
     def _run(
@@ -177,7 +177,7 @@ class Breakers:
             argv += [scope, repr(self._probe_timeouts.get(scope, self._default_timeout))]
             if outcomes is not None:
                 argv.append(outcomes[i])
-        script_keys = [keys.breaker_transitions()] + [keys.breaker(s) for s in scopes]
+        script_keys = [redis_keys.breaker_transitions()] + [redis_keys.breaker(s) for s in scopes]
         return self._script(keys=script_keys, args=argv, client=pipe or self._redis)
 
     def _log(self, made: list) -> None:

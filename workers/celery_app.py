@@ -14,8 +14,8 @@ from collections.abc import Iterable
 import redis
 from celery import Celery, signals
 
+from broker.config.settings import Settings
 from broker.errors import ConfigError
-from broker.settings import Settings
 
 EXECUTE = "workers.execute"
 
@@ -35,7 +35,7 @@ def create_celery_app(settings: Settings) -> Celery:
             f"the waits between tries), longer than the {VISIBILITY_TIMEOUT_S} s after which "
             "Redis redelivers a task: lower timeout_s or retries.tries",
         )
-    # Logging is ours (broker.logs: text or JSON, secrets masked): with a receiver on this
+    # Logging is ours (broker.telemetry.logs: text or JSON, secrets masked): with a receiver on this
     # signal, Celery's worker adds no handler of its own (nor the text one on celery.task),
     # sets no level and leaves stdout alone.
     signals.setup_logging.connect(_logging_is_configured, weak=False)

@@ -21,13 +21,15 @@ import time
 
 import redis
 
-from broker import logs, queues
-from broker.config import BrokerConfig, ProviderConfig
+from broker import queues
+from broker.config.broker_toml import BrokerConfig, ProviderConfig
 from broker.errors import ProviderRateLimited
 from broker.store.transitions import Claimed, HandBack, Outcome
+from broker.telemetry import logs
 from schedulers.budgets import Budgets
 from schedulers.feedback import Feedback
 from schedulers.ticket import Ticket
+from workers.answers import AnswerSharing
 from workers.attempts import AttemptResult, Attempts
 from workers.breakers import Breakers
 from workers.fallback import Fail, after_error
@@ -46,8 +48,10 @@ class Executor:
         recorder: Recorder,
         client: redis.Redis,
         budgets: Budgets | None = None,
+        sharing: AnswerSharing | None = None,
     ) -> None:
         self._config = config
+        self._sharing = sharing
         self._recorder = recorder
         self._redis = client
         breakers = Breakers(client, config)
@@ -65,7 +69,7 @@ class Executor:
             return client
 
     def run(self, ticket: Ticket) -> None:
-        """Run the attempt, every log line in it carrying its ids (:func:`broker.logs.bind`)."""
+        """Run the attempt, every log line in it carrying its ids (:func:`broker.telemetry.logs.bind`)."""
         with logs.bind(
             request_id=ticket.request_id,
             attempt=ticket.attempt,
@@ -112,6 +116,11 @@ class Executor:
         self, ticket: Ticket, claimed: Claimed, outcome: Outcome, result: AttemptResult
     ) -> None:
         recorded = self._recorder.finish(claimed, outcome)
+        if self._sharing is not None and recorded:
+            if outcome.succeeded:
+                self._sharing.succeeded(ticket, claimed, outcome)
+            else:
+                self._sharing.failed(ticket)
         if not recorded:
             log.warning("attempt %s/%d was already finished", *_attempt(ticket))
         else:
@@ -143,6 +152,8 @@ class Executor:
         if self._recorder.hand_back(claimed, back):
             entry = dataclasses.replace(ticket.queue_entry, chain_index=back.chain_index)
             queues.push_front(self._redis, claimed.team_id, ticket.priority_level, [entry])
+            if self._sharing is not None:
+                self._sharing.failed(ticket)
             log.info(
                 "request %s: %s on %s; queued again at chain position %d",
                 ticket.request_id,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from broker.config import BrokerConfig
+from broker.config.broker_toml import BrokerConfig
 from broker.errors import (
     CircuitOpen,
     ContextWindowExceeded,

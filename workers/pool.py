@@ -10,10 +10,11 @@ import socket
 
 import redis
 
+from broker.config.settings import Settings
 from broker.errors import ConfigError
-from broker.settings import Settings
 from broker.store import Database
 from schedulers.budgets import BudgetLimits, Budgets
+from workers.answers import AnswerSharing
 from workers.celery_app import create_celery_app
 from workers.execution import Executor
 from workers.recorder import Recorder
@@ -35,7 +36,7 @@ def run_worker(settings: Settings, provider_name: str, concurrency: int | None =
     client = redis.Redis.from_url(settings.redis_url, max_connections=threads + 8)
     recorder = Recorder(db)
     budgets = Budgets(client, db, config, BudgetLimits(db, config))
-    executor = Executor(config, recorder, client, budgets)
+    executor = Executor(config, recorder, client, budgets, AnswerSharing(client, db, config))
     app = create_celery_app(settings)
     register_tasks(app, executor)
     try:

@@ -7,7 +7,7 @@ sends the tasks; each re-reads its delivery row and claims the attempt, so a dup
 nothing, then checks the URL against the SSRF guard again, POSTs to the address it checked (no
 redirects), stores the attempt and schedules the next one with exponential backoff and jitter.
 Each attempt it made adds one to ``webhook_deliveries_total{outcome}`` in Redis
-(:func:`broker.metrics.count_webhook_attempt`); a count Redis refuses is lost with a warning,
+(:func:`broker.telemetry.metrics.count_webhook_attempt`); a count Redis refuses is lost with a warning,
 never the delivery.
 """
 
@@ -26,12 +26,12 @@ import httpx
 import redis
 from celery import Celery
 
-from broker.config import BrokerConfig
-from broker.logs import bind
-from broker.metrics import count_webhook_attempt
-from broker.settings import Settings
+from broker.config.broker_toml import BrokerConfig
+from broker.config.settings import Settings
 from broker.store import Database, deliveries
 from broker.store.deliveries import Claimed
+from broker.telemetry.logs import bind
+from broker.telemetry.metrics import count_webhook_attempt
 from broker.webhooks import signing, ssrf
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class WebhookSender:
         self._public_url = settings.public_url_or_default
         self._secrets = team_secrets(settings)
         self._db = db
-        self._metrics = metrics  # where attempts are counted (broker.metrics)
+        self._metrics = metrics  # where attempts are counted (broker.telemetry.metrics)
         self._http = httpx.Client(
             follow_redirects=False,
             timeout=self._config.webhooks.timeout_s,

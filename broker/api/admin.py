@@ -14,17 +14,18 @@ its ``broker.toml`` value.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import redis
 from fastapi import Body, Query, Request
 
 from broker.api.auth import admin_router
 from broker.api.errors import store_errors
-from broker.budget_config import BudgetConfig
+from broker.api.resources import ApiResources, resources_of
+from broker.config.budgets import BudgetConfig
 from broker.errors import NotFound
 from broker.money import format_usd, usd_to_micros
-from broker.schemas import (
+from broker.schemas.http import (
     AlertList,
     AlertOut,
     Backlog,
@@ -45,16 +46,13 @@ from schedulers.pauses import read_paused
 from schedulers.status import TeamStatus, team_status
 from schedulers.weights import read_overrides
 
-if TYPE_CHECKING:
-    from broker.api.app import ApiResources
-
 log = logging.getLogger(__name__)
 
 router = admin_router()
 
 
 def _statuses(request: Request) -> list[TeamStatusOut]:
-    resources = request.app.state.broker
+    resources = resources_of(request)
     with store_errors():
         overrides = read_overrides(resources.db)
         paused = read_paused(resources.db)
@@ -79,7 +77,7 @@ def _out(status: TeamStatus, paused_reason: str | None) -> TeamStatusOut:
 
 
 def known_team(request: Request, team_id: str) -> None:
-    config = request.app.state.broker.config
+    config = resources_of(request).config
     if not config.has_team(team_id):
         known = ", ".join(sorted(t.id for t in config.teams)) or "none"
         raise NotFound(f"no team {team_id!r} in broker.toml (known: {known})")
@@ -104,7 +102,7 @@ def set_weight(team_id: str, body: WeightIn, request: Request) -> TeamStatusOut:
     """Override the team's fair-share weight; the scheduler uses it within a few seconds."""
     known_team(request, team_id)
     with store_errors():
-        request.app.state.broker.db.write(
+        resources_of(request).db.write(
             lambda session: team_settings.set_weight(session, team_id, body.weight)
         )
     return _one(request, team_id)
@@ -117,7 +115,7 @@ def reset_weight(team_id: str, request: Request) -> TeamStatusOut:
     """Remove the override: the team is back to its weight in broker.toml."""
     known_team(request, team_id)
     with store_errors():
-        request.app.state.broker.db.write(
+        resources_of(request).db.write(
             lambda session: team_settings.set_weight(session, team_id, None)
         )
     return _one(request, team_id)
@@ -152,7 +150,7 @@ def resume_team(team_id: str, request: Request) -> TeamPauseOut:
 def _set_paused(
     request: Request, team_id: str, reason: str | None, kind: str, message: str
 ) -> TeamPauseOut:
-    resources = request.app.state.broker
+    resources = resources_of(request)
     with store_errors():
         changed = resources.db.write(
             lambda session: team_settings.set_paused(session, team_id, reason)
@@ -167,7 +165,7 @@ def _set_paused(
 
 
 def _known_budget(request: Request, budget_id: str) -> BudgetConfig:
-    budgets = request.app.state.broker.config.budgets
+    budgets = resources_of(request).config.budgets
     found = next((b for b in budgets if b.id == budget_id), None)
     if found is None:
         known = ", ".join(sorted(b.id for b in budgets)) or "none"
@@ -176,7 +174,7 @@ def _known_budget(request: Request, budget_id: str) -> BudgetConfig:
 
 
 def _budgets(request: Request, only: BudgetConfig | None = None) -> list[BudgetOut]:
-    return budget_views(request.app.state.broker, only)
+    return budget_views(resources_of(request), only)
 
 
 def budget_views(resources: ApiResources, only: BudgetConfig | None = None) -> list[BudgetOut]:
@@ -241,7 +239,7 @@ def set_budget_limit(budget_id: str, body: BudgetLimitIn, request: Request) -> B
     budget = _known_budget(request, budget_id)
     limit = usd_to_micros(body.limit_usd)
     with store_errors():
-        request.app.state.broker.db.write(
+        resources_of(request).db.write(
             lambda session: budget_limits.set_limit(session, budget.id, limit)
         )
     return _budgets(request, budget)[0]
@@ -256,7 +254,7 @@ def reset_budget_limit(budget_id: str, request: Request) -> BudgetOut:
     """Remove the override: the budget is back to its limit in broker.toml."""
     budget = _known_budget(request, budget_id)
     with store_errors():
-        request.app.state.broker.db.write(
+        resources_of(request).db.write(
             lambda session: budget_limits.set_limit(session, budget.id, None)
         )
     return _budgets(request, budget)[0]
@@ -272,5 +270,5 @@ def list_alerts(
     if team is not None:
         known_team(request, team)
     with store_errors():
-        alerts = recent_alerts(request.app.state.broker.redis, team, limit)
+        alerts = recent_alerts(resources_of(request).redis, team, limit)
     return AlertList(alerts=[AlertOut.model_validate(a) for a in alerts])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import redis
 from fastapi import FastAPI
@@ -21,18 +20,10 @@ from broker.api import (
     reports,
     webhooks,
 )
-from broker.config import BrokerConfig
-from broker.settings import Settings
+from broker.api.resources import ApiResources
+from broker.config.settings import Settings
 from broker.store import Database
 from broker.submission import Submitter
-
-
-@dataclass
-class ApiResources:
-    config: BrokerConfig
-    db: Database
-    redis: redis.Redis
-    submitter: Submitter
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -18,9 +18,10 @@ from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.exc import SQLAlchemyError
 
 from broker.api.errors import store_errors
-from broker.config import BrokerConfig, TeamConfig, hash_api_key
+from broker.api.resources import resources_of
+from broker.config.broker_toml import BrokerConfig, TeamConfig, hash_api_key
 from broker.errors import AuthenticationFailed, Forbidden, NotFound
-from broker.schemas import ErrorBody
+from broker.schemas.http import ErrorBody
 from broker.store import api_keys
 from broker.store.models import utcnow
 
@@ -36,7 +37,7 @@ def _bearer(request: Request, whose: str) -> str:
 
 def team_of_key(request: Request, digest: str) -> TeamConfig | None:
     """The team whose key has this sha256: in broker.toml, else an unrevoked run-time key."""
-    resources = request.app.state.broker
+    resources = resources_of(request)
     config: BrokerConfig = resources.config
     team = config.team_by_key_hash(digest)
     if team is not None:
@@ -82,7 +83,7 @@ def authenticate_admin(request: Request) -> None:
     message says which one is needed. The digests are compared in constant time, so response
     timing tells nothing about how close a guess was.
     """
-    config: BrokerConfig = request.app.state.broker.config
+    config: BrokerConfig = resources_of(request).config
     if config.admin_api_key_sha256 is None:
         raise Forbidden(
             "the admin API is disabled: set admin_api_key_sha256 in broker.toml "
@@ -126,14 +127,14 @@ def authenticate_caller(request: Request) -> Caller:
     The admin digest is compared in constant time, as in :func:`authenticate_admin`; with no
     admin key configured only team keys get in.
     """
-    config: BrokerConfig = request.app.state.broker.config
+    config: BrokerConfig = resources_of(request).config
     return _caller(request, [config.admin_api_key_sha256], "your team's API key or the admin key")
 
 
 def authenticate_scraper(request: Request) -> Caller:
     """FastAPI dependency for ``/metrics``: the metrics key (Prometheus's) or the admin key
     reads every series, a team's key its own team's."""
-    config: BrokerConfig = request.app.state.broker.config
+    config: BrokerConfig = resources_of(request).config
     operators = [config.metrics_api_key_sha256, config.admin_api_key_sha256]
     return _caller(request, operators, "the metrics key, the admin key or your team's API key")
 

@@ -10,7 +10,8 @@ from fastapi import Query, Request
 
 from broker.api.auth import admin_router
 from broker.api.errors import store_errors
-from broker.schemas import BreakerList, BreakerOut, BreakerTransitionOut
+from broker.api.resources import resources_of
+from broker.schemas.http import BreakerList, BreakerOut, BreakerTransitionOut
 from workers.breakers import Breakers
 
 router = admin_router()
@@ -21,7 +22,7 @@ def list_breakers(
     request: Request, limit: Annotated[int, Query(ge=0, le=1000)] = 100
 ) -> BreakerList:
     """Each provider's and model's breaker now, and up to ``limit`` recent transitions."""
-    resources = request.app.state.broker
+    resources = resources_of(request)
     breakers = Breakers(resources.redis, resources.config)
     with store_errors():
         states = breakers.states()

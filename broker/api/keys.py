@@ -19,8 +19,8 @@ from broker.api.auth import admin_router
 from broker.api.errors import store_errors
 from broker.api.params import KeyId
 from broker.errors import Conflict, NotFound
-from broker.key_schemas import ApiKeyCreated, ApiKeyList, ApiKeyOut
-from broker.schemas import ErrorBody
+from broker.schemas.http import ErrorBody
+from broker.schemas.keys import ApiKeyCreated, ApiKeyList, ApiKeyOut
 from broker.store import api_keys
 from broker.store.models import TeamApiKey
 

@@ -1,6 +1,6 @@
 """``GET /metrics``: the whole system's Prometheus series, in the Prometheus text format.
 
-The series (see :mod:`broker.metrics`) are read from Redis at scrape time, so one API process
+The series (see :mod:`broker.telemetry.metrics`) are read from Redis at scrape time, so one API process
 reports the work of every scheduler and worker process, wherever they run.
 
 Who sees what: the metrics key (``metrics_api_key_sha256``, what Prometheus scrapes with:
@@ -16,20 +16,16 @@ JSON error body, never a half-written page.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
 from broker.api import admin
 from broker.api.auth import Caller, authenticate_scraper
+from broker.api.collector import BrokerCollector, BudgetReading
 from broker.api.errors import store_errors
-from broker.metrics import BrokerCollector, BudgetReading
-from broker.schemas import ErrorBody
-
-if TYPE_CHECKING:
-    from broker.api.app import ApiResources
+from broker.api.resources import ApiResources, resources_of
+from broker.schemas.http import ErrorBody
 
 router = APIRouter(tags=["metrics"], responses={503: {"model": ErrorBody}})
 
@@ -64,7 +60,7 @@ def metrics(request: Request, caller: Caller = Depends(authenticate_scraper)) ->
     if caller.team is None:
         chosen = request.app.state.metrics
     else:
-        chosen = registry(request.app.state.broker, caller.team.id)
+        chosen = registry(resources_of(request), caller.team.id)
     with store_errors():
         body = encode(chosen)
     return Response(content=body, media_type=content_type)

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import Path, Query
 from pydantic import StringConstraints
 
-from broker.schemas import NulFree
+from broker.schemas.http import NulFree
 
 MAX_SEQ = 2**31 - 1
 

@@ -17,11 +17,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from broker.api.auth import Caller, authenticate_caller
+from broker.api.charts import daily_spend_png
 from broker.api.errors import store_errors
-from broker.charts import daily_spend_png
 from broker.money import format_usd
-from broker.report_schemas import SpendReportOut, SpendRowOut
-from broker.schemas import ErrorBody
+from broker.schemas.http import ErrorBody
+from broker.schemas.reports import SpendReportOut, SpendRowOut
 from broker.store import reports
 from broker.store.reports import SpendReport, SpendRow
 

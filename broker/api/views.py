@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from broker.money import format_usd
-from broker.schemas import CallOut, JobCounts, JobOut, ResultError, ResultOut, Usage
+from broker.schemas.http import CacheInfo, CallOut, JobCounts, JobOut, ResultError, ResultOut, Usage
 from broker.store.models import Job, ProviderCall, Request
 
 
@@ -25,6 +25,8 @@ def job_out(job: Job) -> JobOut:
         usage=Usage(input_tokens=job.input_tokens, output_tokens=job.output_tokens),
         cost_micros=job.cost_micros,
         cost_usd=format_usd(job.cost_micros, places=6),
+        cache_hits=job.n_cache_hits or 0,
+        cost_avoided_micros=job.cost_avoided_micros or 0,
         webhook_url=job.webhook_url,
         metadata=job.metadata_,
         created_at=job.created_at,
@@ -60,6 +62,13 @@ def result_out(request: Request, calls: list[ProviderCall] | None = None) -> Res
         attempts=request.attempts,
         error=error,
         metadata=request.metadata_,
+        cache=CacheInfo(
+            hit=request.cache_hit,
+            source_request_id=request.cache_source_id or "",
+            cost_avoided_micros=request.cost_avoided_micros or 0,
+        )
+        if request.cache_hit
+        else None,
         calls=[
             CallOut(
                 attempt=c.attempt,

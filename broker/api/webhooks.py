@@ -9,8 +9,13 @@ from fastapi import APIRouter, Depends, Request
 from broker.api.auth import authenticate
 from broker.api.errors import store_errors
 from broker.api.params import JobId
-from broker.config import TeamConfig
-from broker.schemas import ErrorBody, WebhookAttemptOut, WebhookDeliveryList, WebhookDeliveryOut
+from broker.config.broker_toml import TeamConfig
+from broker.schemas.http import (
+    ErrorBody,
+    WebhookAttemptOut,
+    WebhookDeliveryList,
+    WebhookDeliveryOut,
+)
 from broker.store import deliveries, queries
 
 router = APIRouter(

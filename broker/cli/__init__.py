@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.text import Text
 
 from broker.cli import admin_commands, client_commands, key_commands, report_commands
-from broker.config import hash_api_key
+from broker.config.broker_toml import hash_api_key
+from broker.config.settings import Settings
 from broker.errors import BrokerError
-from broker.settings import Settings
 
 console = Console(stderr=True)
 
@@ -35,7 +35,7 @@ def _settings() -> Settings:
 
 def _logging(settings: Settings, process: str) -> None:
     """Text or JSON lines on stderr, secrets masked, ``process`` in each JSON line."""
-    from broker.logs import configure_logging
+    from broker.telemetry.logs import configure_logging
 
     configure_logging(settings, process)
 
@@ -61,7 +61,7 @@ def main() -> None:
 @main.command()
 def up() -> None:
     """Run the whole stack in the foreground; Ctrl-C stops all of it."""
-    from broker.stack import Stack
+    from broker.local.stack import Stack
 
     settings = _settings()
     stop = _stop_on_signals()
@@ -178,7 +178,7 @@ def flower(address: str, port: int) -> None:
 @click.option("--requests", "count", default=320, show_default=True, help="Demo batch size.")
 def demo(count: int) -> None:
     """Start the stack, run a demo batch over three teams and eight features, print the costs."""
-    from broker.demo import run_demo
+    from broker.local.demo import run_demo
 
     run_demo(_settings(), count)
 

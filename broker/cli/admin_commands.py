@@ -21,7 +21,7 @@ from rich.text import Text
 
 from broker.client._base import parse, raise_for_status
 from broker.client._errors import unreachable
-from broker.schemas import (
+from broker.schemas.http import (
     AlertList,
     BreakerList,
     BudgetList,

@@ -28,8 +28,8 @@ import sys
 
 from kombu import Queue
 
+from broker.config.settings import Settings
 from broker.errors import BrokerError, ConfigError
-from broker.settings import Settings
 from workers.celery_app import create_celery_app
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from broker.cli.admin_commands import (
     print_wide,
 )
 from broker.client._base import parse
-from broker.key_schemas import ApiKeyCreated, ApiKeyList, ApiKeyOut
+from broker.schemas.keys import ApiKeyCreated, ApiKeyList, ApiKeyOut
 
 
 def _when(at) -> str:

@@ -20,7 +20,7 @@ from rich.table import Table
 from broker.client._base import parse, raise_for_status
 from broker.client._errors import unreachable
 from broker.money import format_usd
-from broker.report_schemas import SpendReportOut, SpendRowOut
+from broker.schemas.reports import SpendReportOut, SpendRowOut
 
 console = Console()  # the table is the command's output: stdout
 notes = Console(stderr=True)  # where the chart went: stderr, so CSV/JSON on stdout stay clean

@@ -29,25 +29,25 @@ from broker.client._errors import (
 )
 from broker.client._sync import BrokerClient, Job
 from broker.client._webhooks import verify_webhook
-from broker.schemas import JobOut, Message, RequestIn, ResultOut
+from broker.schemas.http import JobOut, Message, RequestIn, ResultOut
 
 __all__ = [
-    "BrokerClient",
     "AsyncBrokerClient",
-    "Job",
     "AsyncJob",
-    "RequestIn",
-    "Message",
-    "JobOut",
-    "ResultOut",
-    "BrokerAPIError",
     "AuthenticationError",
-    "NotFoundError",
+    "BrokerAPIError",
+    "BrokerClient",
     "InvalidRequestError",
+    "Job",
+    "JobOut",
+    "JobTimeout",
+    "Message",
+    "NotFoundError",
     "PayloadTooLargeError",
     "RateLimitError",
+    "RequestIn",
+    "ResultOut",
     "ServerError",
-    "JobTimeout",
     "WebhookVerificationError",
     "verify_webhook",
 ]

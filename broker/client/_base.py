@@ -26,7 +26,15 @@ from broker.client._errors import (
     unreachable,
 )
 from broker.errors import field_path
-from broker.schemas import JobCounts, JobCreate, JobOut, RequestIn, ResultOut, ResultsPage, Usage
+from broker.schemas.http import (
+    JobCounts,
+    JobCreate,
+    JobOut,
+    RequestIn,
+    ResultOut,
+    ResultsPage,
+    Usage,
+)
 from broker.states import JobStatus, Priority
 
 M = TypeVar("M", bound=BaseModel)

@@ -22,15 +22,13 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from broker.errors import BrokerError
-from broker.schemas import ErrorBody
-
-if TYPE_CHECKING:
-    from broker.client._base import JobBase
+from broker.schemas.http import ErrorBody, JobCounts
+from broker.states import JobStatus
 
 _SNIPPET_CHARS = 300
 
@@ -88,10 +86,24 @@ class ServerError(BrokerAPIError):
     """5xx, including a proxy's error page in front of the broker."""
 
 
+class _JobState(Protocol):
+    """What :class:`JobTimeout` reads of a job (a ``Job`` or ``AsyncJob``); a protocol, so
+    this module needs nothing from the clients that raise it."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def status(self) -> JobStatus: ...
+
+    @property
+    def counts(self) -> JobCounts: ...
+
+
 class JobTimeout(BrokerError):
     """``wait(timeout=...)`` ran out before the job finished. ``job`` is the last seen state."""
 
-    def __init__(self, job: JobBase, timeout: float) -> None:
+    def __init__(self, job: _JobState, timeout: float) -> None:
         self.job = job
         self.timeout = timeout
         counts = job.counts

@@ -14,7 +14,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from broker.schemas import JobOut
+from broker.schemas.http import JobOut
 
 
 class JobProgress:

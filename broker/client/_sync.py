@@ -26,7 +26,7 @@ from broker.client._base import (
 )
 from broker.client._errors import RateLimitError
 from broker.client._progress import JobProgress
-from broker.schemas import JobList, JobOut, RequestIn, ResultOut, ResultsPage
+from broker.schemas.http import JobList, JobOut, RequestIn, ResultOut, ResultsPage
 from broker.states import Priority
 
 

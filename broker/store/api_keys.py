@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from broker.config import hash_api_key
+from broker.config.broker_toml import hash_api_key
 from broker.store.models import TeamApiKey, utcnow
 
 PREFIX_CHARS = 10  # "ib-" and 7 random characters: enough to tell keys apart, nothing to use

@@ -32,6 +32,8 @@ _ADD_COUNTS = (
         input_tokens=_J.c.input_tokens + bindparam("b_input_tokens"),
         output_tokens=_J.c.output_tokens + bindparam("b_output_tokens"),
         cost_micros=_J.c.cost_micros + bindparam("b_cost_micros"),
+        n_cache_hits=_J.c.n_cache_hits + bindparam("b_cache_hits"),
+        cost_avoided_micros=_J.c.cost_avoided_micros + bindparam("b_cost_avoided_micros"),
     )
     .returning(_J.c.id, _J.c.team_id, _J.c.webhook_url, _J.c.webhook_events)
 )
@@ -76,6 +78,8 @@ def count_ended(
     input_tokens: int = 0,
     output_tokens: int = 0,
     cost_micros: int = 0,
+    cache_hits: int = 0,
+    cost_avoided_micros: int = 0,
     ended: Sequence[RequestEnd] = (),
 ) -> None:
     """Add to a job's counters; end the job when nothing is left pending. The requests that
@@ -94,6 +98,8 @@ def count_ended(
             "b_input_tokens": input_tokens,
             "b_output_tokens": output_tokens,
             "b_cost_micros": cost_micros,
+            "b_cache_hits": cache_hits,
+            "b_cost_avoided_micros": cost_avoided_micros,
         },
     ).one_or_none()
     if job is not None and job.webhook_url:

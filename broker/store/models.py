@@ -67,6 +67,10 @@ class Job(Base):
     input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    n_cache_hits: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cost_avoided_micros: Mapped[int] = mapped_column(
+        BigInteger, default=0, server_default="0", doc="What its cache hits' answers had cost."
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -120,6 +124,18 @@ class Request(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    cache: Mapped[str | None] = mapped_column(
+        String(96), doc="Response cache token <key>/<ttl_s>/<rw|w>; None: not cached."
+    )
+    cache_hit: Mapped[str | None] = mapped_column(
+        String(16), doc="Answered from the cache: exact, semantic or single_flight."
+    )
+    cache_source_id: Mapped[str | None] = mapped_column(
+        String(40), doc="The request whose answer a hit reused."
+    )
+    cost_avoided_micros: Mapped[int | None] = mapped_column(
+        BigInteger, doc="A hit: what the reused answer had cost (charged: 0)."
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     dispatched_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import select
 
-from broker.config import BrokerConfig
-from broker.schemas import JobCreate
+from broker.config.broker_toml import BrokerConfig
+from broker.schemas.http import JobCreate
 from broker.store import Request
 from broker.submission import Submitter
 

@@ -8,10 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete
 
-from broker import keys
+from broker import redis_keys
 from broker.api import create_app
-from broker.config import DEFAULT_CONFIG, hash_api_key, load_config
-from broker.settings import Settings
+from broker.config.broker_toml import DEFAULT_CONFIG, hash_api_key, load_config
+from broker.config.settings import Settings
 from broker.store import TeamSetting
 
 ADMIN = {"Authorization": "Bearer ib-dev-admin"}
@@ -165,8 +165,8 @@ def test_backlog_counts_what_was_submitted(api):
 
 
 def test_share_is_each_teams_part_of_all_service(api, redis_client):
-    redis_client.hset(keys.service_received(), mapping={"product": 300, "content": 100})
-    redis_client.hset(keys.fair_counters(), mapping={"product": 300, "platform": 12.5})
+    redis_client.hset(redis_keys.service_received(), mapping={"product": 300, "content": 100})
+    redis_client.hset(redis_keys.fair_counters(), mapping={"product": 300, "platform": 12.5})
     listed = teams(api)
     assert listed["product"]["share"] == 0.75 and listed["content"]["share"] == 0.25
     assert listed["platform"]["share"] == 0.0

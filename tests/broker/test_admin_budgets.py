@@ -10,10 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, select
 
-from broker import keys
+from broker import redis_keys
 from broker.api import create_app
-from broker.config import DEFAULT_CONFIG, BrokerConfig, load_config, parse_config
-from broker.settings import Settings
+from broker.config.broker_toml import DEFAULT_CONFIG, BrokerConfig, load_config, parse_config
+from broker.config.settings import Settings
 from broker.store import BudgetLimit, LedgerEntry, Request, TeamSetting
 from schedulers.alerts import Alerts
 from schedulers.budgets import BudgetLimits
@@ -75,7 +75,7 @@ def teams(api: TestClient) -> dict[str, dict]:
 
 def budget_key(config: BrokerConfig, budget_id: str) -> str:
     budget = next(b for b in config.budgets if b.id == budget_id)
-    return keys.budget(budget.id, budget.window_at(datetime.now(UTC)).id)
+    return redis_keys.budget(budget.id, budget.window_at(datetime.now(UTC)).id)
 
 
 def iso(moment: datetime) -> str:

@@ -9,9 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from broker import keys
+from broker import redis_keys
 from broker.api import create_app
-from broker.settings import Settings
+from broker.config.settings import Settings
 from broker.store import Job, Request
 
 PRODUCT = {"Authorization": "Bearer ib-dev-product"}
@@ -44,7 +44,9 @@ def counts(db) -> tuple[int, int]:
 
 
 def queued_entries(redis_client) -> int:
-    return sum(redis_client.llen(k) for k in redis_client.keys(keys.team_queue_prefix() + "*"))
+    return sum(
+        redis_client.llen(k) for k in redis_client.keys(redis_keys.team_queue_prefix() + "*")
+    )
 
 
 def test_submit_writes_rows_and_queue_entries(api, db, redis_client):
@@ -60,9 +62,9 @@ def test_submit_writes_rows_and_queue_entries(api, db, redis_client):
     window = datetime.fromisoformat(job["expires_at"]) - datetime.fromisoformat(job["created_at"])
     assert window == timedelta(hours=24), "the default completion window"
     assert counts(db) == (before[0] + 1, before[1] + 6)
-    assert redis_client.llen(keys.team_queue("product", "medium")) == 5
-    assert redis_client.llen(keys.team_queue("product", "high")) == 1
-    assert b"product" in redis_client.smembers(keys.backlogged_teams())
+    assert redis_client.llen(redis_keys.team_queue("product", "medium")) == 5
+    assert redis_client.llen(redis_keys.team_queue("product", "high")) == 1
+    assert b"product" in redis_client.smembers(redis_keys.backlogged_teams())
 
     got = api.get(f"/v1/jobs/{job['id']}", headers=PRODUCT).json()
     assert got["id"] == job["id"] and got["counts"]["pending"] == 6
@@ -253,7 +255,7 @@ def test_a_batch_at_the_limit_is_written_in_one_go(settings, db, redis_client):
                 select(func.count()).select_from(Request).where(Request.job_id == job_id)
             )
         assert rows == 50_000
-        assert redis_client.llen(keys.team_queue("product", "medium")) == 50_000
+        assert redis_client.llen(redis_keys.team_queue("product", "medium")) == 50_000
 
         over = client.post(
             "/v1/jobs",

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from sqlalchemy import delete
 
-from broker.processes import free_port, start_api
-from broker.stack import settings_env
+from broker.local.processes import free_port, start_api
+from broker.local.stack import settings_env
 from broker.store import TeamSetting
 
 CLI = [sys.executable, "-m", "broker.cli"]
@@ -164,7 +164,7 @@ def test_teams_lists_and_sets_weights_against_a_running_api(running_api):
 @pytest.fixture
 def budget_api(settings, redis_client, db, tmp_path, budgets_toml):
     """``inference-broker api`` with the packaged broker.toml plus two budgets of product's."""
-    from broker.config import DEFAULT_CONFIG
+    from broker.config.broker_toml import DEFAULT_CONFIG
     from broker.store import BudgetLimit
 
     path = tmp_path / "broker.toml"
@@ -198,12 +198,12 @@ def rows_by_first_cell(stdout: str, names: set[str]) -> dict[str, list[str]]:
 def test_budgets_lists_and_sets_limits_against_a_running_api(budget_api, redis_client):
     from datetime import UTC, datetime
 
-    from broker import keys
+    from broker import redis_keys
 
     ids = {"product/daily", "product/search/monthly"}
     window = datetime.now(UTC).strftime("d%Y%m%d")
     redis_client.hset(
-        keys.budget("product/daily", window),
+        redis_keys.budget("product/daily", window),
         mapping={"spent": 250_000, "reserved": 50_000, "loaded": 1},
     )
 

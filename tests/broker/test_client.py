@@ -187,7 +187,7 @@ def test_public_names_are_pinned():
     ]
     for name in broker.client.__all__:
         assert getattr(broker.client, name) is not None
-    assert broker.client.RequestIn is broker.schemas.RequestIn  # reused, not redefined
+    assert broker.client.RequestIn is broker.schemas.http.RequestIn  # reused, not redefined
 
 
 def test_submit_and_wait_until_completed(client: BrokerClient, fake: FakeBroker):

@@ -34,8 +34,8 @@ from schemathesis.checks import not_a_server_error, response_schema_conformance
 from schemathesis.python import asgi
 
 from broker.api import create_app
-from broker.config import DEFAULT_CONFIG
-from broker.settings import Settings
+from broker.config.broker_toml import DEFAULT_CONFIG
+from broker.config.settings import Settings
 from broker.store import Database
 
 TEAM = {"Authorization": "Bearer ib-dev-product"}

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from broker.api import create_app
-from broker.settings import Settings
+from broker.config.settings import Settings
 from broker.states import JobStatus, RequestStatus
 from broker.store import Database, Job, Request, transitions
 from broker.store.models import ProviderCall

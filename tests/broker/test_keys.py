@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from broker.api import create_app
-from broker.processes import start_api
-from broker.settings import Settings
-from broker.stack import settings_env
+from broker.config.settings import Settings
+from broker.local.processes import start_api
+from broker.local.stack import settings_env
 from broker.store.models import TeamApiKey
 
 ADMIN = {"Authorization": "Bearer ib-dev-admin"}

@@ -18,14 +18,14 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete
 
-from broker import keys, queues
+from broker import queues, redis_keys
 from broker.api import create_app
-from broker.config import DEFAULT_CONFIG, BrokerConfig, load_config
+from broker.config.broker_toml import DEFAULT_CONFIG, BrokerConfig, load_config
+from broker.config.settings import Settings
 from broker.ids import new_delivery_id
-from broker.processes import free_port
+from broker.local.processes import free_port
 from broker.queues import QueueEntry
-from broker.schemas import JobCreate
-from broker.settings import Settings
+from broker.schemas.http import JobCreate
 from broker.states import Priority
 from broker.store import BudgetLimit
 from broker.store.models import WebhookDelivery, utcnow
@@ -214,10 +214,11 @@ def test_breaker_state_and_transitions(api, config, redis_client):
 def test_budgets_remaining_and_limit_in_usd(api, config, redis_client):
     now = datetime.now(UTC)
     for budget in config.budgets:  # as if the ledger had been read
-        redis_client.hset(keys.budget(budget.id, budget.window_at(now).id), "loaded", 1)
+        redis_client.hset(redis_keys.budget(budget.id, budget.window_at(now).id), "loaded", 1)
     daily = next(b for b in config.budgets if b.id == "product/daily")
     redis_client.hset(
-        keys.budget(daily.id, daily.window_at(now).id), mapping={"spent": 250_000, "reserved": 1}
+        redis_keys.budget(daily.id, daily.window_at(now).id),
+        mapping={"spent": 250_000, "reserved": 1},
     )
     _, series = scrape(api)
     assert series["inference_broker_budget_limit_usd"] == {

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 from sqlalchemy import delete, select
 
+from broker.local.processes import start_api
+from broker.local.stack import settings_env
 from broker.money import format_usd
-from broker.processes import start_api
-from broker.schemas import JobCreate
-from broker.stack import settings_env
+from broker.schemas.http import JobCreate
 from broker.store import LedgerEntry, Request
 from broker.submission import Submitter
 

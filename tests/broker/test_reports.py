@@ -18,10 +18,10 @@ from PIL import Image
 from sqlalchemy import delete, func, select, text
 
 from broker.api import create_app
-from broker.charts import daily_spend_png
+from broker.api.charts import daily_spend_png
 from broker.errors import InvalidRequest
 from broker.money import format_usd
-from broker.schemas import JobCreate
+from broker.schemas.http import JobCreate
 from broker.store import LedgerEntry, Request
 from broker.store.reports import DIMENSIONS, daily_spend_by_team, spend
 from broker.submission import Submitter

@@ -9,9 +9,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import String, Text, inspect, select, text
 
 from broker.api import create_app
-from broker.config import hash_api_key
+from broker.config.broker_toml import hash_api_key
+from broker.config.settings import Settings
 from broker.ids import request_id
-from broker.settings import Settings
 from broker.store import LedgerEntry
 
 ADMIN = {"Authorization": "Bearer ib-dev-admin"}

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from broker import keys
+from broker import redis_keys
 from broker.api import create_app
-from broker.budget_config import BudgetConfig
-from broker.config import DEFAULT_CONFIG
+from broker.config.broker_toml import DEFAULT_CONFIG
+from broker.config.budgets import BudgetConfig
 
 TEAMS = {
     "product": 'rpm = 5\nbudget_policy = "reject"',
@@ -77,7 +77,7 @@ def test_a_features_own_limit_applies_to_that_feature_only(api):
 def test_a_spent_budget_under_reject_gets_429_and_under_hold_is_queued(api, redis_client):
     window = BudgetConfig(team="x", limit_usd=1).window_at(datetime.now(UTC))
     for team in ("product", "content"):
-        key = keys.budget(f"{team}/daily", window.id)
+        key = redis_keys.budget(f"{team}/daily", window.id)
         redis_client.hset(key, mapping={"spent": 1_000_000, "reserved": 0, "loaded": 1})
     refused = submit(api, "ib-dev-product", 1)
     assert refused.status_code == 429

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from broker.processes import free_port
-from broker.settings import Settings
-from broker.stack import Stack
+from broker.config.settings import Settings
+from broker.local.processes import free_port
+from broker.local.stack import Stack
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,14 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from broker import keys
-from broker.budget_config import BudgetConfig
+from broker import redis_keys
 from broker.client import BrokerClient
-from broker.config import DEFAULT_CONFIG, hash_api_key
+from broker.config.broker_toml import DEFAULT_CONFIG, hash_api_key
+from broker.config.budgets import BudgetConfig
+from broker.config.settings import Settings
+from broker.local.processes import free_port, wait_until
+from broker.local.stack import Stack
 from broker.money import format_usd
-from broker.processes import free_port, wait_until
-from broker.settings import Settings
-from broker.stack import Stack
 from broker.states import RequestStatus
 from broker.store import Database, LedgerEntry, Request
 
@@ -79,7 +79,7 @@ def budget_state(client: redis.Redis, budget_id: str, window: str = "daily") -> 
     """(spent, reserved) of a budget in its current window, micro-dollars."""
     now = datetime.now(UTC)
     window = BudgetConfig(team="x", window=window, limit_usd=1).window_at(now)
-    spent, reserved = client.hmget(keys.budget(budget_id, window.id), "spent", "reserved")
+    spent, reserved = client.hmget(redis_keys.budget(budget_id, window.id), "spent", "reserved")
     return int(spent or 0), int(reserved or 0)
 
 
@@ -371,7 +371,7 @@ def test_a_worker_killed_between_reserve_and_settle(tmp_path, fresh_database_url
                 )
 
             wait_until(lambda: running() >= 6, 30, "attempts in flight")
-            assert r.hlen(keys.reservations()) >= 6, "reserved, not yet settled"
+            assert r.hlen(redis_keys.reservations()) >= 6, "reserved, not yet settled"
             stack.children["worker-sim-openai"].signal(signal.SIGKILL)
             stack.add_worker("sim-openai")
             done = job.wait(timeout=90, poll_interval=0.5)
@@ -379,7 +379,7 @@ def test_a_worker_killed_between_reserve_and_settle(tmp_path, fresh_database_url
         retried = [row for row in request_rows(db, "crashy") if row.attempts > 1]
         alerts = [
             a
-            for a in (json.loads(x) for x in r.lrange(keys.alerts(), 0, -1))
+            for a in (json.loads(x) for x in r.lrange(redis_keys.alerts(), 0, -1))
             if a["type"] == "attempt_lost"
         ]
     finally:

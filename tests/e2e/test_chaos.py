@@ -1,6 +1,6 @@
 """Chaos with real processes: a provider outage, a 429 storm, killed workers, Redis restarted
 empty and broken response bodies, each injected mid-batch into a fresh stack
-(:mod:`broker.chaos_scenarios`). Whatever the fault: nothing lost, nothing charged twice,
+(:mod:`broker.local.chaos_scenarios`). Whatever the fault: nothing lost, nothing charged twice,
 workers up.
 And the two ways a batch ends early on purpose: cancelled, or past its completion window.
 
@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from broker.chaos import TEAM_KEY, ChaosResult, ChaosStack
-from broker.chaos_scenarios import (
+from broker.client import BrokerClient
+from broker.local.chaos import TEAM_KEY, ChaosResult, ChaosStack
+from broker.local.chaos_scenarios import (
     chain_outage,
     malformed_bodies,
     provider_outage,
@@ -22,7 +23,6 @@ from broker.chaos_scenarios import (
     redis_restart,
     worker_kills,
 )
-from broker.client import BrokerClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

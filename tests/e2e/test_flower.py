@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from broker.client import BrokerClient
-from broker.processes import free_port
-from broker.settings import Settings
-from broker.stack import Stack
+from broker.config.settings import Settings
+from broker.local.processes import free_port
+from broker.local.stack import Stack
 
 pytestmark = pytest.mark.e2e
 

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from broker.client import BrokerClient
-from broker.processes import free_port
-from broker.settings import Settings
-from broker.stack import Stack
+from broker.config.settings import Settings
+from broker.local.processes import free_port
+from broker.local.stack import Stack
 from broker.store import Database, Request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]

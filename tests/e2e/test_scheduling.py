@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import func, select
 
 from broker.client import BrokerClient
-from broker.config import DEFAULT_CONFIG
-from broker.processes import free_port, wait_until
-from broker.settings import Settings
-from broker.stack import Stack
+from broker.config.broker_toml import DEFAULT_CONFIG
+from broker.config.settings import Settings
+from broker.local.processes import free_port, wait_until
+from broker.local.stack import Stack
 from broker.store import Database, LedgerEntry
 
 pytestmark = pytest.mark.e2e

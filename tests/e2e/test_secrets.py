@@ -20,11 +20,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from broker.chaos import ADMIN_KEY, CHAOS_TOML, TEAM_KEY
 from broker.client import BrokerClient, verify_webhook
-from broker.processes import free_port
-from broker.settings import Settings
-from broker.stack import Stack
+from broker.config.settings import Settings
+from broker.local.chaos import ADMIN_KEY, CHAOS_TOML, TEAM_KEY
+from broker.local.processes import free_port
+from broker.local.stack import Stack
 from broker.webhooks.signing import derive_team_secret
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import func, select
 
 from broker.client import BrokerClient
-from broker.processes import wait_until
-from broker.stack import Stack
+from broker.local.processes import wait_until
+from broker.local.stack import Stack
 from broker.store import Database, LedgerEntry, Request
 
 pytestmark = pytest.mark.e2e

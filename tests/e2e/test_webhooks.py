@@ -13,15 +13,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from broker.chaos import TEAM_KEY, ChaosStack
 from broker.client import (
     BrokerClient,
     InvalidRequestError,
     WebhookVerificationError,
     verify_webhook,
 )
-from broker.config import hash_api_key
-from broker.settings import DEV_WEBHOOK_SECRET
+from broker.config.broker_toml import hash_api_key
+from broker.config.settings import DEV_WEBHOOK_SECRET
+from broker.local.chaos import TEAM_KEY, ChaosStack
 from broker.webhooks.signing import derive_team_secret
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]

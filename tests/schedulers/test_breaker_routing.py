@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from broker import keys
+from broker import redis_keys
+from broker.config.resilience import BreakerConfig
 from broker.queues import QueueEntry, push_front
-from broker.resilience_config import BreakerConfig
-from broker.schemas import JobCreate
+from broker.schemas.http import JobCreate
 from broker.submission import Submitter
 from schedulers.capacity import InFlight
 from schedulers.dispatch import Dispatcher
@@ -96,7 +96,9 @@ def models(redis_client, provider: str) -> list[str]:
 
 def waiting(redis_client, team: str) -> int:
     """Requests of ``team`` waiting in Redis: queued, or parked behind open breakers."""
-    return redis_client.llen(keys.team_queue(team, "medium")) + redis_client.llen(keys.parked(team))
+    return redis_client.llen(redis_keys.team_queue(team, "medium")) + redis_client.llen(
+        redis_keys.parked(team)
+    )
 
 
 def fail(breakers: Breakers, provider: str, model: str, n: int = 4) -> None:
@@ -162,7 +164,7 @@ def test_nothing_goes_while_the_whole_chain_is_open(scheduler, submit, breakers,
 
 def requeue_at(redis_client, team: str, chain_index: int) -> QueueEntry:
     """Replace the team's only queued entry with the same one at ``chain_index`` (a hand-back)."""
-    queue = keys.team_queue(team, "medium")
+    queue = redis_keys.team_queue(team, "medium")
     (raw,) = redis_client.lpop(queue, 10)
     entry = dataclasses.replace(QueueEntry.decode(raw), chain_index=chain_index)
     push_front(redis_client, team, "medium", [entry])
@@ -251,7 +253,9 @@ def test_an_entry_carries_its_chain_position_only_past_the_head():
 
 def parked(redis_client, team: str) -> list[str]:
     """Request ids on a team's parked list, in order."""
-    return [raw.split(b" ")[1].decode() for raw in redis_client.lrange(keys.parked(team), 0, -1)]
+    return [
+        raw.split(b" ")[1].decode() for raw in redis_client.lrange(redis_keys.parked(team), 0, -1)
+    ]
 
 
 def open_every_model_of_the_mini_chain(redis_client, config) -> None:
@@ -278,7 +282,7 @@ def test_a_request_whose_whole_chain_is_open_does_not_hold_back_its_teams_other_
     assert scheduler.run_once() == 2
     assert models(redis_client, "sim-openai") == ["gpt-4o"] * 2
     assert len(parked(redis_client, "content")) == 3, "set aside, still queued, not failed"
-    assert redis_client.llen(keys.team_queue("content", "medium")) == 0
+    assert redis_client.llen(redis_keys.team_queue("content", "medium")) == 0
 
 
 def test_parked_requests_go_back_in_order_once_a_breaker_on_their_chain_lets_calls_through(
@@ -297,4 +301,4 @@ def test_parked_requests_go_back_in_order_once_a_breaker_on_their_chain_lets_cal
     assert [t["model"] for t in sent] == ["gpt-4o-mini"] * PROBES + ["claude-haiku-4-5"]
     assert [QueueEntry.decode(t["entry"]).request_id for t in sent] == order, "in their order"
     assert parked(redis_client, "content") == []
-    assert redis_client.sismember(keys.parked_teams(), "content") == 0
+    assert redis_client.sismember(redis_keys.parked_teams(), "content") == 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import delete
 
-from broker.config import load_config, parse_config
+from broker.config.broker_toml import load_config, parse_config
 from broker.queues import QueueEntry
 from broker.store import LedgerEntry
 from schedulers.budgets import BudgetLimits, BudgetRound, Budgets, cost_bound
@@ -102,7 +102,7 @@ def submit_ledger(db, redis_client, config):
     """Write one charged attempt of ``cost`` micro-dollars for product to the ledger."""
     from sqlalchemy import select
 
-    from broker.schemas import JobCreate
+    from broker.schemas.http import JobCreate
     from broker.store import Request, transitions
     from broker.store.transitions import Outcome
     from broker.submission import Submitter

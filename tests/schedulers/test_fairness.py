@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker.config import load_config
+from broker.config.broker_toml import load_config
 from broker.states import Priority
 from schedulers.fairness import FairQueue, Round, ServiceMeter
 from schedulers.harness import Harness, jain_index

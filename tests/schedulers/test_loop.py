@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from broker import keys
+from broker import redis_keys
 from broker.queues import QueueEntry
-from broker.schemas import JobCreate
+from broker.schemas.http import JobCreate
 from broker.store import Job, Request, transitions
 from broker.submission import Submitter
 from schedulers.capacity import InFlight, release
@@ -116,7 +116,7 @@ def test_a_full_provider_does_not_block_other_teams(scheduler, submit, redis_cli
     submit("content", 10, model="claude-haiku-4-5")
     scheduler.run_once()
     # Fill the openai pool, then only the team on the other provider can move.
-    redis_client.zadd(keys.in_flight("sim-openai"), {f"x{i}": 9e12 for i in range(4)})
+    redis_client.zadd(redis_keys.in_flight("sim-openai"), {f"x{i}": 9e12 for i in range(4)})
     free(redis_client, "sim-anthropic", sent(redis_client, "sim-anthropic")[0][0])
     assert scheduler.run_once() == 1
     assert team_of(db, sent(redis_client, "sim-anthropic")[-1][0]) == "content"
@@ -128,10 +128,10 @@ def test_cancelled_requests_are_never_sent(scheduler, submit, redis_client, db):
         transitions.cancel_job(session, job)
     assert scheduler.run_once() == 0
     assert sent(redis_client, "sim-openai") == []
-    assert redis_client.llen(keys.team_queue("product", "medium")) == 0, (
+    assert redis_client.llen(redis_keys.team_queue("product", "medium")) == 0, (
         "skipped entries are popped"
     )
-    assert redis_client.smembers(keys.backlogged_teams()) == set()
+    assert redis_client.smembers(redis_keys.backlogged_teams()) == set()
 
 
 def test_a_high_request_behind_ten_thousand_low_goes_in_the_next_round(
@@ -145,7 +145,7 @@ def test_a_high_request_behind_ten_thousand_low_goes_in_the_next_round(
     assert scheduler.run_once() == 1
     last, _ = sent(redis_client, "sim-openai")[-1]
     assert last.startswith("req_" + high_job.removeprefix("job_"))
-    assert redis_client.llen(keys.team_queue("product", "low")) == 10_000 - 4
+    assert redis_client.llen(redis_keys.team_queue("product", "low")) == 10_000 - 4
 
 
 def test_a_new_leader_sends_what_a_dead_one_recorded_but_never_sent(
@@ -168,7 +168,7 @@ def test_a_new_leader_sends_what_a_dead_one_recorded_but_never_sent(
         ).encode()
         for rid in rids
     }
-    redis_client.hset(keys.dispatch_journal(), mapping=journal)
+    redis_client.hset(redis_keys.dispatch_journal(), mapping=journal)
     db.write(lambda s: transitions.mark_dispatched(s, rids[:2]))  # the third never got this far
 
     in_flight = InFlight(redis_client, config, margin=0)
@@ -178,12 +178,12 @@ def test_a_new_leader_sends_what_a_dead_one_recorded_but_never_sent(
     )
     assert dispatcher.recover() == 2
     assert sent(redis_client, "sim-openai") == [(rids[0], 1), (rids[1], 1)]
-    assert not redis_client.exists(keys.dispatch_journal())
+    assert not redis_client.exists(redis_keys.dispatch_journal())
     # The next rounds pop the two already dispatched and send only the third.
     scheduler = Scheduler(redis_client, config, in_flight, limits, dispatcher)
     assert scheduler.run_once() + scheduler.run_once() == 1
     assert [rid for rid, _ in sent(redis_client, "sim-openai")] == rids
-    assert redis_client.llen(keys.team_queue("product", "medium")) == 0
+    assert redis_client.llen(redis_keys.team_queue("product", "medium")) == 0
 
 
 def test_a_full_provider_sends_work_down_the_chain_only_for_teams_that_allow_it(
@@ -214,12 +214,14 @@ def test_a_full_provider_sends_work_down_the_chain_only_for_teams_that_allow_it(
             ],
         )
         submitter.submit(chained.team(team), body)
-    redis_client.zadd(keys.in_flight("sim-openai"), {f"x{i}": 9e12 for i in range(4)})  # full
+    redis_client.zadd(redis_keys.in_flight("sim-openai"), {f"x{i}": 9e12 for i in range(4)})  # full
 
     assert scheduler.run_once() == 3
     overflow = sent(redis_client, "sim-anthropic")
     assert {team_of(db, rid) for rid, _ in overflow} == {"product"}
-    assert redis_client.llen(keys.team_queue("content", "medium")) == 3, "content waits its turn"
+    assert redis_client.llen(redis_keys.team_queue("content", "medium")) == 3, (
+        "content waits its turn"
+    )
     body = json.loads(redis_client.lindex("provider.sim-anthropic", 0))
     assert json.loads(base64.b64decode(body["body"]))[1]["model"] == "claude-haiku-4-5"
 
@@ -256,7 +258,7 @@ def test_redis_going_away_between_rounds_does_not_stop_the_scheduler(scheduler):
 
     import redis
 
-    from broker.processes import free_port
+    from broker.local.processes import free_port
 
     scheduler.run_once = lambda: 0  # a round that found nothing, then the wait on Redis
     scheduler._redis = redis.Redis(port=free_port(), socket_connect_timeout=0.2, retry=None)

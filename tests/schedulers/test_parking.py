@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker import keys
+from broker import redis_keys
 from broker.queues import QueueEntry, decode_set_aside
 from broker.states import Priority
 from schedulers.parking import Parking
@@ -21,13 +21,15 @@ def park(redis_client, parking: Parking, items) -> None:
 def queue(redis_client, team: str, priority: Priority) -> list[str]:
     return [
         QueueEntry.decode(raw).request_id
-        for raw in redis_client.lrange(keys.team_queue(team, priority), 0, -1)
+        for raw in redis_client.lrange(redis_keys.team_queue(team, priority), 0, -1)
     ]
 
 
 def test_release_puts_back_only_what_can_go_in_order_ahead_of_the_queue(redis_client):
     parking = Parking(redis_client)
-    redis_client.rpush(keys.team_queue("content", Priority.MEDIUM), entry(9, "gpt-4o").encode())
+    redis_client.rpush(
+        redis_keys.team_queue("content", Priority.MEDIUM), entry(9, "gpt-4o").encode()
+    )
     park(
         redis_client,
         parking,
@@ -40,15 +42,15 @@ def test_release_puts_back_only_what_can_go_in_order_ahead_of_the_queue(redis_cl
     )
     assert parking.release(lambda e: e.model == "gpt-4o-mini") == 2
     assert queue(redis_client, "content", Priority.MEDIUM) == ["req_1", "req_3", "req_9"]
-    assert redis_client.sismember(keys.backlogged_teams(), "content")
-    still = [decode_set_aside(r) for r in redis_client.lrange(keys.parked("content"), 0, -1)]
+    assert redis_client.sismember(redis_keys.backlogged_teams(), "content")
+    still = [decode_set_aside(r) for r in redis_client.lrange(redis_keys.parked("content"), 0, -1)]
     assert still == [(Priority.HIGH, entry(2, "claude-haiku-4-5"))], "keeps its priority"
-    assert redis_client.llen(keys.parked("product")) == 1
+    assert redis_client.llen(redis_keys.parked("product")) == 1
     assert parking.release(lambda e: True) == 2
     assert queue(redis_client, "content", Priority.HIGH) == ["req_2"]
     assert queue(redis_client, "product", Priority.LOW) == ["req_4"]
-    assert redis_client.smembers(keys.parked_teams()) == set()
-    assert redis_client.exists(keys.parked("content"), keys.parked("product")) == 0
+    assert redis_client.smembers(redis_keys.parked_teams()) == set()
+    assert redis_client.exists(redis_keys.parked("content"), redis_keys.parked("product")) == 0
 
 
 def test_release_with_nothing_parked_does_nothing(redis_client):

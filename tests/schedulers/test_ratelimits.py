@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from broker.config import load_config
+from broker.config.broker_toml import load_config
 from schedulers.capacity import InFlight, Room
 from schedulers.ratelimits import JITTER_S, Bucket, RateLimits
 from workers.providers.base import RateSignal

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import delete, select, update
 
-from broker import keys
-from broker.config import BrokerConfig, SchedulerConfig, load_config
+from broker import redis_keys
+from broker.config.broker_toml import BrokerConfig, SchedulerConfig, load_config
 from broker.queues import QueueEntry
-from broker.schemas import JobCreate
+from broker.schemas.http import JobCreate
 from broker.states import JobStatus, Priority, RequestStatus
 from broker.store import Database, Job, LedgerEntry, Request, transitions
 from broker.store.models import ProviderCall
@@ -94,7 +94,8 @@ def submit(store, redis_client, config):
 
 def queue(redis_client, team: str, priority: str = "medium") -> list[QueueEntry]:
     return [
-        QueueEntry.decode(r) for r in redis_client.lrange(keys.team_queue(team, priority), 0, -1)
+        QueueEntry.decode(r)
+        for r in redis_client.lrange(redis_keys.team_queue(team, priority), 0, -1)
     ]
 
 
@@ -104,7 +105,7 @@ def ids(redis_client, team: str, priority: str = "medium") -> list[str]:
 
 def drop(redis_client, team: str, request_ids: list[str], priority: str = "medium") -> None:
     """Lose these requests' entries, as a process that died before pushing would."""
-    key = keys.team_queue(team, priority)
+    key = redis_keys.team_queue(team, priority)
     for raw in redis_client.lrange(key, 0, -1):
         if raw.split(b" ", 1)[0].decode() in request_ids:
             redis_client.lrem(key, 0, raw)
@@ -128,7 +129,7 @@ def row(store: Database, request_id: str) -> Request:
 def test_reconcile_pushes_back_exactly_the_missing_requests(recovery, submit, redis_client):
     _, product = submit("product", 5)
     submit("content", 2)
-    content_before = redis_client.lrange(keys.team_queue("content", "medium"), 0, -1)
+    content_before = redis_client.lrange(redis_keys.team_queue("content", "medium"), 0, -1)
     drop(redis_client, "product", [product[1], product[3]])
     assert ids(redis_client, "product") == [product[0], product[2], product[4]]
 
@@ -142,31 +143,31 @@ def test_reconcile_pushes_back_exactly_the_missing_requests(recovery, submit, re
     ]
     pushed = queue(redis_client, "product")[0]
     assert (pushed.model, pushed.chain_index, pushed.feature) == ("gpt-4o-mini", 0, "search")
-    assert redis_client.lrange(keys.team_queue("content", "medium"), 0, -1) == content_before
+    assert redis_client.lrange(redis_keys.team_queue("content", "medium"), 0, -1) == content_before
     assert recovery.reconcile_queues() == 0, "nothing is missing any more"
     assert len(ids(redis_client, "product")) == 5
 
 
 def test_reconcile_does_nothing_when_the_counts_match(recovery, submit, redis_client):
     submit("product", 3)
-    before = redis_client.lrange(keys.team_queue("product", "medium"), 0, -1)
+    before = redis_client.lrange(redis_keys.team_queue("product", "medium"), 0, -1)
     assert recovery.reconcile_queues() == 0
-    assert redis_client.lrange(keys.team_queue("product", "medium"), 0, -1) == before
+    assert redis_client.lrange(redis_keys.team_queue("product", "medium"), 0, -1) == before
 
 
 def test_reconcile_with_nothing_queued_does_nothing(recovery, redis_client):
     assert recovery.reconcile_queues() == 0
-    assert redis_client.keys(keys.team_queue_prefix() + "*") == []
+    assert redis_client.keys(redis_keys.team_queue_prefix() + "*") == []
 
 
 def test_entries_of_cancelled_requests_cause_no_pushes(recovery, submit, redis_client, store):
     cancelled_job, _ = submit("product", 3)
     store.write(lambda s: transitions.cancel_job(s, cancelled_job))
     _, live = submit("product", 2)
-    before = redis_client.lrange(keys.team_queue("product", "medium"), 0, -1)
+    before = redis_client.lrange(redis_keys.team_queue("product", "medium"), 0, -1)
     assert len(before) == 5, "the cancelled entries wait to be skipped"
     assert recovery.reconcile_queues() == 0
-    assert redis_client.lrange(keys.team_queue("product", "medium"), 0, -1) == before
+    assert redis_client.lrange(redis_keys.team_queue("product", "medium"), 0, -1) == before
     # Only cancelled entries left and nothing queued: still nothing to push.
     drop(redis_client, "product", live)
     store.write(
@@ -191,7 +192,7 @@ def test_a_handed_back_request_lost_before_its_push_comes_back_at_its_chain_posi
 ):
     _, (a,) = submit("product", 1, priority="high")
     (original,) = queue(redis_client, "product", "high")
-    redis_client.delete(keys.team_queue("product", "high"))  # popped by the scheduler
+    redis_client.delete(redis_keys.team_queue("product", "high"))  # popped by the scheduler
     (claimed,) = run(store, [a])
     # The worker requeued it in the database and died before pushing it.
     assert store.write(lambda s: transitions.hand_back_many(s, [(claimed, HandBack(2, True))]))
@@ -206,14 +207,14 @@ def test_a_handed_back_request_lost_before_its_push_comes_back_at_its_chain_posi
         original.feature,
     )
     assert abs(entry.queued_ms - original.queued_ms) < 1000, "it keeps its age"
-    assert b"product" in redis_client.smembers(keys.backlogged_teams())
+    assert b"product" in redis_client.smembers(redis_keys.backlogged_teams())
 
 
 def park_all(redis_client, team: str, priority: str = "medium") -> list[str]:
     """Move the team's queued entries to its parked list, as a round does when every breaker
     of their chain is open."""
     entries = queue(redis_client, team, priority)
-    redis_client.delete(keys.team_queue(team, priority))
+    redis_client.delete(redis_keys.team_queue(team, priority))
     with redis_client.pipeline(transaction=False) as pipe:
         Parking(redis_client).park(pipe, [(team, Priority(priority), e) for e in entries])
         pipe.execute()
@@ -225,7 +226,7 @@ def test_parked_requests_are_not_missing(recovery, submit, redis_client):
     assert park_all(redis_client, "product") == [a, b, c]
     assert recovery.reconcile_queues() == 0
     assert ids(redis_client, "product") == []
-    drop_parked = redis_client.lpop(keys.parked("product"))  # one lost all the same
+    drop_parked = redis_client.lpop(redis_keys.parked("product"))  # one lost all the same
     assert drop_parked.split(b" ")[1].decode() == a
     assert recovery.reconcile_queues() == 1
     assert ids(redis_client, "product") == [a]
@@ -246,7 +247,7 @@ def test_after_redis_lost_everything_dispatched_requests_are_queued_again(
     redis_client.flushdb()
 
     assert recovery.ensure_epoch() is True
-    assert redis_client.exists(keys.epoch())
+    assert redis_client.exists(redis_keys.epoch())
     assert recovery.ensure_epoch() is False, "once"
 
     r = row(store, dispatched)
@@ -259,7 +260,7 @@ def test_after_redis_lost_everything_dispatched_requests_are_queued_again(
     assert set(entries) == {dispatched, queued, handed, held}
     assert entries[handed].chain_index == 1
     assert entries[dispatched].chain_index == 0
-    assert b"product" in redis_client.smembers(keys.backlogged_teams())
+    assert b"product" in redis_client.smembers(redis_keys.backlogged_teams())
 
     # A worker still holding the lost task cannot claim it, now or after the next dispatch.
     assert store.write(lambda s: transitions.claim_many(s, [(dispatched, 1)])) == {}
@@ -276,7 +277,7 @@ def test_ensure_epoch_does_not_push_twice_what_redis_still_holds(
 ):
     _, (a, b) = submit("product", 2)
     store.write(lambda s: transitions.mark_dispatched(s, [b]))
-    redis_client.delete(keys.epoch())  # only the marker is gone: a's entry is still there
+    redis_client.delete(redis_keys.epoch())  # only the marker is gone: a's entry is still there
     assert recovery.ensure_epoch() is True
     assert sorted(ids(redis_client, "product")) == sorted([a, b])
 
@@ -285,7 +286,7 @@ def test_ensure_epoch_does_not_queue_what_is_parked(recovery, submit, redis_clie
     _, (a,) = submit("content", 1)
     _, (b,) = submit("product", 1)
     park_all(redis_client, "product")
-    redis_client.delete(keys.epoch())
+    redis_client.delete(redis_keys.epoch())
     assert recovery.ensure_epoch() is True
     assert ids(redis_client, "content") == [a]
     assert ids(redis_client, "product") == [], f"{b} is parked, not lost"
@@ -304,19 +305,19 @@ def test_a_lost_attempt_counts_as_a_failure_until_max_attempts(
 ):
     assert recovery.reap_after_s == REAP_AFTER_S
     job_id, (a,) = submit("product", 1)
-    redis_client.delete(keys.team_queue("product", "medium"))
+    redis_client.delete(redis_keys.team_queue("product", "medium"))
 
     for attempt in range(1, MAX_ATTEMPTS):
         (claimed,) = run(store, [a])
         assert claimed.attempt == attempt
-        redis_client.zadd(keys.in_flight("sim-openai"), {a: time.time()})
+        redis_client.zadd(redis_keys.in_flight("sim-openai"), {a: time.time()})
         outlive_reap_after()
         assert recovery.reap() == 1
         r = row(store, a)
         assert (r.status, r.attempts, r.failures) == (RequestStatus.QUEUED, attempt, attempt)
         assert ids(redis_client, "product") == [a], "back at the head of its queue"
-        redis_client.delete(keys.team_queue("product", "medium"))
-        assert redis_client.zcard(keys.in_flight("sim-openai")) == 0, "its slot is released"
+        redis_client.delete(redis_keys.team_queue("product", "medium"))
+        assert redis_client.zcard(redis_keys.in_flight("sim-openai")) == 0, "its slot is released"
         alert = recent_alerts(redis_client, "product")[0]
         assert (alert["type"], alert["attempt"]) == ("attempt_lost", attempt)
         assert alert["message"].endswith("queued again")
@@ -397,7 +398,7 @@ def test_a_dispatch_whose_task_is_nowhere_in_redis_is_queued_again_once(
     from workers.celery_app import UNACKED_KEY, attempts_in_redis, create_celery_app
 
     _, (kept, lost) = submit("product", 2)
-    redis_client.delete(keys.team_queue("product", "medium"))
+    redis_client.delete(redis_keys.team_queue("product", "medium"))
     dispatcher = Dispatcher(
         config,
         store,

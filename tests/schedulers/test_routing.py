@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker.config import load_config
+from broker.config.broker_toml import load_config
 from schedulers.routing import Router
 
 MINI = ("sim-openai", "gpt-4o-mini")

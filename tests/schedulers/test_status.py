@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker import keys
-from broker.config import load_config
+from broker import redis_keys
+from broker.config.broker_toml import load_config
 from schedulers.status import team_status
 
 
@@ -26,11 +26,11 @@ def test_an_empty_redis_shows_the_config_teams_at_zero(redis_client, config):
 
 
 def test_counters_backlog_service_and_overrides(redis_client, config):
-    redis_client.hset(keys.fair_counters(), mapping={"product": 10.5, "content": 4})
-    redis_client.hset(keys.service_received(), mapping={"product": 30, "content": 10})
-    redis_client.rpush(keys.team_queue("content", "high"), "a", "b")
-    redis_client.rpush(keys.team_queue("content", "low"), "c")
-    redis_client.rpush(keys.parked("content"), "medium d")
+    redis_client.hset(redis_keys.fair_counters(), mapping={"product": 10.5, "content": 4})
+    redis_client.hset(redis_keys.service_received(), mapping={"product": 30, "content": 10})
+    redis_client.rpush(redis_keys.team_queue("content", "high"), "a", "b")
+    redis_client.rpush(redis_keys.team_queue("content", "low"), "c")
+    redis_client.rpush(redis_keys.parked("content"), "medium d")
 
     by_team = {s.team: s for s in team_status(redis_client, config, {"product": 4.0})}
     product, content = by_team["product"], by_team["content"]
@@ -44,9 +44,9 @@ def test_counters_backlog_service_and_overrides(redis_client, config):
 
 def test_a_team_gone_from_the_config_still_shows_while_it_has_state(redis_client, config):
     """It drains at weight 1, as the scheduler loop gives it, until an override says otherwise."""
-    redis_client.hset(keys.fair_counters(), "legacy", 7)
-    redis_client.hset(keys.service_received(), "retired", 5)
-    redis_client.rpush(keys.team_queue("legacy", "medium"), "x")
+    redis_client.hset(redis_keys.fair_counters(), "legacy", 7)
+    redis_client.hset(redis_keys.service_received(), "retired", 5)
+    redis_client.rpush(redis_keys.team_queue("legacy", "medium"), "x")
 
     statuses = team_status(redis_client, config, {})
     assert [s.team for s in statuses] == ["content", "legacy", "platform", "product", "retired"]

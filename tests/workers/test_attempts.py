@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from broker.config import BrokerConfig, load_config
+from broker.config.broker_toml import BrokerConfig, load_config
+from broker.config.resilience import BreakerConfig, RetryConfig
 from broker.errors import (
     CircuitOpen,
     ContextWindowExceeded,
@@ -21,7 +22,6 @@ from broker.errors import (
     ProviderRetryable,
     ProviderUnavailable,
 )
-from broker.resilience_config import BreakerConfig, RetryConfig
 from workers.attempts import Attempts
 from workers.breakers import Breakers
 from workers.providers import Completion, completion_cost

@@ -11,10 +11,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from broker import keys
-from broker.config import BrokerConfig, load_config
-from broker.processes import free_port
-from broker.resilience_config import BreakerConfig
+from broker import redis_keys
+from broker.config.broker_toml import BrokerConfig, load_config
+from broker.config.resilience import BreakerConfig
+from broker.local.processes import free_port
 from workers.breakers import Breakers, BreakerState
 
 P, M, OTHER_M = "sim-openai", "gpt-4o", "gpt-4o-mini"
@@ -226,7 +226,7 @@ def test_old_failures_leave_the_window(redis_client):
     record(b, "FSSS")  # 1 of 4, the earlier three no longer count
     s = state(b, PROVIDER)
     assert (s.state, s.calls, s.failures) == ("closed", 4, 1)
-    fields = redis_client.hkeys(keys.breaker(PROVIDER))
+    fields = redis_client.hkeys(redis_keys.breaker(PROVIDER))
     assert len([f for f in fields if f.startswith(b"c")]) == 1, "one bucket per second % window"
 
 
@@ -245,7 +245,7 @@ def test_record_queues_on_the_callers_pipeline(redis_client):
 
 def test_transitions_are_listed_newest_first_capped_and_logged(redis_client, caplog):
     b = Breakers(redis_client, make_config())
-    redis_client.rpush(keys.breaker_transitions(), *["{}"] * 1100)
+    redis_client.rpush(redis_keys.breaker_transitions(), *["{}"] * 1100)
     with caplog.at_level(logging.WARNING, logger="workers.breakers"):
         half_open(b)
         b.admit(P, M)
@@ -257,7 +257,7 @@ def test_transitions_are_listed_newest_first_capped_and_logged(redis_client, cap
         ("closed", "open", "failure rate 1.00 over 2 s (4 calls)"),
     ]
     assert provider[0]["at"] >= provider[1]["at"] >= provider[2]["at"]
-    assert redis_client.llen(keys.breaker_transitions()) == 1000
+    assert redis_client.llen(redis_keys.breaker_transitions()) == 1000
     assert len(b.transitions(limit=2)) == 2
     assert state(b, PROVIDER).transitions == 3
     logged = [r.getMessage() for r in caplog.records if PROVIDER in r.getMessage()]
@@ -267,10 +267,10 @@ def test_transitions_are_listed_newest_first_capped_and_logged(redis_client, cap
 def test_breaker_keys_expire_when_idle_but_not_while_open(redis_client):
     b = Breakers(redis_client, make_config(unavailable_s=60.0))
     record(b, "S", model=OTHER_M)
-    ttl = redis_client.pttl(keys.breaker(PROVIDER))
+    ttl = redis_client.pttl(redis_keys.breaker(PROVIDER))
     assert 0 < ttl < 120_000
     record(b, "U")
-    assert redis_client.pttl(keys.breaker(PROVIDER)) > 60_000
+    assert redis_client.pttl(redis_keys.breaker(PROVIDER)) > 60_000
 
 
 def test_two_processes_share_one_breaker(redis_client, redis_server):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from broker.config.resilience import RetryConfig
+from broker.config.settings import Settings
 from broker.errors import ConfigError
-from broker.resilience_config import RetryConfig
-from broker.settings import Settings
 from workers.celery_app import VISIBILITY_TIMEOUT_S, create_celery_app
 
 

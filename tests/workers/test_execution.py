@@ -13,12 +13,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from broker import keys
-from broker.config import load_config
-from broker.processes import start_simulator
+from broker import redis_keys
+from broker.config.broker_toml import load_config
+from broker.config.resilience import RetryConfig
+from broker.local.processes import start_simulator
 from broker.queues import QueueEntry
-from broker.resilience_config import RetryConfig
-from broker.schemas import JobCreate
+from broker.schemas.http import JobCreate
 from broker.states import RequestStatus
 from broker.store import Request, transitions
 from broker.store.models import ProviderCall
@@ -57,7 +57,7 @@ def test_a_429_requeues_the_request_and_backs_off_the_provider(one_rpm_simulator
         ],
     )
     Submitter(db, redis_client, config).submit(config.team("product"), body)
-    queue = keys.team_queue("product", "medium")
+    queue = redis_keys.team_queue("product", "medium")
     raw = redis_client.lpop(queue, 2)  # what the scheduler does, by hand
     entries = [QueueEntry.decode(e) for e in raw]
     db.write(lambda s: transitions.mark_dispatched(s, [e.request_id for e in entries]))
@@ -65,7 +65,7 @@ def test_a_429_requeues_the_request_and_backs_off_the_provider(one_rpm_simulator
         Ticket(e.request_id, 1, "product", "medium", "sim-openai", "gpt-4o-mini", e.encode(), 100.0)
         for e in entries
     ]
-    redis_client.zadd(keys.in_flight("sim-openai"), {t.request_id: 1 for t in tickets})
+    redis_client.zadd(redis_keys.in_flight("sim-openai"), {t.request_id: 1 for t in tickets})
 
     recorder = Recorder(db)
     executor = Executor(config, recorder, redis_client)
@@ -82,13 +82,13 @@ def test_a_429_requeues_the_request_and_backs_off_the_provider(one_rpm_simulator
     assert first.status == RequestStatus.SUCCEEDED
     assert second.status == RequestStatus.QUEUED and second.error_code is None
     assert redis_client.lrange(queue, 0, -1) == [raw[1]], "back at the head, same age"
-    assert redis_client.zcard(keys.in_flight("sim-openai")) == 0
-    blocked_ms = redis_client.pttl(keys.rate_blocked("provider:sim-openai"))
+    assert redis_client.zcard(redis_keys.in_flight("sim-openai")) == 0
+    blocked_ms = redis_client.pttl(redis_keys.rate_blocked("provider:sim-openai"))
     assert 0 < blocked_ms <= 60_000, "blocked for the retry-after the provider sent"
     actual = first.input_tokens + 2 * first.output_tokens  # weights 1 and 2
-    correction = float(redis_client.hget(keys.fair_corrections(), "product"))
+    correction = float(redis_client.hget(redis_keys.fair_corrections(), "product"))
     assert correction == pytest.approx((actual - 100.0) + (0.0 - 100.0))
-    assert float(redis_client.hget(keys.service_received(), "product")) == actual
+    assert float(redis_client.hget(redis_keys.service_received(), "product")) == actual
 
 
 # --- failing providers: down the chain ----------------------------------------------------------
@@ -118,10 +118,10 @@ def submitted_tickets(db, redis_client, config, n: int, take: int = 1) -> list[T
         ],
     )
     Submitter(db, redis_client, config).submit(config.team("product"), body)
-    raw = redis_client.lpop(keys.team_queue("product", "medium"), take)
+    raw = redis_client.lpop(redis_keys.team_queue("product", "medium"), take)
     entries = [QueueEntry.decode(e) for e in raw]
     db.write(lambda s: transitions.mark_dispatched(s, [e.request_id for e in entries]))
-    redis_client.zadd(keys.in_flight("sim-openai"), {e.request_id: 1 for e in entries})
+    redis_client.zadd(redis_keys.in_flight("sim-openai"), {e.request_id: 1 for e in entries})
     return [
         Ticket(e.request_id, 1, "product", "medium", "sim-openai", "gpt-4o-mini", e.encode(), 100.0)
         for e in entries
@@ -172,7 +172,7 @@ def test_a_provider_failing_every_try_hands_the_request_down_its_chain(
 ):
     config = outage_config(openai_outage)
     (ticket,) = submitted_tickets(db, redis_client, config, n=2)
-    queue = keys.team_queue("product", "medium")
+    queue = redis_keys.team_queue("product", "medium")
     behind = redis_client.lrange(queue, 0, -1)
 
     run_tickets(config, db, redis_client, ticket)
@@ -193,8 +193,8 @@ def test_a_provider_failing_every_try_hands_the_request_down_its_chain(
     head = QueueEntry.decode(redis_client.lindex(queue, 0))
     assert head == dataclasses.replace(ticket.queue_entry, chain_index=1), "same age, next model"
     assert redis_client.lrange(queue, 1, -1) == behind, "at the head, in front of the rest"
-    assert redis_client.zcard(keys.in_flight("sim-openai")) == 0
-    correction = float(redis_client.hget(keys.fair_corrections(), "product"))
+    assert redis_client.zcard(redis_keys.in_flight("sim-openai")) == 0
+    correction = float(redis_client.hget(redis_keys.fair_corrections(), "product"))
     assert correction == pytest.approx(0.0 - 100.0), "not served: the charge is taken back"
     provider = {s.scope: s for s in Breakers(redis_client, config).states()}["provider:sim-openai"]
     assert (provider.state, provider.failures) == ("closed", 2)
@@ -259,10 +259,10 @@ def test_an_exhausted_quota_opens_the_provider_breaker_at_once(quota_exhausted, 
     assert (row.status, row.chain_index, row.failures) == (RequestStatus.QUEUED, 1, 0)
     heads = [
         QueueEntry.decode(e)
-        for e in redis_client.lrange(keys.team_queue("product", "medium"), 0, -1)
+        for e in redis_client.lrange(redis_keys.team_queue("product", "medium"), 0, -1)
     ]
     assert [(e.request_id, e.chain_index) for e in heads] == [
         (second.request_id, 1),
         (first.request_id, 1),
     ]
-    assert redis_client.zcard(keys.in_flight("sim-openai")) == 0
+    assert redis_client.zcard(redis_keys.in_flight("sim-openai")) == 0

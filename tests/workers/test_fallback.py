@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker.config import BrokerConfig, SchedulerConfig, load_config, parse_config
+from broker.config.broker_toml import BrokerConfig, SchedulerConfig, load_config, parse_config
 from broker.errors import (
     CircuitOpen,
     ContextWindowExceeded,

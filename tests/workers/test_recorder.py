@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from broker.config import load_config
-from broker.schemas import JobCreate
+from broker.config.broker_toml import load_config
+from broker.schemas.http import JobCreate
 from broker.states import JobStatus, RequestStatus
 from broker.store import Database, Job, LedgerEntry, Request, transitions
 from broker.store.transitions import Claimed, Outcome

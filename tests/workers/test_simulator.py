@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from broker.processes import start_simulator
+from broker.local.processes import start_simulator
 
 OPENAI_MODEL, ANTHROPIC_MODEL = "gpt-4o-mini", "claude-haiku-4-5"
 DEFAULTS = {

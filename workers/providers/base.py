@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar, overload
 
 import httpx
 
-from broker.config import ModelConfig
+from broker.config.broker_toml import ModelConfig
 from broker.errors import (
     ProviderError,
     ProviderRateLimited,

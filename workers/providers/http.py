@@ -22,7 +22,7 @@ from types import TracebackType
 
 import httpx
 
-from broker.config import ModelConfig, ProviderConfig
+from broker.config.broker_toml import ModelConfig, ProviderConfig
 from broker.errors import MalformedResponse, ProviderError, ProviderRetryable
 from workers.providers import adapter_for
 from workers.providers.base import Completion, RateSignal, WireAdapter

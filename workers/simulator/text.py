@@ -11,13 +11,72 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-_VOCABULARY = (
-    "the a model request token queue broker worker answer result batch provider latency "
-    "budget team fair share priority simple clear quick steady small large useful "
-    "we you it they is are can will run send read write check keep move "
-    "and or but so then because while when if not only also "
-    "data text system value limit window minute cost price cache retry error"
-).split()
+_VOCABULARY = [
+    "the",
+    "a",
+    "model",
+    "request",
+    "token",
+    "queue",
+    "broker",
+    "worker",
+    "answer",
+    "result",
+    "batch",
+    "provider",
+    "latency",
+    "budget",
+    "team",
+    "fair",
+    "share",
+    "priority",
+    "simple",
+    "clear",
+    "quick",
+    "steady",
+    "small",
+    "large",
+    "useful",
+    "we",
+    "you",
+    "it",
+    "they",
+    "is",
+    "are",
+    "can",
+    "will",
+    "run",
+    "send",
+    "read",
+    "write",
+    "check",
+    "keep",
+    "move",
+    "and",
+    "or",
+    "but",
+    "so",
+    "then",
+    "because",
+    "while",
+    "when",
+    "if",
+    "not",
+    "only",
+    "also",
+    "data",
+    "text",
+    "system",
+    "value",
+    "limit",
+    "window",
+    "minute",
+    "cost",
+    "price",
+    "cache",
+    "retry",
+    "error",
+]
 assert len(_VOCABULARY) == 64, len(_VOCABULARY)  # one hash byte picks a word: byte & 63
 
 MIN_OUTPUT_TOKENS = 16

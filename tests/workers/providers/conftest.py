@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from broker.config import ModelConfig, ProviderConfig
+from broker.config.broker_toml import ModelConfig, ProviderConfig
 
 # The documented examples from shared/WIRE_FORMATS.md, with the "…" placeholders filled in.
 OPENAI_EXAMPLE_TEXT = """

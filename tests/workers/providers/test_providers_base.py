@@ -81,7 +81,7 @@ def test_http_call_repr_hides_credentials() -> None:
 
 
 def test_cache_savings_are_the_cached_tokens_at_the_price_difference() -> None:
-    from broker.config import load_config
+    from broker.config.broker_toml import load_config
     from workers.providers import Completion, cache_savings
 
     model = load_config().model("gpt-4o")  # $2.50 input, $1.25 cached input per 1M

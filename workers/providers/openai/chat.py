@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from broker.config import ModelConfig
+from broker.config.broker_toml import ModelConfig
 from broker.errors import MalformedResponse
 from workers.providers.base import (
     BodyError,

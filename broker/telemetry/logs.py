@@ -19,7 +19,7 @@ Filters on the handler, in this order, see every record any logger sends through
 providers' API keys (the variables ``providers[].api_key_env`` names) and the webhook secrets
 (``BROKER_WEBHOOK_SECRET``, each team's derived secret and its ``webhook_secret_env`` value) as
 ``***`` in the message, its arguments, the traceback and extra fields; and, with
-``BROKER_REDACT=true``, :class:`RedactionFilter` (:mod:`broker.redaction`).
+``BROKER_REDACT=true``, :class:`RedactionFilter` (:mod:`broker.telemetry.redaction`).
 
 uvicorn (``log_config=None``) and Celery's worker (a ``setup_logging`` receiver in
 :mod:`workers.celery_app`) leave the logging set up here alone, so their lines come out through
@@ -41,9 +41,9 @@ from typing import IO, Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-from broker import redaction
-from broker.config import BrokerConfig
-from broker.settings import Settings
+from broker.config.broker_toml import BrokerConfig
+from broker.config.settings import Settings
+from broker.telemetry import redaction
 from broker.webhooks.signing import derive_team_secret
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -137,7 +137,7 @@ class SecretsFilter(_RewriteFilter):
 
 
 class RedactionFilter(_RewriteFilter):
-    """Replace e-mail addresses, phone and card numbers (:func:`broker.redaction.redact`)."""
+    """Replace e-mail addresses, phone and card numbers (:func:`broker.telemetry.redaction.redact`)."""
 
     def rewrite(self, text: str) -> str:
         return redaction.redact(text)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import DEFAULT_CONFIG, ProviderKind, load_config, parse_config
+from broker.config.broker_toml import DEFAULT_CONFIG, ProviderKind, load_config, parse_config
+from broker.config.settings import Settings
 from broker.errors import ConfigError
-from broker.settings import Settings
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 REAL_EXAMPLE = REPO / "examples" / "broker.real.toml"
 
 # List prices from WIRE_FORMATS.md, USD per 1M tokens: input, output, cached input.
@@ -307,7 +307,7 @@ def test_settings_without_simulator_url_use_the_file_as_is():
 
 def test_an_empty_environment_variable_counts_as_unset(monkeypatch):
     """docker-compose passes ``${VAR:-}`` through as an empty string."""
-    from broker.settings import Settings
+    from broker.config.settings import Settings
 
     monkeypatch.setenv("BROKER_TASK_EVENTS", "")
     monkeypatch.setenv("BROKER_FLOWER_BASIC_AUTH", "")

@@ -1,41 +1,10 @@
-"""Prometheus series for the whole system, kept in Redis: the one thing every process shares.
-
-The work happens in the scheduler and the worker pools, possibly on other machines, and the API
-serves ``GET /metrics`` (:mod:`broker.api.metrics`). So counters and the latency histogram are
-added to in Redis by the processes that do the work, on pipelines they already send (no extra
-round trip): :func:`count_dispatches` in the scheduler's :func:`schedulers.dispatch.hold`, and
-:func:`count_finished` in :meth:`schedulers.feedback.Feedback.finished`, only by the copy of a
-task whose outcome the database took (a redelivered task does not count twice); and
-:func:`count_webhook_attempt` in the webhooks worker, one HINCRBY per delivery attempt it made.
-Gauges are read from the live state when Prometheus scrapes. :class:`BrokerCollector` reads both.
-
-Series, all named ``inference_broker_<name>``:
-
-- gauges ``queue_depth{team,priority}`` (LLEN of the team queues), ``parked{team}``
-  (requests set aside while every model of their chain is behind an open breaker),
-  ``in_flight{provider}``
-  (ZCARD of the in-flight set), ``breaker_state{scope}`` (0 closed, 1 half-open, 2 open),
-  ``budget_remaining_usd{budget}`` and ``budget_limit_usd{budget}`` (every ``[[budgets]]``
-  entry in its current window);
-- counters ``breaker_transitions_total{scope}`` (the breaker's own count, reset when it has
-  been idle long enough to expire), ``dispatches_total{provider,model}``,
-  ``requests_total{provider,model,outcome}`` (``succeeded`` / ``failed``; an attempt handed
-  back to its queue is not finished), ``tokens_total{provider,model,kind}`` (``input``, cached
-  input included, / ``output``), ``cost_usd_total{provider,model}``,
-  ``webhook_deliveries_total{outcome}`` (per attempt: ``delivered`` when a 2xx ends the
-  delivery, ``retried`` when another attempt is scheduled, ``failed`` when it is given up);
-- histogram ``request_latency_seconds{provider}``.
-
-Label values are only ever provider and model names, team ids, priorities, breaker scopes,
-budget ids and the fixed words above: the collector reads back only the labels each series
-declares, so nothing else a Redis field might hold reaches the output. Provider API keys never
-reach this module. Counters lost with Redis start again from 0 (Prometheus sees a reset).
+"""``GET /metrics``: every series read at scrape time, from the live state in Redis and from the
+counters the scheduler and workers add to (their names and labels: :mod:`broker.telemetry.metrics`).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -50,52 +19,24 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from broker import keys
-from broker.config import BrokerConfig
+from broker import redis_keys
+from broker.config.broker_toml import BrokerConfig
 from broker.money import MICROS_PER_USD
 from broker.states import PRIORITY_ORDER
+from broker.telemetry.metrics import (
+    COUNTERS,
+    LATENCY_BUCKETS_MS,
+    LATENCY_KEY,
+    LATENCY_NAME,
+    PREFIX,
+    CounterSeries,
+)
 from workers.breakers import Breakers
-
-PREFIX = "inference_broker_"
-
-
-@dataclass(frozen=True, slots=True)
-class CounterSeries:
-    key: str  # its hash in Redis: keys.metrics_counter(key)
-    name: str  # the family: inference_broker_<name>_total
-    doc: str
-    labels: tuple[str, ...]
-    per_unit: int = 1  # stored integer per exposed unit (micro-dollars per USD)
-
-
-_PM = ("provider", "model")
-DISPATCHES = CounterSeries("dispatches", "dispatches", "Requests handed to a provider's pool.", _PM)
-REQUESTS = CounterSeries(
-    "requests", "requests", "Attempts finished after calling a provider.", (*_PM, "outcome")
-)
-TOKENS = CounterSeries("tokens", "tokens", "Tokens of finished attempts.", (*_PM, "kind"))
-COST = CounterSeries(
-    "cost_micros", "cost_usd", "Cost of finished attempts, USD.", _PM, MICROS_PER_USD
-)
-WEBHOOK_DELIVERIES = CounterSeries(
-    "webhook_deliveries",
-    "webhook_deliveries",
-    "Webhook delivery attempts by result: delivered (a 2xx ended the delivery), retried "
-    "(another attempt is scheduled) or failed (the delivery was given up).",
-    ("outcome",),
-)
-COUNTERS = (DISPATCHES, REQUESTS, TOKENS, COST, WEBHOOK_DELIVERIES)
-#: A delivery's status after an attempt → that attempt's outcome in ``webhook_deliveries``.
-WEBHOOK_OUTCOMES = {"delivered": "delivered", "pending": "retried", "failed": "failed"}
-
-LATENCY_KEY = "request_latency"
-LATENCY_NAME = PREFIX + "request_latency_seconds"
-#: Upper bounds of the latency buckets, in milliseconds (then +Inf).
-LATENCY_BUCKETS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
 
 BREAKER_LEVELS = {"closed": 0, "half_open": 1, "open": 2}
 
 _G, _C = GaugeMetricFamily, CounterMetricFamily
+
 #: The series read from the live state at scrape time: name → (family, help, labels).
 LIVE = {
     "queue_depth": (_G, "Requests queued, per team and priority.", ("team", "priority")),
@@ -122,67 +63,6 @@ class BudgetReading:
     budget: str
     limit_micros: int
     remaining_micros: int
-
-
-# -- recording (scheduler and workers) ---------------------------------------------------------
-
-
-def _quote(value: str) -> str:
-    return value.replace("%", "%25").replace(",", "%2C").replace(";", "%3B").replace("=", "%3D")
-
-
-def labels_field(names: Sequence[str], values: Sequence[str]) -> str:
-    """``provider=sim-openai,model=gpt-4o``: a hash field naming one series."""
-    return ",".join(f"{n}={_quote(v)}" for n, v in zip(names, values, strict=True))
-
-
-def count_dispatches(pipe: redis.client.Pipeline, picks: Iterable[tuple[str, str]]) -> None:
-    """Queue on ``pipe`` one HINCRBY per (provider, model) among a round's dispatches."""
-    key = keys.metrics_counter(DISPATCHES.key)
-    for pair, n in Counter(picks).items():
-        pipe.hincrby(key, labels_field(DISPATCHES.labels, pair), n)
-
-
-def count_finished(
-    pipe: redis.client.Pipeline,
-    provider: str,
-    model: str,
-    *,
-    succeeded: bool,
-    input_tokens: int,
-    output_tokens: int,
-    cost_micros: int,
-    latency_ms: int | None,
-) -> None:
-    """Queue on ``pipe`` what one finished attempt adds: its outcome, tokens, cost and (when
-    known) its latency."""
-    pm = labels_field(_PM, (provider, model))  # the fields below follow each series' labels
-    outcome = "succeeded" if succeeded else "failed"
-    pipe.hincrby(keys.metrics_counter(REQUESTS.key), f"{pm},outcome={outcome}", 1)
-    tokens = keys.metrics_counter(TOKENS.key)
-    pipe.hincrby(tokens, f"{pm},kind=input", input_tokens)
-    pipe.hincrby(tokens, f"{pm},kind=output", output_tokens)
-    pipe.hincrby(keys.metrics_counter(COST.key), pm, cost_micros)
-    if latency_ms is not None:
-        latency_ms = max(0, latency_ms)
-        series = labels_field(("provider",), (provider,))
-        i = bisect_left(LATENCY_BUCKETS_MS, latency_ms)
-        bound = str(LATENCY_BUCKETS_MS[i]) if i < len(LATENCY_BUCKETS_MS) else "+Inf"
-        histogram = keys.metrics_histogram(LATENCY_KEY)
-        pipe.hincrby(histogram, f"{series};le={bound}", 1)
-        pipe.hincrby(histogram, f"{series};sum_ms", latency_ms)
-
-
-def count_webhook_attempt(client: redis.Redis, status: str) -> None:
-    """One HINCRBY for a webhook delivery attempt, by the delivery's ``status`` after it
-    (``delivered``, ``pending``: retried, or ``failed``). Raises ``redis.RedisError``: the
-    caller decides whether a lost count matters."""
-    outcome = WEBHOOK_OUTCOMES[status]
-    field = labels_field(WEBHOOK_DELIVERIES.labels, (outcome,))
-    client.hincrby(keys.metrics_counter(WEBHOOK_DELIVERIES.key), field, 1)
-
-
-# -- reading (the API, at scrape time) ---------------------------------------------------------
 
 
 def _text(value: bytes | str) -> str:
@@ -221,13 +101,13 @@ class BrokerCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         providers = [p.name for p in self._config.providers]
         with self._redis.pipeline(transaction=False) as pipe:
-            pipe.smembers(keys.backlogged_teams())
-            pipe.smembers(keys.parked_teams())
+            pipe.smembers(redis_keys.backlogged_teams())
+            pipe.smembers(redis_keys.parked_teams())
             for provider in providers:
-                pipe.zcard(keys.in_flight(provider))
+                pipe.zcard(redis_keys.in_flight(provider))
             for series in COUNTERS:
-                pipe.hgetall(keys.metrics_counter(series.key))
-            pipe.hgetall(keys.metrics_histogram(LATENCY_KEY))
+                pipe.hgetall(redis_keys.metrics_counter(series.key))
+            pipe.hgetall(redis_keys.metrics_histogram(LATENCY_KEY))
             backlogged, parked_teams, *replies = pipe.execute()
         in_flight, counters = replies[: len(providers)], replies[len(providers) : -1]
         seen = {_text(t) for t in backlogged} | {_text(t) for t in parked_teams}
@@ -237,8 +117,8 @@ class BrokerCollector(Collector):
         with self._redis.pipeline(transaction=False) as pipe:
             for team in teams:
                 for priority in PRIORITY_ORDER:
-                    pipe.llen(keys.team_queue(team, priority))
-                pipe.llen(keys.parked(team))
+                    pipe.llen(redis_keys.team_queue(team, priority))
+                pipe.llen(redis_keys.parked(team))
             lengths = iter(pipe.execute())
         depths, parked = [], []
         for team in teams:

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from broker.config import ProviderKind
+from broker.config.broker_toml import ProviderKind
+from broker.config.settings import Settings
 from broker.errors import BrokerError
-from broker.processes import (
+from broker.local.processes import (
     Child,
     RedisServer,
     broker_argv,
@@ -26,7 +27,6 @@ from broker.processes import (
     port_is_free,
     wait_until,
 )
-from broker.settings import Settings
 from broker.store import Database
 
 

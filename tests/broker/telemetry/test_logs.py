@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from broker import logs
-from broker.config import load_config
-from broker.settings import DEV_WEBHOOK_SECRET, Settings
+from broker.config.broker_toml import load_config
+from broker.config.settings import DEV_WEBHOOK_SECRET, Settings
+from broker.telemetry import logs
 from broker.webhooks.signing import derive_team_secret
 
 API_KEY = "sk-live-0123456789abcdef"
@@ -36,7 +36,7 @@ def root_logging() -> Iterator[None]:
 def capture(
     process: str = "worker", secrets: tuple[str, ...] = (), **settings
 ) -> tuple[logging.Logger, io.StringIO]:
-    """A logger of its own writing through :func:`broker.logs.make_handler` into a buffer."""
+    """A logger of its own writing through :func:`broker.telemetry.logs.make_handler` into a buffer."""
     out = io.StringIO()
     handler = logs.make_handler(Settings(**settings), process, out, secrets=secrets)
     logger = logging.getLogger(f"test.logs.{process}.{id(out)}")

@@ -1,11 +1,11 @@
 """A real local stack to inject faults into, and the tally of what became of every request.
 
-:class:`ChaosStack` is a fresh :class:`~broker.stack.Stack` (private Redis, the simulator, API,
+:class:`ChaosStack` is a fresh :class:`~broker.local.stack.Stack` (private Redis, the simulator, API,
 scheduler, worker pools) on a small configuration (:data:`CHAOS_TOML`), with the handles a fault
 needs: the simulator's knobs, killing a worker, restarting Redis. :meth:`ChaosStack.tally` counts
 from the database what a job's requests became: succeeded, failed, lost (never reached a
 terminal state) and double-charged (more than one ledger row for one request). The scenarios
-are in :mod:`broker.chaos_scenarios`.
+are in :mod:`broker.local.chaos_scenarios`.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import httpx
 from sqlalchemy import func, select
 
 from broker.client import BrokerClient
-from broker.config import hash_api_key
+from broker.config.broker_toml import hash_api_key
+from broker.config.settings import Settings
 from broker.errors import BrokerError
-from broker.processes import RedisServer, free_port
-from broker.settings import Settings
-from broker.stack import Stack
+from broker.local.processes import RedisServer, free_port
+from broker.local.stack import Stack
 from broker.states import RequestStatus
 from broker.store import Database, LedgerEntry, Request
 

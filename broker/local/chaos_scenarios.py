@@ -1,4 +1,4 @@
-"""The faults: each starts a fresh :class:`~broker.chaos.ChaosStack`, submits one batch,
+"""The faults: each starts a fresh :class:`~broker.local.chaos.ChaosStack`, submits one batch,
 injects its fault mid-batch and tallies the outcome. ``tests/e2e/test_chaos.py`` asserts on
 them; ``scripts/chaos_report.py`` prints them as one table.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from broker.chaos import ChaosResult, ChaosStack
+from broker.local.chaos import ChaosResult, ChaosStack
 from broker.store import Request
 
 

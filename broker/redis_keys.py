@@ -154,7 +154,7 @@ def breaker_transitions() -> str:
 
 
 def metrics_counter(name: str) -> str:
-    """Hash of one Prometheus counter (see :mod:`broker.metrics`), e.g. ``ib:metrics:requests``:
+    """Hash of one Prometheus counter (see :mod:`broker.telemetry.metrics`), e.g. ``ib:metrics:requests``:
     field ``label=value,label=value`` (the metric's labels in a fixed order; ``%``, ``,``, ``;``
     and ``=`` in a value are percent-encoded) → an integer count. Workers and the scheduler add
     to it on pipelines they already send; the API reads it at scrape time. Lost with Redis, it
@@ -163,9 +163,35 @@ def metrics_counter(name: str) -> str:
 
 
 def metrics_histogram(name: str) -> str:
-    """Hash of one Prometheus histogram (see :mod:`broker.metrics`), e.g.
+    """Hash of one Prometheus histogram (see :mod:`broker.telemetry.metrics`), e.g.
     ``ib:metrics:request_latency``: field ``<labels>;le=<bound in ms>`` (or ``;le=+Inf``) → the
     observations in that bucket alone (above the previous bound; the API makes them cumulative
     and counts them), and ``<labels>;sum_ms`` → the sum of the observations in milliseconds.
     Lost with Redis, it starts again from 0 like the counters."""
     return f"{PREFIX}:metrics:{name}"
+
+
+def cache_entry(key: str) -> str:
+    """String: one cached answer (JSON, :mod:`broker.cache.exact`), with its TTL."""
+    return f"ib:cache:e:{key}"
+
+
+def cache_index(team: str, feature: str) -> str:
+    """Set: the cache keys a team's feature stored (``*`` in a SCAN pattern), for purging."""
+    return f"ib:cache:i:{team}:{feature}"
+
+
+def flight(key: str) -> str:
+    """String: the request id whose provider call will answer this cache key (single-flight),
+    with a TTL so a leader lost with its worker stops holding the others back."""
+    return f"ib:flight:{key}"
+
+
+def flight_waiters(key: str) -> str:
+    """List of ``<team> <priority> <entry>``: requests waiting for the flight of this key."""
+    return f"ib:flight:w:{key}"
+
+
+def flights_waiting() -> str:
+    """Set: the cache keys that have waiters, for the sweep that frees those of lost flights."""
+    return "ib:flights"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from broker.config import load_config
-from broker.redaction import luhn_ok, redact
-from broker.schemas import JobCreate
+from broker.config.broker_toml import load_config
+from broker.schemas.http import JobCreate
 from broker.store import Request
 from broker.submission import Submitter
+from broker.telemetry.redaction import luhn_ok, redact
 
 
 @pytest.mark.parametrize(

@@ -46,6 +46,25 @@ class Message(_Model):
     content: str = Field(max_length=2_000_000)
 
 
+class CacheControl(_Model):
+    """Per-request control of the response cache, in the spirit of HTTP's Cache-Control:
+    ``read: false`` is ``no-cache`` (ask the provider; with ``store`` still true, the fresh
+    answer replaces the cached one: a refresh), ``store: false`` is ``no-store``, ``ttl_s`` is
+    ``max-age`` for the answer kept (at most the policy's)."""
+
+    read: bool = Field(default=True, description="Answer from the cache when it can.")
+    store: bool = Field(default=True, description="Keep this request's answer in the cache.")
+    ttl_s: int | None = Field(default=None, ge=1, le=90 * 86_400)
+
+
+class CacheInfo(BaseModel):
+    """How a result was answered from the response cache (charged: 0)."""
+
+    hit: Literal["exact", "semantic", "single_flight"]
+    source_request_id: str = Field(description="The request whose answer it reused.")
+    cost_avoided_micros: int = Field(description="What that answer had cost.")
+
+
 class RequestIn(_Model):
     """One request of a batch."""
 
@@ -62,6 +81,9 @@ class RequestIn(_Model):
         description="Groups the requests of one run (an agent loop) under the trace ceiling.",
     )
     metadata: dict[str, MetadataValue] | None = None
+    cache: CacheControl | None = Field(
+        default=None, description="Per-request cache control; the team's policy by default."
+    )
 
 
 class JobCreate(_Model):
@@ -115,6 +137,8 @@ class JobOut(BaseModel):
     usage: Usage
     cost_micros: int
     cost_usd: str
+    cache_hits: int = Field(default=0, description="Requests answered from the cache (free).")
+    cost_avoided_micros: int = Field(default=0, description="What those answers had cost.")
     webhook_url: str | None = None
     metadata: dict[str, Any] | None = None
     created_at: datetime
@@ -165,6 +189,7 @@ class ResultOut(BaseModel):
     attempts: int
     error: ResultError | None = None
     metadata: dict[str, Any] | None = None
+    cache: CacheInfo | None = Field(default=None, description="Set when answered from the cache.")
     calls: list[CallOut] = Field(
         default_factory=list,
         description="Every provider call made for it, in order: retries and fallbacks included.",

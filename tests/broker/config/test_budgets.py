@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from broker.budget_config import BudgetConfig
+from broker.config.budgets import BudgetConfig
 
 
 def test_daily_and_monthly_windows_are_utc():

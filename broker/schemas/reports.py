@@ -1,6 +1,6 @@
 """Response models of ``/v1/reports``, shared by the server and ``inference-broker report``.
 
-Kept beside :mod:`broker.schemas` rather than in it: reports are read by operators and finance
+Kept beside :mod:`broker.schemas.http` rather than in it: reports are read by operators and finance
 as much as by the teams that submit jobs, and grow on their own schedule.
 """
 

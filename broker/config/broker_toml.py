@@ -16,10 +16,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from broker.budget_config import BudgetConfig, BudgetPolicy
+from broker.config.budgets import BudgetConfig, BudgetPolicy
+from broker.config.cache import CacheConfig
+from broker.config.resilience import BreakerConfig, RetryConfig
+from broker.config.webhooks import WebhookConfig
 from broker.errors import ConfigError, field_path
-from broker.resilience_config import BreakerConfig, RetryConfig
-from broker.webhook_config import WebhookConfig
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "broker.toml"
 
@@ -179,6 +180,7 @@ class BrokerConfig(_Strict):
     retries: RetryConfig = Field(default_factory=RetryConfig)
     breakers: BreakerConfig = Field(default_factory=BreakerConfig)
     webhooks: WebhookConfig = Field(default_factory=WebhookConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     providers: list[ProviderConfig] = Field(min_length=1)
     models: list[ModelConfig] = Field(min_length=1)
     teams: list[TeamConfig] = Field(default_factory=list)

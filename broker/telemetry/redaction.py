@@ -2,7 +2,7 @@
 payment card numbers become ``[email]``, ``[phone]`` and ``[card]``.
 
 Off by default; ``BROKER_REDACT=true`` turns it on for prompts (:mod:`broker.submission`) and for
-every log record (:class:`broker.logs.RedactionFilter`).
+every log record (:class:`broker.telemetry.logs.RedactionFilter`).
 
 **What is stored is what is sent.** With redaction on, the API redacts each message's content
 before the request row is written, and the worker sends the provider the stored payload: the

@@ -14,9 +14,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from broker.client import BrokerClient, Job
+from broker.config.settings import Settings
+from broker.local.stack import Stack
 from broker.money import format_usd
-from broker.settings import Settings
-from broker.stack import Stack
 from broker.store import Database
 from broker.store.reports import spend
 

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 import pytest
 from PIL import Image
 
-from broker.charts import HEIGHT, WIDTH, daily_spend_png
+from broker.api.charts import HEIGHT, WIDTH, daily_spend_png
 
 START = date(2026, 3, 1)
 
@@ -55,7 +55,7 @@ def test_the_same_data_draws_the_same_bytes_and_other_data_does_not():
 def test_charting_never_loads_pyplot_or_a_gui_backend():
     code = (
         "import sys\n"
-        "from broker.charts import daily_spend_png\n"
+        "from broker.api.charts import daily_spend_png\n"
         "daily_spend_png({})\n"
         "print('matplotlib.pyplot' in sys.modules, any('tkinter' in m for m in sys.modules))\n"
     )

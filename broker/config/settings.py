@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from broker.config import BrokerConfig, load_config
+from broker.config.broker_toml import BrokerConfig, load_config
 
 #: The public development base of webhook secrets: never use it in production.
 DEV_WEBHOOK_SECRET = "ib-dev-webhook-secret"
@@ -50,12 +50,13 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=8, ge=1, description="Database connections per process.")
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = Field(
-        default="text", description="text lines, or one JSON object per line (broker.logs)."
+        default="text",
+        description="text lines, or one JSON object per line (broker.telemetry.logs).",
     )
     redact: bool = Field(
         default=False,
         description="Replace e-mail addresses, phone and card numbers in stored prompts (so "
-        "also in what providers receive) and in logs (broker.redaction).",
+        "also in what providers receive) and in logs (broker.telemetry.redaction).",
     )
     task_events: bool | None = Field(
         default=None,

@@ -1,0 +1,128 @@
+"""The response cache in the scheduling round: answer what is known, let repeats wait.
+
+Submission answers what the cache already holds (:mod:`broker.submission`); this is the second
+look, just before dispatch, for what was not known then. Each round, before picking:
+
+1. :meth:`CacheCheck.look` reads, in two pipelined round trips, the cached answers and the
+   flights up (:mod:`broker.cache.flights`) for the peeked entries that may read the cache.
+2. While picking, :meth:`Known.decide` says, for the request at a team's head: ``hit`` (its
+   answer is cached: it completes free, taking no slot, no rate limit and no reservation),
+   ``wait`` (an identical request is in flight, or was picked this round: it waits for that
+   answer) or ``go`` (it is picked as usual, and leads its key's flight if it may store).
+3. :meth:`CacheCheck.before_dispatch` starts the flights and parks the waiters *before* the
+   tasks are sent, so an attempt that finishes at once still finds its waiters;
+   :meth:`CacheCheck.after_dispatch` releases the flights of picks that were not sent and
+   records the hits in the database.
+
+Hits and waiters consume no fair-share service. The cache failing (Redis errors while
+looking) means nothing is known: every request takes the plain path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import redis
+from sqlalchemy.exc import SQLAlchemyError
+
+from broker.cache.exact import CachedAnswer, ExactCache
+from broker.cache.flights import Flights, Waiter, flight_ttl_s
+from broker.config.broker_toml import BrokerConfig
+from broker.ids import job_of_request
+from broker.queues import QueueEntry
+from broker.store import Database
+from broker.store.cache_hits import Hit, complete_queued
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Known:
+    """What one round knows of the cache, and what it decided."""
+
+    answers: dict[str, CachedAnswer] = field(default_factory=dict)
+    flying: set[str] = field(default_factory=set)
+    hits: list[Hit] = field(default_factory=list)
+    waiting: list[tuple[str, Waiter]] = field(default_factory=list)
+    leads: dict[str, str] = field(default_factory=dict)  # key → request id
+
+    def decide(self, team: str, priority, entry: QueueEntry) -> Literal["hit", "wait", "go"]:
+        key = entry.cache_key
+        if key is None or not entry.cache_read:
+            return "go"
+        answer = self.answers.get(key)
+        if answer is not None:
+            self.hits.append(
+                Hit(entry.request_id, job_of_request(entry.request_id), "exact", answer)
+            )
+            return "hit"
+        if key in self.flying:
+            self.waiting.append((key, (team, priority, entry)))
+            return "wait"
+        return "go"
+
+    def picked(self, entry: QueueEntry) -> None:
+        """``entry`` was picked: it leads its key's flight, if it may share its answer."""
+        key = entry.cache_key
+        if key is not None and entry.cache_read and entry.cache_store:
+            self.leads[key] = entry.request_id
+            self.flying.add(key)
+
+
+class CacheCheck:
+    def __init__(self, client: redis.Redis, db: Database, config: BrokerConfig) -> None:
+        self._cache = ExactCache(client)
+        self._flights = Flights(client, flight_ttl_s(config))
+        self._redis = client
+        self._db = db
+
+    def look(self, lines: Iterable[bytes | str | QueueEntry]) -> Known:
+        """What the cache knows of the peeked queue lines (only those that may read it)."""
+        keys = set()
+        for line in lines:
+            entry = line if isinstance(line, QueueEntry) else None
+            if entry is None:
+                raw = line.decode() if isinstance(line, bytes) else line
+                if "/r" not in raw:  # cheap: no cache token that reads
+                    continue
+                entry = QueueEntry.decode(raw)
+            if entry.cache_read and entry.cache_key:
+                keys.add(entry.cache_key)
+        if not keys:
+            return Known()
+        try:
+            return Known(self._cache.get_many(keys), self._flights.up(keys))
+        except redis.RedisError as exc:
+            log.warning("single-flight unavailable, taking the plain path: %s", exc)
+            return Known()
+
+    def before_dispatch(self, known: Known) -> None:
+        """Start this round's flights and park its waiters, in one pipeline."""
+        if not known.leads and not known.waiting:
+            return
+        with self._redis.pipeline(transaction=False) as pipe:
+            self._flights.start(pipe, sorted(known.leads.items()))
+            self._flights.wait(pipe, known.waiting)
+            pipe.execute()
+
+    def after_dispatch(self, known: Known, sent_ids: set[str]) -> list[Hit]:
+        """Release the flights of picks not sent; record the hits. Returns the hits recorded."""
+        for key, request_id in known.leads.items():
+            if request_id not in sent_ids:
+                self._flights.release(key, leader=request_id)
+        if not known.hits:
+            return []
+        try:
+            return self._db.write(lambda session: complete_queued(session, known.hits))
+        except SQLAlchemyError as exc:  # still queued in the database: reconciliation requeues
+            log.warning("%d cache hits not recorded: %s", len(known.hits), exc)
+            return []
+
+    def sweep(self) -> int:
+        return self._flights.sweep()
+
+    def waiting(self) -> dict[str, set[str]]:
+        return self._flights.waiting()

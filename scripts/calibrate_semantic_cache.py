@@ -1,0 +1,48 @@
+"""Fit the semantic cache's decision rule for an embedder from labelled pairs.
+
+    python scripts/calibrate_semantic_cache.py --pairs FILE [--all] [--confidence 0.9] [--out PATH]
+
+By default it uses the hash-selected half of FILE (so the other half stays for honest
+figures with ``eval_semantic_cache.py --holdout``) and writes
+``broker/cache/semantic/calibration/<embedder>.json``. ``--all`` uses every pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", required=True)
+    parser.add_argument("--all", action="store_true", help="use every pair, not the hash half")
+    parser.add_argument("--confidence", type=float, default=0.9,
+                        help="one-sided confidence of the wrong-hit upper bound")
+    parser.add_argument("--out", help="where to write the calibration JSON")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from broker.cache.semantic.decision import CALIBRATION_DIR
+    from broker.cache.semantic.evaluation import calibrate_file
+    from broker.embeddings.local import LocalEmbedder
+
+    embedder = LocalEmbedder()
+    calibration = calibrate_file(args.pairs, embedder, half=not args.all, confidence=args.confidence)
+    out = Path(args.out) if args.out else CALIBRATION_DIR / f"{embedder.name}.json"
+    calibration.save(out)
+    print(f"wrote {out}: {calibration.counts}")
+    for target in (0.005, 0.01, 0.02, 0.05):
+        point = calibration.operating_point(target)
+        if point is None:
+            print(f"  target {target:.1%}: unreachable with {calibration.counts['non_duplicates']} non-duplicates")
+        else:
+            print(f"  target {target:.1%}: threshold {point.threshold:.4f}, bound {point.upper_false_hit_rate:.2%}, "
+                  f"out-of-fold recall {point.true_hits / calibration.counts['duplicates']:.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
