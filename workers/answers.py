@@ -16,11 +16,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from broker.cache.exact import CachedAnswer, ExactCache
 from broker.cache.flights import Flights, flight_ttl_s
+from broker.cache.semantic.serving import SemanticCache
 from broker.config.broker_toml import BrokerConfig
 from broker.ids import job_of_request
 from broker.store import Database
 from broker.store.cache_hits import Hit, complete_queued
 from broker.store.transitions import Claimed, Outcome
+from broker.telemetry import metrics
 from schedulers.ticket import Ticket
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,9 @@ class AnswerSharing:
         self._cache = ExactCache(client)
         self._flights = Flights(client, flight_ttl_s(config))
         self._db = db
+        self._redis = client
+        self._config = config
+        self._semantic = SemanticCache(client)  # learns only: the API embedded the turn
 
     def succeeded(self, ticket: Ticket, claimed: Claimed, outcome: Outcome) -> int:
         """Keep the answer (if the request may store it) and complete its waiters from it;
@@ -55,6 +60,9 @@ class AnswerSharing:
         try:
             if entry.cache_store:
                 self._cache.put(answer, entry.cache_ttl_s, claimed.team_id, claimed.feature)
+                policy = self._config.cache.policy(claimed.team_id, claimed.feature)
+                if policy.mode == "semantic":
+                    self._semantic.learn(claimed.request_id)
             waiters = self._flights.land(key)
         except redis.RedisError as exc:
             log.warning("single-flight for %s unavailable: %s", claimed.request_id, exc)
@@ -62,8 +70,16 @@ class AnswerSharing:
         if not waiters:
             return 0
         hits = [
-            Hit(e.request_id, job_of_request(e.request_id), "single_flight", answer)
-            for _, _, e in waiters
+            Hit(
+                e.request_id,
+                job_of_request(e.request_id),
+                "single_flight",
+                answer,
+                team,
+                e.feature,
+                e.trace,
+            )
+            for team, _, e in waiters
         ]
         try:
             recorded = self._db.write(lambda session: complete_queued(session, hits))
@@ -72,6 +88,9 @@ class AnswerSharing:
                 "%d requests waiting for %s stay queued (%s)", len(hits), claimed.request_id, exc
             )
             return 0
+        metrics.count_hits(
+            self._redis, ((h.kind, h.answer.model, h.answer.cost_micros) for h in recorded)
+        )
         return len(recorded)
 
     def failed(self, ticket: Ticket) -> int:

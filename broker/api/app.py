@@ -13,6 +13,7 @@ from broker.api import (
     admin,
     body_limit,
     breakers,
+    cache,
     errors,
     jobs,
     keys,
@@ -56,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(keys.router)
     app.include_router(breakers.router)
+    app.include_router(cache.router)
     app.include_router(reports.router)
     app.include_router(metrics.router)
 

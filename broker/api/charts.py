@@ -30,8 +30,15 @@ def _usd_places(step_usd: float) -> int:
     return min(6, max(2, math.ceil(-math.log10(step_usd) - 1e-9)))
 
 
-def daily_spend_png(series: Mapping[str, Mapping[date, int]], *, title: str = TITLE) -> bytes:
-    """Stacked bars, one per UTC day, one colour per team; money in USD.
+def daily_spend_png(
+    series: Mapping[str, Mapping[date, int]],
+    *,
+    avoided: Mapping[date, int] | None = None,
+    title: str = TITLE,
+) -> bytes:
+    """Stacked bars, one per UTC day, one colour per team; money in USD. ``avoided`` (day →
+    micro-dollars the response cache saved) is drawn as an outlined, hatched bar on top: what
+    the day would have cost more without the cache.
 
     ``series`` is team → day → micro-dollars with the same days for every team, as
     :func:`broker.store.reports.daily_spend_by_team` returns it. No teams (an empty ledger, or
@@ -42,6 +49,9 @@ def daily_spend_png(series: Mapping[str, Mapping[date, int]], *, title: str = TI
     axes = figure.add_subplot()
     axes.set_title(title)
     days = sorted({day for by_day in series.values() for day in by_day})
+    saved = {day: n for day, n in (avoided or {}).items() if n}
+    if saved and not days:
+        days = sorted(avoided or {})
     if not days:
         axes.text(
             0.5, 0.5, "no spend yet", ha="center", va="center", fontsize=16,
@@ -50,18 +60,27 @@ def daily_spend_png(series: Mapping[str, Mapping[date, int]], *, title: str = TI
         axes.set_xticks([])
         axes.set_yticks([])
     else:
-        _stacked_bars(axes, series, days)
+        _stacked_bars(axes, series, days, saved)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
 
 
-def _stacked_bars(axes, series: Mapping[str, Mapping[date, int]], days: list[date]) -> None:
+def _stacked_bars(
+    axes, series: Mapping[str, Mapping[date, int]], days: list[date], saved: Mapping[date, int]
+) -> None:
     positions = range(len(days))
     bottom = [0.0] * len(days)
     for team in sorted(series):
         usd = [series[team].get(day, 0) / MICROS_PER_USD for day in days]
         axes.bar(positions, usd, bottom=bottom, label=team, width=0.8)
+        bottom = [b + v for b, v in zip(bottom, usd, strict=True)]
+    if saved:
+        usd = [saved.get(day, 0) / MICROS_PER_USD for day in days]
+        axes.bar(
+            positions, usd, bottom=bottom, width=0.8, fill=False, hatch="//",
+            edgecolor="grey", label="avoided by the cache",
+        )  # fmt: skip
         bottom = [b + v for b, v in zip(bottom, usd, strict=True)]
     # Ticks on 1, 2 or 5 × 10^k dollars, never finer than a few micro-dollars (the ledger's
     # unit), each label exact at the decimals its step needs.

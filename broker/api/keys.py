@@ -18,6 +18,7 @@ from broker.api.admin import known_team
 from broker.api.auth import admin_router
 from broker.api.errors import store_errors
 from broker.api.params import KeyId
+from broker.api.resources import resources_of
 from broker.errors import Conflict, NotFound
 from broker.schemas.http import ErrorBody
 from broker.schemas.keys import ApiKeyCreated, ApiKeyList, ApiKeyOut
@@ -48,7 +49,7 @@ def create_key(team_id: str, request: Request) -> ApiKeyCreated:
     known_team(request, team_id)
     made = api_keys.new_key(team_id)
     with store_errors():
-        row = request.app.state.broker.db.write(lambda session: api_keys.create(session, made))
+        row = resources_of(request).db.write(lambda session: api_keys.create(session, made))
     return _created(row, made.key)
 
 
@@ -57,7 +58,7 @@ def list_keys(team_id: str, request: Request) -> ApiKeyList:
     """The team's run-time keys, oldest first, revoked ones included (its broker.toml key is
     not listed)."""
     known_team(request, team_id)
-    with store_errors(), request.app.state.broker.db.session() as session:
+    with store_errors(), resources_of(request).db.session() as session:
         rows = api_keys.list_keys(session, team_id)
     return ApiKeyList(keys=[_out(row) for row in rows])
 
@@ -70,7 +71,7 @@ def list_keys(team_id: str, request: Request) -> ApiKeyList:
 )
 def rotate_key(key_id: KeyId, request: Request) -> ApiKeyCreated:
     """A new key for the same team (shown once); the old one is revoked at once."""
-    db = request.app.state.broker.db
+    db = resources_of(request).db
     with store_errors():
         with db.session() as session:
             team_id = _get(session, key_id).team_id
@@ -91,9 +92,7 @@ def revoke_key(key_id: KeyId, request: Request) -> ApiKeyOut:
     """Revoke the key: from the next request on it gets 401. Revoking it again changes nothing."""
     with store_errors():
         try:
-            row = request.app.state.broker.db.write(
-                lambda session: api_keys.revoke(session, key_id)
-            )
+            row = resources_of(request).db.write(lambda session: api_keys.revoke(session, key_id))
         except api_keys.KeyNotFound as exc:
             raise _not_found(key_id) from exc
     return _out(row)

@@ -19,6 +19,7 @@ from fastapi.responses import Response
 from broker.api.auth import Caller, authenticate_caller
 from broker.api.charts import daily_spend_png
 from broker.api.errors import store_errors
+from broker.api.resources import resources_of
 from broker.money import format_usd
 from broker.schemas.http import ErrorBody
 from broker.schemas.reports import SpendReportOut, SpendRowOut
@@ -52,6 +53,9 @@ MEASURES = (
     "cost_usd",
     "cache_savings_micros",
     "cache_savings_usd",
+    "cache_hits",
+    "cost_avoided_micros",
+    "cost_avoided_usd",
 )
 
 
@@ -73,6 +77,9 @@ def _row_out(row: SpendRow, group_by: tuple[str, ...]) -> SpendRowOut:
         cost_usd=format_usd(row.cost_micros, places=USD_PLACES),
         cache_savings_micros=row.cache_savings_micros,
         cache_savings_usd=format_usd(row.cache_savings_micros, places=USD_PLACES),
+        cache_hits=row.cache_hits,
+        cost_avoided_micros=row.cost_avoided_micros,
+        cost_avoided_usd=format_usd(row.cost_avoided_micros, places=USD_PLACES),
     )
 
 
@@ -126,7 +133,7 @@ def spend(
         raise _invalid("group_by", str(exc), group_by) from exc
     if since is not None and until is not None and since > until:
         raise _invalid("until", f"must be on or after since ({since})", until.isoformat())
-    resources = request.app.state.broker
+    resources = resources_of(request)
     scope = caller.team_filter(resources.config, team)
     with store_errors(), resources.db.session() as session:
         report = reports.spend(session, group_by=dims, team=scope, since=since, until=until)
@@ -151,8 +158,9 @@ def daily_png(
     team: TeamParam = None,
 ) -> Response:
     """Stacked bars of each team's spend per UTC day; an empty ledger says "no spend yet"."""
-    resources = request.app.state.broker
+    resources = resources_of(request)
     scope = caller.team_filter(resources.config, team)
     with store_errors(), resources.db.session() as session:
         series = reports.daily_spend_by_team(session, days=days, team=scope)
-    return Response(daily_spend_png(series), media_type="image/png")
+        avoided = reports.daily_cost_avoided(session, days=days, team=scope)
+    return Response(daily_spend_png(series, avoided=avoided), media_type="image/png")

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from broker.api.auth import authenticate
 from broker.api.errors import store_errors
 from broker.api.params import JobId
+from broker.api.resources import resources_of
 from broker.config.broker_toml import TeamConfig
 from broker.schemas.http import (
     ErrorBody,
@@ -29,7 +30,7 @@ Team = Annotated[TeamConfig, Depends(authenticate)]
 @router.get("/{job_id}/webhooks", response_model=WebhookDeliveryList)
 def list_webhooks(job_id: JobId, team: Team, request: Request) -> WebhookDeliveryList:
     """The job's deliveries, oldest first, each with its attempts (status code or error)."""
-    with store_errors(), request.app.state.broker.db.session() as session:
+    with store_errors(), resources_of(request).db.session() as session:
         queries.get_job(session, team.id, job_id)  # another team's job: 404
         return WebhookDeliveryList(
             data=[

@@ -19,7 +19,13 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from broker.cli import admin_commands, client_commands, key_commands, report_commands
+from broker.cli import (
+    admin_commands,
+    cache_commands,
+    client_commands,
+    key_commands,
+    report_commands,
+)
 from broker.config.broker_toml import hash_api_key
 from broker.config.settings import Settings
 from broker.errors import BrokerError
@@ -198,3 +204,4 @@ client_commands.register(main)
 admin_commands.register(main)
 key_commands.register(main)
 report_commands.register(main)
+cache_commands.register(main)

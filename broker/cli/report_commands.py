@@ -32,6 +32,7 @@ _NUMBERS = (
     ("input tokens", "input_tokens"),
     ("cached input", "cached_input_tokens"),
     ("output tokens", "output_tokens"),
+    ("cache hits", "cache_hits"),
 )
 
 
@@ -63,7 +64,12 @@ def _title(report: SpendReportOut) -> str:
 
 def _cells(row: SpendRowOut) -> list[str]:
     numbers = [f"{getattr(row, name):,}" for _, name in _NUMBERS]
-    return [*numbers, format_usd(row.cost_micros), format_usd(row.cache_savings_micros)]
+    return [
+        *numbers,
+        format_usd(row.cost_micros),
+        format_usd(row.cache_savings_micros),
+        format_usd(row.cost_avoided_micros),
+    ]
 
 
 def print_table(report: SpendReportOut) -> None:
@@ -76,7 +82,8 @@ def print_table(report: SpendReportOut) -> None:
     for heading, _ in _NUMBERS:
         table.add_column(heading, justify="right")
     table.add_column("cost", justify="right")
-    table.add_column("cache savings", justify="right")
+    table.add_column("prompt-cache savings", justify="right")
+    table.add_column("cost avoided (hits)", justify="right")
     for row in report.rows:
         values = row.model_dump(mode="json")
         table.add_row(*(str(values[d]) for d in report.group_by), *_cells(row))

@@ -19,7 +19,9 @@ class SpendRowOut(BaseModel):
     model: str | None = None
     provider: str | None = None
     day: date | None = Field(default=None, description="UTC calendar day.")
-    requests: int = Field(description="Distinct requests charged in this group.")
+    requests: int = Field(
+        description="Distinct requests in this group: charged ones and cache hits."
+    )
     attempts: int = Field(description="Charged attempts: retries and fallbacks count each.")
     input_tokens: int = Field(description="Uncached input tokens.")
     cached_input_tokens: int
@@ -30,6 +32,13 @@ class SpendRowOut(BaseModel):
         description="What the cached input tokens would have cost more at the full input price."
     )
     cache_savings_usd: str
+    cache_hits: int = Field(
+        default=0, description="Requests answered from the response cache (charged 0)."
+    )
+    cost_avoided_micros: int = Field(
+        default=0, description="What the answers those hits reused had cost."
+    )
+    cost_avoided_usd: str = "$0.000000"
 
 
 class SpendReportOut(BaseModel):

@@ -6,6 +6,9 @@ row (nothing was reserved, nothing is charged), its token counts 0 (they are not
 usage), ``cache_hit`` saying how it was found (``exact``, ``semantic`` or ``single_flight``),
 ``cache_source_id`` the request whose answer it reused, and ``cost_avoided_micros`` what that
 answer had cost. The job counts it as succeeded, and adds it to its hits and cost avoided.
+The ledger gets a row for it (attempt 0, tokens and cost 0, the cost avoided beside), so every
+report, grouped by team, feature, model or day, counts hits and savings from the one table it
+reads spend from; budgets, summed from the ledger's cost, are untouched.
 """
 
 from __future__ import annotations
@@ -15,16 +18,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy.orm import Session
 
 from broker.cache.exact import CachedAnswer
 from broker.states import RequestStatus
 from broker.store.job_counts import count_ended
-from broker.store.models import Request, utcnow
+from broker.store.models import LedgerEntry, Request, utcnow
 from broker.store.outbox import RequestEnd
 
-_R = Request.__table__
+_R, _L = Request.__table__, LedgerEntry.__table__
 
 HIT_KINDS = ("exact", "semantic", "single_flight")
 
@@ -35,6 +38,30 @@ class Hit:
     job_id: str
     kind: str  # one of HIT_KINDS
     answer: CachedAnswer
+    team_id: str
+    feature: str
+    trace_id: str | None = None
+
+
+def _ledger_row(hit: Hit, now: datetime) -> dict[str, Any]:
+    return {
+        "request_id": hit.request_id,
+        "attempt": 0,
+        "job_id": hit.job_id,
+        "team_id": hit.team_id,
+        "feature": hit.feature,
+        "model": hit.answer.model,
+        "provider": hit.answer.provider,
+        "input_tokens": 0,
+        "cached_input_tokens": 0,
+        "output_tokens": 0,
+        "cost_micros": 0,
+        "cache_savings_micros": 0,
+        "cache_hit": hit.kind,
+        "cost_avoided_micros": hit.answer.cost_micros,
+        "trace_id": hit.trace_id,
+        "created_at": now,
+    }
 
 
 def hit_fields(kind: str, answer: CachedAnswer, now: datetime) -> dict[str, Any]:
@@ -58,7 +85,10 @@ def hit_fields(kind: str, answer: CachedAnswer, now: datetime) -> dict[str, Any]
 
 
 def count_hits(session: Session, job_id: str, hits: Sequence[Hit]) -> None:
-    """Add hits already written to their job's counters (submission writes them as rows)."""
+    """The ledger rows of hits already written as requests (submission writes them as rows),
+    and their job's counters."""
+    now = utcnow()
+    session.execute(insert(_L), [_ledger_row(hit, now) for hit in hits])
     count_ended(
         session,
         job_id,

@@ -149,7 +149,8 @@ class Request(Base):
 
 
 class LedgerEntry(Base):
-    """One row per charged provider attempt; the record budgets are rebuilt from."""
+    """One row per charged provider attempt, and one per cache hit (attempt 0, charged 0, with
+    the cost it avoided); the record budgets are rebuilt from and every report reads."""
 
     __tablename__ = "cost_ledger"
 
@@ -167,6 +168,12 @@ class LedgerEntry(Base):
     cost_micros: Mapped[int] = mapped_column(BigInteger)
     cache_savings_micros: Mapped[int] = mapped_column(
         BigInteger, default=0, doc="What the cached input tokens would have cost at full price."
+    )
+    cache_hit: Mapped[str | None] = mapped_column(
+        String(16), doc="A response cache hit: exact, semantic or single_flight."
+    )
+    cost_avoided_micros: Mapped[int] = mapped_column(
+        BigInteger, default=0, server_default="0", doc="A hit: what the reused answer had cost."
     )
     trace_id: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -32,7 +32,9 @@ class SpendRow:
 
     ``requests`` counts distinct requests and ``attempts`` charged attempts (one ledger row
     each): a request retried or sent on to a fallback model is one request with two attempts,
-    and counts once in each model's row it touched but once in the total.
+    and counts once in each model's row it touched but once in the total. ``cache_hits`` are
+    requests answered from the response cache (a request, no attempt, charged 0), under the
+    model whose answer they reused; ``cost_avoided_micros`` what those answers had cost.
     """
 
     requests: int
@@ -42,6 +44,8 @@ class SpendRow:
     output_tokens: int
     cost_micros: int
     cache_savings_micros: int
+    cache_hits: int
+    cost_avoided_micros: int
     team: str | None = None
     feature: str | None = None
     model: str | None = None
@@ -103,12 +107,14 @@ def _sums() -> list[ColumnElement[Any]]:
     ledger = LedgerEntry
     return [
         func.count(distinct(ledger.request_id)),
-        func.count(),
+        func.count() - func.count(ledger.cache_hit),  # attempts: rows that are not hits
         func.coalesce(func.sum(ledger.input_tokens), 0),
         func.coalesce(func.sum(ledger.cached_input_tokens), 0),
         func.coalesce(func.sum(ledger.output_tokens), 0),
         func.coalesce(func.sum(ledger.cost_micros), 0),
         func.coalesce(func.sum(ledger.cache_savings_micros), 0),
+        func.count(ledger.cache_hit),
+        func.coalesce(func.sum(ledger.cost_avoided_micros), 0),
     ]
 
 
@@ -175,6 +181,20 @@ def spend(
     total = session.execute(_filtered(select(*_sums()), **narrow)).one()
     totals = SpendRow(*(int(v) for v in total))
     return SpendReport(dims, team, since, until, rows, totals)
+
+
+def daily_cost_avoided(
+    session: Session, *, days: int, team: str | None = None, today: date | None = None
+) -> dict[date, int]:
+    """Micro-dollars the response cache avoided per UTC day over the ``days`` days ending
+    ``today``, every day present (0 where nothing was avoided), oldest first."""
+    last = today or datetime.now(UTC).date()
+    first = last - timedelta(days=days - 1)
+    avoided = {first + timedelta(days=i): 0 for i in range(days)}
+    for row in spend(session, group_by=("day",), team=team, since=first, until=last).rows:
+        assert row.day is not None
+        avoided[row.day] = row.cost_avoided_micros
+    return avoided
 
 
 def daily_spend_by_team(

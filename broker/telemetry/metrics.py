@@ -24,6 +24,9 @@ Series, all named ``inference_broker_<name>``:
   input included, / ``output``), ``cost_usd_total{provider,model}``,
   ``webhook_deliveries_total{outcome}`` (per attempt: ``delivered`` when a 2xx ends the
   delivery, ``retried`` when another attempt is scheduled, ``failed`` when it is given up);
+- counters ``cache_hits_total{kind,model}`` (requests answered from the response cache: kind
+  ``exact``, ``semantic`` or ``single_flight``; model the one whose answer was reused) and
+  ``cost_avoided_usd_total{model}``, added by whoever recorded the hits (:func:`count_hits`);
 - histogram ``request_latency_seconds{provider}``.
 
 Label values are only ever provider and model names, team ids, priorities, breaker scopes,
@@ -34,6 +37,7 @@ reach this module. Counters lost with Redis start again from 0 (Prometheus sees 
 
 from __future__ import annotations
 
+import logging
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -43,6 +47,8 @@ import redis
 
 from broker import redis_keys
 from broker.money import MICROS_PER_USD
+
+log = logging.getLogger(__name__)
 
 PREFIX = "inference_broker_"
 
@@ -72,7 +78,20 @@ WEBHOOK_DELIVERIES = CounterSeries(
     "(another attempt is scheduled) or failed (the delivery was given up).",
     ("outcome",),
 )
-COUNTERS = (DISPATCHES, REQUESTS, TOKENS, COST, WEBHOOK_DELIVERIES)
+CACHE_HITS = CounterSeries(
+    "cache_hits",
+    "cache_hits",
+    "Requests answered from the response cache (exact, semantic, single_flight), charged 0.",
+    ("kind", "model"),
+)
+COST_AVOIDED = CounterSeries(
+    "cost_avoided_micros",
+    "cost_avoided_usd",
+    "What the answers cache hits reused had cost, USD.",
+    ("model",),
+    MICROS_PER_USD,
+)
+COUNTERS = (DISPATCHES, REQUESTS, TOKENS, COST, WEBHOOK_DELIVERIES, CACHE_HITS, COST_AVOIDED)
 #: A delivery's status after an attempt → that attempt's outcome in ``webhook_deliveries``.
 WEBHOOK_OUTCOMES = {"delivered": "delivered", "pending": "retried", "failed": "failed"}
 
@@ -128,6 +147,25 @@ def count_finished(
         histogram = redis_keys.metrics_histogram(LATENCY_KEY)
         pipe.hincrby(histogram, f"{series};le={bound}", 1)
         pipe.hincrby(histogram, f"{series};sum_ms", latency_ms)
+
+
+def count_hits(client: redis.Redis, hits: Iterable[tuple[str, str, int]]) -> None:
+    """Count recorded cache hits, each (kind, model, cost avoided in micro-dollars), in one
+    pipeline. A lost count is logged by nobody: the ledger is the record of hits."""
+    hits = list(hits)
+    if not hits:
+        return
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for (kind, model), n in Counter((k, m) for k, m, _ in hits).items():
+                field = labels_field(CACHE_HITS.labels, (kind, model))
+                pipe.hincrby(redis_keys.metrics_counter(CACHE_HITS.key), field, n)
+            avoided = redis_keys.metrics_counter(COST_AVOIDED.key)
+            for _, model, micros in hits:
+                pipe.hincrby(avoided, labels_field(COST_AVOIDED.labels, (model,)), micros)
+            pipe.execute()
+    except redis.RedisError as exc:
+        log.debug("cache hit counters not written: %s", exc)
 
 
 def count_webhook_attempt(client: redis.Redis, status: str) -> None:

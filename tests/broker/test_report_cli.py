@@ -94,13 +94,14 @@ def test_report_prints_a_table_with_totals_and_writes_the_chart(running_api, tmp
     assert done.returncode == 0, done.stderr
     rows = table_rows(done.stdout)
     assert rows["total"][:3] == ["total", "", ""]
-    assert rows["total"][-2:] == [format_usd(TOTAL), format_usd(10 * len(CHARGES))]
+    # cost, prompt-cache savings, cost avoided by response-cache hits (none here)
+    assert rows["total"][-3:] == [format_usd(TOTAL), format_usd(10 * len(CHARGES)), format_usd(0)]
     assert rows["total"][3] == str(len(CHARGES)) and rows["total"][5] == f"{4 * 1_000:,}"
     assert {"product", "content"} <= set(rows) and "Spend by team, feature, model" in done.stdout
 
     by_team = table_rows(run(running_api, "--by", "team", admin="ib-dev-admin").stdout)
-    assert by_team["product"][-2] == format_usd(PRODUCT_TOTAL)
-    assert by_team["content"][-2] == format_usd(3_000_000)
+    assert by_team["product"][-3] == format_usd(PRODUCT_TOTAL)
+    assert by_team["content"][-3] == format_usd(3_000_000)
 
     out = tmp_path / "charts" / "out.png"
     out.parent.mkdir()
@@ -111,7 +112,7 @@ def test_report_prints_a_table_with_totals_and_writes_the_chart(running_api, tmp
     assert str(out) in drawn.stderr.replace("\n", "")
     features = table_rows(drawn.stdout)
     assert set(features) == {"chatbot", "search", "total"}, "product's own only"
-    assert features["total"][-2] == format_usd(PRODUCT_TOTAL)
+    assert features["total"][-3] == format_usd(PRODUCT_TOTAL)
     image = Image.open(out)
     assert (image.format, image.size) == ("PNG", (1200, 600))
 

@@ -249,7 +249,9 @@ def test_json_has_rows_totals_and_usd_strings(api, ledger):
     assert {(r["team"], r["feature"], r["model"]) for r in body["rows"]} == set(want)
     for row in body["rows"]:
         assert set(row) == {"team", "feature", "model", "requests", "attempts", *SUMS,
-                            "cost_usd", "cache_savings_usd"}  # fmt: skip
+                            "cost_usd", "cache_savings_usd", "cache_hits", "cost_avoided_micros",
+                            "cost_avoided_usd"}  # fmt: skip
+        assert (row["cache_hits"], row["cost_avoided_micros"]) == (0, 0)  # no hits here
         assert {k: row[k] for k in ("requests", "attempts", *SUMS)} == want[
             (row["team"], row["feature"], row["model"])
         ]

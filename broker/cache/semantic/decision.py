@@ -1,0 +1,300 @@
+"""Turn an operator's acceptable wrong-hit rate into hit/miss decisions, per embedder.
+
+A cosine threshold means nothing across embedders, and even for one embedder a fixed
+threshold that keeps wrong hits under 1% on near-miss pairs keeps very few paraphrases.
+Inspired by vCache (arXiv 2502.03771), which learns P(correct | similarity) and only serves
+when a confidence bound on the error fits the user's bound, this module (our own, offline,
+global variant) does:
+
+1. **Score**: a logistic model over :mod:`.features` (cosine plus cheap lexical signals)
+   estimates P(same meaning) for a candidate pair.
+2. **Calibrate**: on labelled pairs, out-of-fold scores of the non-duplicates give, for every
+   candidate score threshold, the number of wrong hits; a one-sided Clopper–Pearson upper
+   bound (default 90%, one-sided) on the wrong-hit rate is stored with each threshold. For a target
+   rate the rule uses the lowest threshold whose *upper bound* fits the target.
+3. **Veto**: :func:`.guard.guard_reason` always wins (negations, antonyms, numbers, ...).
+
+The calibration is a small JSON file (no pickle): embedder name, source file and sha256,
+pair counts, the split, the model's weights and the threshold curve. The shipped default is
+fitted on the hash-selected half of the QQP dev pairs (:func:`split_part` == 0); figures are
+reported on the other half.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from broker.cache.semantic import CalibrationError
+from broker.cache.semantic.features import FEATURE_NAMES, pair_features
+from broker.cache.semantic.guard import guard_reason
+from broker.embeddings import Embedder
+
+__all__ = ["Calibration", "Decision", "LabelledPair", "calibrate", "split_part"]
+
+CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
+FORMAT_VERSION = 1
+SPLIT_SALT = "ib-semantic-calibration-v1"
+
+LabelledPair = tuple[str, str, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Whether to serve the cached answer, and why.
+
+    ``score`` is the model's P(same meaning) (0 when vetoed); ``estimated_false_hit_rate``
+    is the calibrated upper bound on wrong hits among non-duplicates at the threshold used.
+    """
+
+    hit: bool
+    score: float
+    estimated_false_hit_rate: float
+    reason: str
+
+
+def split_part(a: str, b: str, salt: str = SPLIT_SALT) -> int:
+    """0 (calibration) or 1 (held out), from a hash of the pair's text (order-independent)."""
+    first, second = sorted((a.strip(), b.strip()))
+    digest = hashlib.sha256(f"{salt}\x00{first}\x00{second}".encode()).digest()
+    return digest[0] & 1
+
+
+def clopper_pearson_upper(k: int, n: int, confidence: float) -> float:
+    """One-sided upper confidence bound on a binomial rate with ``k`` successes in ``n``."""
+    from scipy.stats import beta  # calibration time only
+
+    if n <= 0:
+        return 1.0
+    if k >= n:
+        return 1.0
+    return float(beta.ppf(confidence, k + 1, n - k))
+
+
+@dataclass(frozen=True, slots=True)
+class OperatingPoint:
+    """One row of the threshold curve: serve when score >= threshold."""
+
+    threshold: float
+    false_hits: int
+    true_hits: int
+    upper_false_hit_rate: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A fitted decision rule for one embedder; see the module docstring."""
+
+    embedder: str
+    source: dict[str, Any]
+    split: dict[str, Any]
+    model: dict[str, Any]
+    confidence: float
+    curve: tuple[OperatingPoint, ...]
+    counts: dict[str, int] = field(default_factory=dict)
+
+    # ---- scoring ---------------------------------------------------------------------------
+    def score(self, a: str, b: str, cosine: float) -> float:
+        """P(same meaning) for the pair according to the stored logistic model."""
+        x = pair_features(a, b, cosine)
+        mean = np.asarray(self.model["mean"])
+        scale = np.asarray(self.model["scale"])
+        z = float(
+            np.dot((x - mean) / scale, np.asarray(self.model["coef"])) + self.model["intercept"]
+        )
+        return float(1.0 / (1.0 + np.exp(-z)))
+
+    def operating_point(self, target: float) -> OperatingPoint | None:
+        """The most permissive point whose upper-bound wrong-hit rate is <= ``target``."""
+        best = None
+        for point in self.curve:  # ordered from strict to permissive
+            if point.upper_false_hit_rate <= target:
+                best = point
+        return best
+
+    def decide(self, a: str, b: str, cosine: float, target: float) -> Decision:
+        """Hit or miss for the query ``a`` against the cached ``b`` at wrong-hit ``target``."""
+        reason = guard_reason(a, b)
+        point = self.operating_point(target)
+        if reason is not None:
+            return Decision(False, 0.0, 0.0, reason)
+        if point is None:
+            return Decision(False, 0.0, 0.0, f"no calibrated threshold reaches {target:g}")
+        score = self.score(a, b, cosine)
+        if score >= point.threshold:
+            return Decision(
+                True, score, point.upper_false_hit_rate, "calibrated score above threshold"
+            )
+        return Decision(
+            False, score, point.upper_false_hit_rate, "calibrated score below threshold"
+        )
+
+    # ---- persistence -----------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "embedder": self.embedder,
+            "source": self.source,
+            "split": self.split,
+            "counts": self.counts,
+            "confidence": self.confidence,
+            "model": self.model,
+            "curve": [asdict(p) for p in self.curve],
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Calibration:
+        try:
+            if data["format"] != FORMAT_VERSION:
+                raise CalibrationError(f"calibration format {data['format']} is not supported")
+            if tuple(data["model"]["features"]) != FEATURE_NAMES:
+                raise CalibrationError("calibration was fitted on other features; re-calibrate")
+            curve = tuple(OperatingPoint(**p) for p in data["curve"])
+            return cls(
+                embedder=data["embedder"],
+                source=data["source"],
+                split=data["split"],
+                model=data["model"],
+                confidence=float(data["confidence"]),
+                curve=curve,
+                counts=dict(data.get("counts", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CalibrationError(f"unreadable calibration: {exc}") from exc
+
+    @classmethod
+    def load_path(cls, path: str | Path) -> Calibration:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CalibrationError(f"cannot read calibration {path}: {exc}") from exc
+        return cls.from_json(data)
+
+    @classmethod
+    def load(cls, name: str) -> Calibration:
+        """The shipped calibration for embedder ``name`` (``calibration/<name>.json``)."""
+        path = CALIBRATION_DIR / f"{name}.json"
+        if not path.exists():
+            raise CalibrationError(
+                f"no shipped calibration for embedder {name!r}; run the calibrate command"
+            )
+        calibration = cls.load_path(path)
+        if calibration.embedder != name:
+            raise CalibrationError(f"{path} is for embedder {calibration.embedder!r}, not {name!r}")
+        return calibration
+
+
+def _fit_logistic(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    from sklearn.linear_model import LogisticRegression  # calibration time only
+
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale == 0] = 1.0
+    model = LogisticRegression(C=1.0, max_iter=2000).fit((x - mean) / scale, y)
+    return {
+        "kind": "logistic",
+        "features": list(FEATURE_NAMES),
+        "mean": mean.tolist(),
+        "scale": scale.tolist(),
+        "coef": model.coef_[0].tolist(),
+        "intercept": float(model.intercept_[0]),
+    }
+
+
+def _predict(model: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    z = ((x - np.asarray(model["mean"])) / np.asarray(model["scale"])) @ np.asarray(model["coef"])
+    return 1.0 / (1.0 + np.exp(-(z + model["intercept"])))
+
+
+def _curve(
+    scores: np.ndarray,
+    y: np.ndarray,
+    vetoed: np.ndarray,
+    n_neg: int,
+    confidence: float,
+    max_rate: float = 0.2,
+) -> tuple[OperatingPoint, ...]:
+    """Thresholds just above the k-th highest non-duplicate score, k = 0, 1, 2, ..."""
+    live = ~vetoed
+    neg_scores = np.sort(scores[live & ~y])[::-1]
+    pos_scores = scores[live & y]
+    points: list[OperatingPoint] = []
+    for k in range(len(neg_scores) + 1):
+        upper = clopper_pearson_upper(k, n_neg, confidence)
+        if upper > max_rate:
+            break
+        if k and k < len(neg_scores) and neg_scores[k] == neg_scores[k - 1]:
+            continue  # ties: cannot admit the k-th without the (k+1)-th
+        # Admit exactly the k highest-scoring non-duplicates: strictly above the (k+1)-th.
+        threshold = float(np.nextafter(neg_scores[k], 2.0)) if k < len(neg_scores) else 0.0
+        true_hits = int((pos_scores >= threshold).sum())
+        points.append(OperatingPoint(threshold, k, true_hits, upper))
+    return tuple(points)
+
+
+def calibrate(
+    pairs: Iterable[LabelledPair],
+    embedder: Embedder,
+    *,
+    source: dict[str, Any] | None = None,
+    split: dict[str, Any] | None = None,
+    confidence: float = 0.9,
+    folds: int = 5,
+    cosines: Sequence[float] | None = None,
+) -> Calibration:
+    """Fit the decision rule on labelled ``(a, b, duplicate)`` pairs for ``embedder``.
+
+    Thresholds come from out-of-fold scores (the model never scores a pair it was fitted on)
+    and the stored rate for each threshold is a Clopper–Pearson upper bound at
+    ``confidence``. ``cosines`` may be given to skip embedding (they must be ``embedder``'s).
+    """
+    rows = list(pairs)
+    if not rows:
+        raise CalibrationError("no pairs to calibrate on")
+    if cosines is None:
+        va = embedder.embed([r[0] for r in rows])
+        vb = embedder.embed([r[1] for r in rows])
+        cosines = np.einsum("ij,ij->i", va, vb).tolist()
+    y = np.array([bool(r[2]) for r in rows])
+    x = np.vstack(
+        [pair_features(a, b, float(c)) for (a, b, _), c in zip(rows, cosines, strict=True)]
+    )
+    vetoed = np.array([guard_reason(a, b) is not None for a, b, _ in rows])
+    live = np.flatnonzero(~vetoed)
+    if y[live].all() or not y[live].any():
+        raise CalibrationError("calibration needs both duplicates and non-duplicates")
+    # Out-of-fold scores, folds assigned deterministically by index.
+    oof = np.zeros(len(rows))
+    fold_of = np.arange(len(live)) % folds
+    for f in range(folds):
+        train, test = live[fold_of != f], live[fold_of == f]
+        oof[test] = _predict(_fit_logistic(x[train], y[train]), x[test])
+    model = _fit_logistic(x[live], y[live])
+    n_neg, n_pos = int((~y).sum()), int(y.sum())
+    return Calibration(
+        embedder=embedder.name,
+        source=source or {},
+        split=split or {"method": "all pairs given"},
+        model=model,
+        confidence=confidence,
+        curve=_curve(oof, y, vetoed, n_neg, confidence),
+        counts={
+            "pairs": len(rows),
+            "duplicates": n_pos,
+            "non_duplicates": n_neg,
+            "vetoed_by_guard": int(vetoed.sum()),
+            "folds": folds,
+        },
+    )
