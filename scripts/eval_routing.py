@@ -174,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(results))
         print(f"{time.monotonic() - started:.0f}s", file=sys.stderr)
     else:
-        print_tables(Console(), results, f"features: {features} + lexical")
+        console = Console()
+        console.width = max(console.width, 150)  # the curve needs the room, even in a pipe
+        print_tables(console, results, f"features: {features} + lexical")
         print(f"{time.monotonic() - started:.0f}s")
     return 0
 

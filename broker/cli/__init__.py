@@ -22,6 +22,7 @@ from rich.text import Text
 from broker.cli import (
     admin_commands,
     cache_commands,
+    router_commands,
     client_commands,
     key_commands,
     report_commands,
@@ -205,3 +206,4 @@ admin_commands.register(main)
 key_commands.register(main)
 report_commands.register(main)
 cache_commands.register(main)
+router_commands.register(main)
