@@ -43,6 +43,7 @@ from broker.telemetry import metrics, redaction
 from broker.webhooks import ssrf
 from schedulers.budgets import BudgetLimits, Budgets
 from schedulers.ratelimits import RateLimits
+from schedulers.tiers.choose import TierChooser, TierDecision
 
 
 def check_webhook_url(url: str, allow_hosts: list[str]) -> None:
@@ -101,19 +102,50 @@ class Submitter:
                     field=f"{where}.custom_id",
                 )
             seen.add(request.custom_id)
+            if request.model is None or self.config.route(request.model) is not None:
+                continue  # resolved per team at submission (a route's tier)
             if not self.config.has_model(request.model):
+                routes = self.config.route_names()
                 raise InvalidRequest(
                     f"unknown model {request.model!r} at {where}; known models: "
-                    + ", ".join(self.config.model_names()),
+                    + ", ".join(self.config.model_names())
+                    + (f"; routes: {', '.join(routes)}" if routes else ""),
                     field=f"{where}.model",
                 )
-            limit = self.config.model(request.model).max_output
-            if request.max_tokens > limit:
-                raise InvalidRequest(
-                    f"max_tokens {request.max_tokens} at {where} is over {request.model}'s "
-                    f"limit of {limit}",
-                    field=f"{where}.max_tokens",
-                )
+            self._check_max_tokens(request.model, request.max_tokens, where)
+
+    def _check_max_tokens(self, model: str, max_tokens: int, where: str) -> None:
+        limit = self.config.model(model).max_output
+        if max_tokens > limit:
+            raise InvalidRequest(
+                f"max_tokens {max_tokens} at {where} is over {model}'s limit of {limit}",
+                field=f"{where}.max_tokens",
+            )
+
+    def resolve_model(
+        self, team_id: str, feature: str, request: RequestIn, messages: list[dict], where: str
+    ) -> tuple[str, TierDecision | None]:
+        """The catalog model a request runs on, and the route's decision when it named one
+        (or left ``model`` out and its team or feature has a default route)."""
+        route = (
+            self.config.route(request.model)
+            if request.model is not None
+            else self.config.default_route(team_id, feature)
+        )
+        if route is None and request.model is None:
+            raise InvalidRequest(
+                f"no model at {where}, and team {team_id!r} (feature {feature!r}) has no default "
+                f"route; name a model ({', '.join(self.config.model_names())}) or a route "
+                f"({', '.join(self.config.route_names()) or 'none configured'})",
+                field=f"{where}.model",
+            )
+        if route is None:
+            return request.model, None
+        decision = self._tiers.choose(
+            route, team_id, feature, messages, request.max_tokens, request.metadata
+        )
+        self._check_max_tokens(decision.model, request.max_tokens, where)
+        return decision.model, decision
 
     def __post_init__(self) -> None:
         # Frozen: set once here. Both only read and write Redis (and the budget limits table).
@@ -121,13 +153,14 @@ class Submitter:
         budgets = Budgets(self.redis, self.db, self.config, BudgetLimits(self.db, self.config))
         object.__setattr__(self, "_budgets", budgets)
         object.__setattr__(self, "_cache", ExactCache(self.redis))
+        object.__setattr__(self, "_tiers", TierChooser())
         if self.semantic is None and any(
             p.mode == "semantic" for p in (self.config.cache, *self.config.cache.policies)
         ):
             object.__setattr__(self, "semantic", SemanticCache(self.redis, LocalEmbedder()))
 
     def cache_token(
-        self, team_id: str, feature: str, request: RequestIn, payload: dict
+        self, team_id: str, feature: str, request: RequestIn, model: str, payload: dict
     ) -> str | None:
         """``<key>/<ttl_s>/<r|w|rw>`` for a cacheable request (see :class:`QueueEntry`), or
         None when its policy, scope or cache control leaves it out of the cache."""
@@ -140,7 +173,7 @@ class Submitter:
             return None
         ttl = min(control.ttl_s or policy.ttl_s, policy.ttl_s) if control else policy.ttl_s
         flags = ("r" if read else "") + ("w" if store else "")
-        return f"{request_key(scope, request.model, payload)}/{ttl}/{flags}"
+        return f"{request_key(scope, model, payload)}/{ttl}/{flags}"
 
     def admit(self, team: TeamConfig, batch: JobCreate, key_sha256: str | None = None) -> None:
         """Refuse with 429 what a team may not submit now: over the key's submissions per
@@ -226,12 +259,15 @@ class Submitter:
             messages = [m.model_dump() for m in request.messages]
             if self.redact:
                 messages = [{**m, "content": redaction.redact(m["content"])} for m in messages]
+            model, decision = self.resolve_model(
+                team.id, batch.feature, request, messages, f"requests[{seq}]"
+            )
             payload = {
                 "messages": messages,
                 "max_tokens": request.max_tokens,
                 "temperature": request.temperature,
             }
-            token = self.cache_token(team.id, batch.feature, request, payload)
+            token = self.cache_token(team.id, batch.feature, request, model, payload)
             tokens.append(token)
             rows.append(
                 {
@@ -242,7 +278,9 @@ class Submitter:
                     "feature": batch.feature,
                     "custom_id": request.custom_id,
                     "payload": payload,
-                    "model": request.model,
+                    "model": model,
+                    "route": decision.route if decision else None,
+                    "route_decision": decision.as_dict() if decision else None,
                     "trace_id": request.trace_id,
                     "priority": priority.value,
                     "status": RequestStatus.QUEUED.value,
@@ -254,7 +292,7 @@ class Submitter:
             )
             entry = QueueEntry(
                 rid,
-                request.model,
+                model,
                 queues.input_token_bound(messages),
                 request.max_tokens,
                 queued,
@@ -348,7 +386,7 @@ class Submitter:
                 continue
             scope = scope_of(policy, team_id, batch.feature, request.metadata)
             split = (
-                split_final_turn(batch.feature, scope, request.model, row["payload"])
+                split_final_turn(batch.feature, scope, row["model"], row["payload"])
                 if scope
                 else None
             )

@@ -34,13 +34,20 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else CALIBRATION_DIR / f"{embedder.name}.json"
     calibration.save(out)
     print(f"wrote {out}: {calibration.counts}")
-    for target in (0.005, 0.01, 0.02, 0.05):
-        point = calibration.operating_point(target)
-        if point is None:
-            print(f"  target {target:.1%}: unreachable with {calibration.counts['non_duplicates']} non-duplicates")
-        else:
-            print(f"  target {target:.1%}: threshold {point.threshold:.4f}, bound {point.upper_false_hit_rate:.2%}, "
-                  f"out-of-fold recall {point.true_hits / calibration.counts['duplicates']:.1%}")
+    rules = [("cosine + lexical (no vectors)", False)]
+    if calibration.has_head:
+        head = calibration.head or {}
+        rules.append((f"pair head (rank {head.get('rank')}, C {head.get('C')}; with vectors)", True))
+    for label, use_head in rules:
+        print(f" {label}:")
+        for target in (0.005, 0.01, 0.02, 0.05):
+            point = calibration.operating_point(target, head=use_head)
+            if point is None:
+                print(f"  target {target:.1%}: unreachable with {calibration.counts['non_duplicates']} non-duplicates")
+            else:
+                print(f"  target {target:.1%}: threshold {point.threshold:.4f}, bound {point.upper_false_hit_rate:.2%}, "
+                      f"out-of-fold wrong hits {point.false_hits}, "
+                      f"out-of-fold recall {point.true_hits / calibration.counts['duplicates']:.1%}")
     return 0
 
 

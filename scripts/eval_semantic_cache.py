@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     for column in ("rule", "paraphrase recall", "wrong-hit rate (non-dup)", "precision of hits", "hits"):
         table.add_column(column, justify="right" if column != "rule" else "left")
     bound = result["estimated_false_hit_rate"]
-    table.add_row(f"calibrated, target {args.target:.2%} (bound {bound:.2%})" if bound is not None
-                  else f"calibrated, target {args.target:.2%} (unreachable)",
+    table.add_row(f"calibrated {result['rule']}, target {args.target:.2%} (bound {bound:.2%})"
+                  if bound is not None
+                  else f"calibrated {result['rule']}, target {args.target:.2%} (unreachable)",
                   f"{result['recall']:.1%}", f"{result['false_hit_rate']:.2%}",
                   f"{result['precision']:.1%}", str(result["hits"]))
     for threshold, row in result["baselines"].items():

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from broker.money import format_usd
-from broker.schemas.http import CacheInfo, CallOut, JobCounts, JobOut, ResultError, ResultOut, Usage
+from broker.schemas.http import (
+    CacheInfo,
+    CallOut,
+    JobCounts,
+    JobOut,
+    ResultError,
+    ResultOut,
+    RouteDecisionOut,
+    Usage,
+)
 from broker.store.models import Job, ProviderCall, Request
 
 
@@ -52,6 +61,7 @@ def result_out(request: Request, calls: list[ProviderCall] | None = None) -> Res
         custom_id=request.custom_id,
         status=request.status,
         model=request.model,
+        route=RouteDecisionOut(**request.route_decision) if request.route_decision else None,
         model_used=request.model_used,
         provider=request.provider_used,
         output=request.output,

@@ -22,10 +22,10 @@ from rich.text import Text
 from broker.cli import (
     admin_commands,
     cache_commands,
-    router_commands,
     client_commands,
     key_commands,
     report_commands,
+    router_commands,
 )
 from broker.config.broker_toml import hash_api_key
 from broker.config.settings import Settings

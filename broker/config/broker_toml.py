@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from broker.config.budgets import BudgetConfig, BudgetPolicy
 from broker.config.cache import CacheConfig
 from broker.config.resilience import BreakerConfig, RetryConfig
+from broker.config.routes import RouteConfig
 from broker.config.webhooks import WebhookConfig
 from broker.errors import ConfigError, field_path
 
@@ -185,6 +186,7 @@ class BrokerConfig(_Strict):
     models: list[ModelConfig] = Field(min_length=1)
     teams: list[TeamConfig] = Field(default_factory=list)
     budgets: list[BudgetConfig] = Field(default_factory=list)
+    routes: list[RouteConfig] = Field(default_factory=list)
     budget_alert_thresholds: list[float] = Field(
         default_factory=lambda: [0.5, 0.8, 1.0], description="Shares of a limit that alert."
     )
@@ -204,6 +206,7 @@ class BrokerConfig(_Strict):
     _models: dict[str, ModelConfig] = PrivateAttr(default_factory=dict)
     _teams: dict[str, TeamConfig] = PrivateAttr(default_factory=dict)
     _teams_by_key: dict[str, TeamConfig] = PrivateAttr(default_factory=dict)
+    _routes: dict[str, RouteConfig] = PrivateAttr(default_factory=dict)
 
     def provider(self, name: str) -> ProviderConfig:
         return self._providers[name]
@@ -216,6 +219,22 @@ class BrokerConfig(_Strict):
 
     def model_names(self) -> list[str]:
         return sorted(self._models)
+
+    def route(self, name: str) -> RouteConfig | None:
+        """The route (virtual model) of that name, or None."""
+        return self._routes.get(name)
+
+    def route_names(self) -> list[str]:
+        return sorted(self._routes)
+
+    def default_route(self, team: str, feature: str) -> RouteConfig | None:
+        """The route a request without a model takes: the most specific ``default_for``."""
+        best: tuple[int, RouteConfig] | None = None
+        for route in self.routes:
+            for target in route.default_for:
+                if target.matches(team, feature) and (best is None or target.specificity > best[0]):
+                    best = (target.specificity, route)
+        return best[1] if best else None
 
     def team(self, team_id: str) -> TeamConfig:
         return self._teams[team_id]
@@ -250,6 +269,7 @@ class BrokerConfig(_Strict):
         self._models = {m.name: m for m in self.models}
         self._teams = {t.id: t for t in self.teams}
         self._teams_by_key = {t.api_key_sha256: t for t in self.teams}
+        self._routes = {r.name: r for r in self.routes}
 
     def with_providers(self, providers: list[ProviderConfig]) -> BrokerConfig:
         """A copy with ``providers`` replaced (e.g. simulated ones pointed at a test server)."""
@@ -300,6 +320,15 @@ def _check_references(config: BrokerConfig, source: str) -> None:
                     source,
                     f"models[{i}].fallbacks[{j}]",
                     f"{fallback!r} is not another model in the catalog",
+                )
+    unique("routes", [r.name for r in config.routes], "name")
+    for i, route in enumerate(config.routes):
+        if route.name in models:
+            raise ConfigError(source, f"routes[{i}].name", f"{route.name!r} is a model's name")
+        for j, tier in enumerate(route.tiers):
+            if tier not in models:
+                raise ConfigError(
+                    source, f"routes[{i}].tiers[{j}]", f"{tier!r} is not a model in the catalog"
                 )
     for i, provider in enumerate(config.providers):
         if provider.kind is ProviderKind.SIMULATED and provider.wire is None:

@@ -70,7 +70,13 @@ class RequestIn(_Model):
 
     custom_id: NulFree = Field(min_length=1, max_length=256, description="Unique within the batch.")
     messages: list[Message] = Field(min_length=1)
-    model: NulFree = Field(min_length=1, max_length=128)
+    model: NulFree | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="A model of the catalog, or a route (a virtual model such as auto); "
+        "left out: the team's or feature's default route.",
+    )
     max_tokens: int = Field(default=256, ge=1, le=1_000_000)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     priority: Priority | None = Field(default=None, description="Defaults to the job's priority.")
@@ -174,11 +180,25 @@ class CallOut(BaseModel):
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
 
+class RouteDecisionOut(BaseModel):
+    """How a route chose this request's tier."""
+
+    route: str
+    tier: int = Field(description="0 is the cheapest.")
+    model: str
+    layer: Literal["hint", "pin", "rule", "learned", "default"]
+    score: float | None = Field(
+        default=None, description="The learned router's P(cheaper tier acceptable), if it spoke."
+    )
+    reason: str
+
+
 class ResultOut(BaseModel):
     id: str
     custom_id: str
     status: RequestStatus
-    model: str = Field(description="The model asked for.")
+    model: str = Field(description="The model asked for (a route's chosen tier).")
+    route: RouteDecisionOut | None = None
     model_used: str | None = None
     provider: str | None = None
     output: str | None = None

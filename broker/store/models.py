@@ -99,7 +99,15 @@ class Request(Base):
     feature: Mapped[str] = mapped_column(String(64))
     custom_id: Mapped[str] = mapped_column(String(256))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, doc="messages, max_tokens, temperature")
-    model: Mapped[str] = mapped_column(String(128), doc="The model asked for.")
+    model: Mapped[str] = mapped_column(
+        String(128), doc="The model asked for, or the tier its route chose."
+    )
+    route: Mapped[str | None] = mapped_column(
+        String(64), doc="The route (virtual model) asked for."
+    )
+    route_decision: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, doc="How the route chose its tier: tier, model, layer, score, reason."
+    )
     trace_id: Mapped[str | None] = mapped_column(
         String(128), doc="Groups requests of one agent run under a per-trace spend ceiling."
     )

@@ -14,6 +14,16 @@ global variant) does:
    rate the rule uses the lowest threshold whose *upper bound* fits the target.
 3. **Veto**: :func:`.guard.guard_reason` always wins (negations, antonyms, numbers, ...).
 
+When the caller passes the two embedding vectors (``decide(..., vectors=(u, v))``) and the
+calibration has one, a **pair head** scores instead: a logistic regression over the same
+lexical features plus ``|u - v|`` and ``u * v`` (:func:`.features.vector_features`). It is
+fitted as a reduced-rank model (PCA of the vector features, rank and L2 strength chosen by
+inner cross-validation on the training rows only, on partial AUC at wrong-hit rate <= 5%),
+then folded into one weight per vector feature, so request time is a dot product in numpy.
+It has its own out-of-fold threshold curve, built the same way (nested: the inner choice is
+redone inside every outer fold). Without vectors the cosine + lexical model above decides,
+with its own curve: both paths are calibrated.
+
 The calibration is a small JSON file (no pickle): embedder name, source file and sha256,
 pair counts, the split, the model's weights and the threshold curve. The shipped default is
 fitted on the hash-selected half of the QQP dev pairs (:func:`split_part` == 0); figures are
@@ -32,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from broker.cache.semantic import CalibrationError
-from broker.cache.semantic.features import FEATURE_NAMES, pair_features
+from broker.cache.semantic.features import FEATURE_NAMES, pair_features, vector_features
 from broker.cache.semantic.guard import guard_reason
 from broker.embeddings import Embedder
 
@@ -43,6 +53,12 @@ FORMAT_VERSION = 1
 SPLIT_SALT = "ib-semantic-calibration-v1"
 
 LabelledPair = tuple[str, str, bool]
+Vectors = tuple[np.ndarray, np.ndarray]
+
+# Pair head: reduced rank of the vector features and L2 strength, chosen by inner CV.
+HEAD_RANKS = (8, 16, 32)
+HEAD_CS = (0.03, 0.1, 0.3)
+HEAD_SELECTION_MAX_FPR = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,35 +114,67 @@ class Calibration:
     confidence: float
     curve: tuple[OperatingPoint, ...]
     counts: dict[str, int] = field(default_factory=dict)
+    head: dict[str, Any] | None = None
+    head_curve: tuple[OperatingPoint, ...] = ()
+
+    @property
+    def has_head(self) -> bool:
+        """Whether a pair head (needs the two embedding vectors) was calibrated."""
+        return self.head is not None and bool(self.head_curve)
 
     # ---- scoring ---------------------------------------------------------------------------
-    def score(self, a: str, b: str, cosine: float) -> float:
-        """P(same meaning) for the pair according to the stored logistic model."""
+    def score(self, a: str, b: str, cosine: float, *, vectors: Vectors | None = None) -> float:
+        """P(same meaning) for the pair: the pair head when ``vectors`` are given and a head
+        is calibrated, else the cosine + lexical logistic model."""
         x = pair_features(a, b, cosine)
-        mean = np.asarray(self.model["mean"])
-        scale = np.asarray(self.model["scale"])
-        z = float(
-            np.dot((x - mean) / scale, np.asarray(self.model["coef"])) + self.model["intercept"]
-        )
-        return float(1.0 / (1.0 + np.exp(-z)))
+        if vectors is not None and self.has_head:
+            assert self.head is not None
+            u, v = (np.asarray(t) for t in vectors)
+            dim = int(self.head["dim"])
+            if u.shape != (dim,) or v.shape != (dim,):
+                raise ValueError(
+                    f"vectors must both have shape ({dim},) for {self.embedder}, "
+                    f"got {u.shape} and {v.shape}"
+                )
+            return float(_predict_head(self.head, x[None, :], vector_features(u, v)[None, :])[0])
+        return float(_predict(self.model, x[None, :])[0])
 
-    def operating_point(self, target: float) -> OperatingPoint | None:
-        """The most permissive point whose upper-bound wrong-hit rate is <= ``target``."""
+    def operating_point(self, target: float, *, head: bool | None = None) -> OperatingPoint | None:
+        """The most permissive point whose upper-bound wrong-hit rate is <= ``target``.
+
+        ``head`` picks the pair head's curve (default: when one is calibrated) or the cosine
+        + lexical model's (``False``).
+        """
+        use_head = self.has_head if head is None else (head and self.has_head)
         best = None
-        for point in self.curve:  # ordered from strict to permissive
+        for point in self.head_curve if use_head else self.curve:  # strict to permissive
             if point.upper_false_hit_rate <= target:
                 best = point
         return best
 
-    def decide(self, a: str, b: str, cosine: float, target: float) -> Decision:
-        """Hit or miss for the query ``a`` against the cached ``b`` at wrong-hit ``target``."""
+    def decide(
+        self,
+        a: str,
+        b: str,
+        cosine: float,
+        target: float,
+        *,
+        vectors: Vectors | None = None,
+    ) -> Decision:
+        """Hit or miss for the query ``a`` against the cached ``b`` at wrong-hit ``target``.
+
+        ``vectors=(u, v)``, the embeddings of ``a`` and ``b`` under this calibration's
+        embedder, lets the pair head decide (higher recall at the same bound); without them
+        the cosine + lexical model decides against its own calibrated curve.
+        """
         reason = guard_reason(a, b)
-        point = self.operating_point(target)
+        use_head = vectors is not None and self.has_head
+        point = self.operating_point(target, head=use_head)
         if reason is not None:
             return Decision(False, 0.0, 0.0, reason)
         if point is None:
             return Decision(False, 0.0, 0.0, f"no calibrated threshold reaches {target:g}")
-        score = self.score(a, b, cosine)
+        score = self.score(a, b, cosine, vectors=vectors if use_head else None)
         if score >= point.threshold:
             return Decision(
                 True, score, point.upper_false_hit_rate, "calibrated score above threshold"
@@ -137,6 +185,11 @@ class Calibration:
 
     # ---- persistence -----------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
+        head = (
+            {"model": self.head, "curve": [asdict(p) for p in self.head_curve]}
+            if self.has_head
+            else None
+        )
         return {
             "format": FORMAT_VERSION,
             "embedder": self.embedder,
@@ -146,6 +199,8 @@ class Calibration:
             "confidence": self.confidence,
             "model": self.model,
             "curve": [asdict(p) for p in self.curve],
+            # Optional (absent in older files; older readers ignore it).
+            **({"pair_head": head} if head else {}),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -162,6 +217,14 @@ class Calibration:
             if tuple(data["model"]["features"]) != FEATURE_NAMES:
                 raise CalibrationError("calibration was fitted on other features; re-calibrate")
             curve = tuple(OperatingPoint(**p) for p in data["curve"])
+            head, head_curve = None, ()
+            if data.get("pair_head"):
+                head = data["pair_head"]["model"]
+                if head.get("kind") != "pair_logistic" or tuple(head["features"]) != FEATURE_NAMES:
+                    raise CalibrationError("pair head was fitted on other features; re-calibrate")
+                if len(head["vector_coef"]) != 2 * int(head["dim"]):
+                    raise CalibrationError("pair head weights do not match its dimension")
+                head_curve = tuple(OperatingPoint(**p) for p in data["pair_head"]["curve"])
             return cls(
                 embedder=data["embedder"],
                 source=data["source"],
@@ -170,6 +233,8 @@ class Calibration:
                 confidence=float(data["confidence"]),
                 curve=curve,
                 counts=dict(data.get("counts", {})),
+                head=head,
+                head_curve=head_curve,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CalibrationError(f"unreadable calibration: {exc}") from exc
@@ -218,6 +283,73 @@ def _predict(model: dict[str, Any], x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(z + model["intercept"])))
 
 
+def _predict_head(model: dict[str, Any], x: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """P(same meaning) from the pair head: lexical rows ``x`` and vector-feature rows ``e``."""
+    z = ((x - np.asarray(model["mean"])) / np.asarray(model["scale"])) @ np.asarray(model["coef"])
+    z = z + e @ np.asarray(model["vector_coef"]) + model["intercept"]
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _fit_head_fixed(
+    x: np.ndarray, e: np.ndarray, y: np.ndarray, rank: int, c: float
+) -> dict[str, Any]:
+    """PCA(rank) of the vector features + lexical features, standardised, L2 logistic;
+    folded back into one linear model on (lexical, vector features)."""
+    from sklearn.decomposition import PCA  # calibration time only
+    from sklearn.linear_model import LogisticRegression
+
+    rank = max(1, min(rank, e.shape[1], e.shape[0] - 1))
+    pca = PCA(rank, svd_solver="full").fit(e)
+    p = pca.transform(e)
+    xs = np.hstack([p, x])
+    mean = xs.mean(axis=0)
+    scale = xs.std(axis=0)
+    scale[scale == 0] = 1.0
+    fit = LogisticRegression(C=c, max_iter=5000).fit((xs - mean) / scale, y)
+    w = fit.coef_[0] / scale
+    w_p, w_x = w[:rank], w[rank:]
+    # z = (e - mu) P^T w_p - mean_p . w_p + (x - mean_x) . w_x + b
+    vector_coef = pca.components_.T @ w_p
+    intercept = float(fit.intercept_[0] - pca.mean_ @ vector_coef - mean[:rank] @ w_p)
+    return {
+        "kind": "pair_logistic",
+        "features": list(FEATURE_NAMES),
+        "vector_features": ["abs_diff", "product"],
+        "dim": e.shape[1] // 2,
+        "rank": rank,
+        "C": c,
+        "mean": mean[rank:].tolist(),
+        "scale": [1.0] * x.shape[1],
+        "coef": w_x.tolist(),
+        "vector_coef": vector_coef.tolist(),
+        "intercept": intercept,
+    }
+
+
+def _fit_head(x: np.ndarray, e: np.ndarray, y: np.ndarray, inner: int = 4) -> dict[str, Any]:
+    """The pair head with rank and C chosen by ``inner``-fold CV on these rows only
+    (criterion: partial ROC AUC up to a wrong-hit rate of 5%)."""
+    from sklearn.metrics import roc_auc_score  # calibration time only
+
+    fold_of = np.arange(len(y)) % inner
+    best: tuple[float, int, float] | None = None
+    for rank in HEAD_RANKS:
+        for c in HEAD_CS:
+            scores = np.zeros(len(y))
+            for f in range(inner):
+                tr, te = fold_of != f, fold_of == f
+                scores[te] = _predict_head(
+                    _fit_head_fixed(x[tr], e[tr], y[tr], rank, c), x[te], e[te]
+                )
+            value = float(roc_auc_score(y, scores, max_fpr=HEAD_SELECTION_MAX_FPR))
+            if best is None or value > best[0]:
+                best = (value, rank, c)
+    assert best is not None
+    model = _fit_head_fixed(x, e, y, best[1], best[2])
+    model["inner_cv_partial_auc"] = best[0]
+    return model
+
+
 def _curve(
     scores: np.ndarray,
     y: np.ndarray,
@@ -253,20 +385,27 @@ def calibrate(
     confidence: float = 0.9,
     folds: int = 5,
     cosines: Sequence[float] | None = None,
+    vectors: Vectors | None = None,
+    head: bool = True,
 ) -> Calibration:
     """Fit the decision rule on labelled ``(a, b, duplicate)`` pairs for ``embedder``.
 
     Thresholds come from out-of-fold scores (the model never scores a pair it was fitted on)
     and the stored rate for each threshold is a Clopper–Pearson upper bound at
-    ``confidence``. ``cosines`` may be given to skip embedding (they must be ``embedder``'s).
+    ``confidence``. ``cosines`` or ``vectors`` (two row-aligned matrices of the pairs'
+    embeddings) may be given to skip embedding (they must be ``embedder``'s). With vectors
+    (given or computed) and ``head`` a pair head is fitted too, with its own nested
+    out-of-fold curve; with only ``cosines`` there is no head.
     """
     rows = list(pairs)
     if not rows:
         raise CalibrationError("no pairs to calibrate on")
+    if vectors is None and cosines is None:
+        vectors = (embedder.embed([r[0] for r in rows]), embedder.embed([r[1] for r in rows]))
+    e = vector_features(*vectors) if vectors is not None and head else None
     if cosines is None:
-        va = embedder.embed([r[0] for r in rows])
-        vb = embedder.embed([r[1] for r in rows])
-        cosines = np.einsum("ij,ij->i", va, vb).tolist()
+        assert vectors is not None
+        cosines = np.einsum("ij,ij->i", np.asarray(vectors[0]), np.asarray(vectors[1])).tolist()
     y = np.array([bool(r[2]) for r in rows])
     x = np.vstack(
         [pair_features(a, b, float(c)) for (a, b, _), c in zip(rows, cosines, strict=True)]
@@ -283,6 +422,15 @@ def calibrate(
         oof[test] = _predict(_fit_logistic(x[train], y[train]), x[test])
     model = _fit_logistic(x[live], y[live])
     n_neg, n_pos = int((~y).sum()), int(y.sum())
+    head_model, head_curve = None, ()
+    if e is not None:
+        oof_head = np.zeros(len(rows))
+        for f in range(folds):
+            train, test = live[fold_of != f], live[fold_of == f]
+            fitted = _fit_head(x[train], e[train], y[train])
+            oof_head[test] = _predict_head(fitted, x[test], e[test])
+        head_model = _fit_head(x[live], e[live], y[live])
+        head_curve = _curve(oof_head, y, vetoed, n_neg, confidence)
     return Calibration(
         embedder=embedder.name,
         source=source or {},
@@ -297,4 +445,6 @@ def calibrate(
             "vetoed_by_guard": int(vetoed.sum()),
             "folds": folds,
         },
+        head=head_model,
+        head_curve=head_curve,
     )

@@ -20,7 +20,7 @@ import numpy as np
 from broker.cache.semantic.decision import Calibration, LabelledPair, calibrate, split_part
 from broker.embeddings import Embedder
 
-__all__ = ["calibrate_file", "evaluate", "file_sha256", "metrics", "read_pairs"]
+__all__ = ["calibrate_file", "embed_pairs", "evaluate", "file_sha256", "metrics", "read_pairs"]
 
 BASELINE_THRESHOLDS = (0.92, 0.95)
 
@@ -45,14 +45,23 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def cosines(pairs: Sequence[LabelledPair], embedder: Embedder) -> np.ndarray:
-    """Cosine of every pair under ``embedder`` (each distinct text embedded once)."""
+def embed_pairs(
+    pairs: Sequence[LabelledPair], embedder: Embedder
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row-aligned embeddings of every pair's two texts and their cosines under ``embedder``
+    (each distinct text embedded once)."""
     texts = sorted({t for a, b, _ in pairs for t in (a, b)})
     index = {t: i for i, t in enumerate(texts)}
     vectors = embedder.embed(texts)
     ia = np.fromiter((index[a] for a, _, _ in pairs), dtype=np.int64, count=len(pairs))
     ib = np.fromiter((index[b] for _, b, _ in pairs), dtype=np.int64, count=len(pairs))
-    return np.einsum("ij,ij->i", vectors[ia], vectors[ib])
+    va, vb = vectors[ia], vectors[ib]
+    return va, vb, np.einsum("ij,ij->i", va, vb)
+
+
+def cosines(pairs: Sequence[LabelledPair], embedder: Embedder) -> np.ndarray:
+    """Cosine of every pair under ``embedder`` (each distinct text embedded once)."""
+    return embed_pairs(pairs, embedder)[2]
 
 
 def metrics(served: np.ndarray, duplicate: np.ndarray) -> dict[str, float | int]:
@@ -71,16 +80,22 @@ def metrics(served: np.ndarray, duplicate: np.ndarray) -> dict[str, float | int]
 def evaluate(
     pairs: Sequence[LabelledPair], embedder: Embedder, calibration: Calibration, target: float
 ) -> dict[str, Any]:
-    """The decision rule beside fixed cosine thresholds, on the same pairs and embedder."""
-    cos = cosines(pairs, embedder)
+    """The decision rule beside fixed cosine thresholds, on the same pairs and embedder.
+
+    The rule gets the pair's vectors, as the broker passes them, so the pair head decides
+    when the calibration has one.
+    """
+    va, vb, cos = embed_pairs(pairs, embedder)
     duplicate = np.array([d for _, _, d in pairs], dtype=bool)
     decisions = [
-        calibration.decide(a, b, float(c), target) for (a, b, _), c in zip(pairs, cos, strict=True)
+        calibration.decide(a, b, float(c), target, vectors=(u, v))
+        for (a, b, _), c, u, v in zip(pairs, cos, va, vb, strict=True)
     ]
     served = np.array([d.hit for d in decisions], dtype=bool)
     point = calibration.operating_point(target)
     result: dict[str, Any] = {
         "embedder": embedder.name,
+        "rule": "pair head" if calibration.has_head else "cosine + lexical",
         "target": target,
         "estimated_false_hit_rate": point.upper_false_hit_rate if point else None,
         **metrics(served, duplicate),
@@ -120,4 +135,7 @@ def calibrate_file(
             "part": 0,
         }
     source = {"file": Path(path).name, "sha256": file_sha256(path)}
-    return calibrate(pairs, embedder, source=source, split=split, confidence=confidence)
+    va, vb, _ = embed_pairs(pairs, embedder)
+    return calibrate(
+        pairs, embedder, source=source, split=split, confidence=confidence, vectors=(va, vb)
+    )

@@ -5,6 +5,9 @@ many wrong pairs share almost every word but one, and many paraphrases reword fr
 lexical signals computed in microseconds (content-word overlap, unmatched content words,
 character trigram overlap, question word, names) sharpen the estimate of "same meaning"
 without another model call.
+
+:func:`vector_features` gives the learned pair head its input from the two embedding
+vectors the caller already has: ``|u - v|`` and ``u * v`` (symmetric in the pair).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 
 from broker.cache.semantic.text import content_stems, tokens
 
-__all__ = ["FEATURE_NAMES", "pair_features"]
+__all__ = ["FEATURE_NAMES", "pair_features", "vector_features"]
 
 FEATURE_NAMES: tuple[str, ...] = (
     "cosine",
@@ -76,3 +79,15 @@ def pair_features(a: str, b: str, cosine: float) -> np.ndarray:
         ],
         dtype=np.float64,
     )
+
+
+def vector_features(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``[|u - v|, u * v]`` of the two unit-normalised embeddings (length ``2 * dim``).
+
+    Works on single vectors or on matching rows of two matrices.
+    """
+    u = np.asarray(u, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    u = u / np.maximum(np.linalg.norm(u, axis=-1, keepdims=True), 1e-12)
+    v = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+    return np.concatenate([np.abs(u - v), u * v], axis=-1)
