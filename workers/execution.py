@@ -24,11 +24,12 @@ import redis
 from broker import queues
 from broker.config.broker_toml import BrokerConfig, ProviderConfig
 from broker.errors import ProviderRateLimited
-from broker.store.transitions import Claimed, HandBack, Outcome
+from broker.store.transitions import Claimed, Escalation, HandBack, Outcome
 from broker.telemetry import logs
 from schedulers.budgets import Budgets
 from schedulers.feedback import Feedback
 from schedulers.ticket import Ticket
+from workers import cascade
 from workers.answers import AnswerSharing
 from workers.attempts import AttemptResult, Attempts
 from workers.breakers import Breakers
@@ -95,7 +96,12 @@ class Executor:
                 claimed.payload,
             )
             if result.completion is not None:
-                self._finish(ticket, claimed, self._succeeded(ticket, started, result), result)
+                outcome = self._succeeded(ticket, started, result)
+                outcome, escalation = cascade.review(self._config, claimed, outcome)
+                if escalation is not None:
+                    self._escalate(ticket, claimed, outcome, escalation, result)
+                else:
+                    self._finish(ticket, claimed, outcome, result)
             else:
                 decision = after_error(
                     self._config, claimed.model, ticket.model, result.error, claimed.failures
@@ -142,6 +148,41 @@ class Executor:
             signal=completion.rate if completion is not None else None,
             healthy=result.healthy,
             succeeded=outcome.succeeded,
+            latency_ms=outcome.latency_ms,
+        )
+
+    def _escalate(
+        self,
+        ticket: Ticket,
+        claimed: Claimed,
+        outcome: Outcome,
+        escalation: Escalation,
+        result: AttemptResult,
+    ) -> None:
+        moved = self._recorder.escalate(claimed, outcome, escalation)
+        if moved:
+            entry = dataclasses.replace(
+                ticket.queue_entry, model=escalation.next_model, chain_index=0, cache="-"
+            )
+            queues.push_front(self._redis, claimed.team_id, ticket.priority_level, [entry])
+            log.info(
+                "request %s: %s's answer escalated to %s",
+                ticket.request_id,
+                outcome.model,
+                escalation.next_model,
+            )
+        if self._sharing is not None:
+            self._sharing.failed(ticket)  # its waiters go back: they may fly on their own
+        completion = result.completion
+        self._feedback.finished(
+            ticket,
+            input_tokens=outcome.input_tokens + outcome.cached_input_tokens,
+            output_tokens=outcome.output_tokens,
+            cost_micros=outcome.cost_micros,
+            recorded=moved,
+            signal=completion.rate if completion is not None else None,
+            healthy=result.healthy,
+            succeeded=True,
             latency_ms=outcome.latency_ms,
         )
 

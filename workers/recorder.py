@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from broker.store import Database, transitions
-from broker.store.transitions import Claimed, HandBack, Outcome
+from broker.store.transitions import Claimed, Escalation, HandBack, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,13 @@ class Recorder:
         """running → queued with the attempt's calls; True when the request should be pushed
         back onto its queue (False: stale, or its job is being cancelled)."""
         return self._submit("hand_backs", (claimed, back)).result()
+
+    def escalate(self, claimed: Claimed, outcome: Outcome, escalation: Escalation) -> bool:
+        """running → queued on the next tier, this attempt charged (rare: written at once,
+        outside the group commit); False when the attempt is stale."""
+        return self._db.write(
+            lambda session: transitions.escalate(session, claimed, outcome, escalation)
+        )
 
     def close(self) -> None:
         self._queue.put(_STOP)

@@ -82,6 +82,20 @@ class RoutePin(RouteTarget):
     tier: int = Field(ge=0)
 
 
+Check = Literal["empty", "refusal", "truncated", "json", "answer_format"]
+
+
+class CascadeConfig(_Strict):
+    """A cheaper tier answers first; the checks accept its answer or escalate the request to
+    the next tier (through the scheduler: a fresh reservation, fairness, limits). With
+    ``shadow`` the verdicts are recorded and nothing escalates, to calibrate before acting."""
+
+    checks: list[Check] = Field(
+        default_factory=lambda: ["empty", "refusal", "truncated", "json", "answer_format"]
+    )
+    shadow: bool = False
+
+
 class RouteConfig(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     tiers: list[str] = Field(min_length=2, description="Models, cheapest first.")
@@ -94,6 +108,9 @@ class RouteConfig(_Strict):
     quality: float | None = Field(default=None, gt=0, le=1)
     default_tier: int = Field(default=0, ge=0)
     default_for: list[RouteTarget] = Field(default_factory=list)
+    cascade: CascadeConfig | None = Field(
+        default=None, description="Validate cheaper tiers' answers and escalate what fails."
+    )
 
     @field_validator("tiers")
     @classmethod

@@ -180,8 +180,19 @@ class CallOut(BaseModel):
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
 
+class CascadeCheckOut(BaseModel):
+    """A cascade's verdict on one tier's answer."""
+
+    tier: int
+    model: str
+    accept: bool
+    check: str | None = Field(default=None, description="The check that turned it down.")
+    reason: str
+    shadow: bool = Field(description="Recorded only: the answer stood either way.")
+
+
 class RouteDecisionOut(BaseModel):
-    """How a route chose this request's tier."""
+    """How a route chose this request's tier (and, with a cascade, what its checks said)."""
 
     route: str
     tier: int = Field(description="0 is the cheapest.")
@@ -191,6 +202,8 @@ class RouteDecisionOut(BaseModel):
         default=None, description="The learned router's P(cheaper tier acceptable), if it spoke."
     )
     reason: str
+    checks: list[CascadeCheckOut] = Field(default_factory=list)
+    escalated: bool = Field(default=False, description="A check sent it up a tier.")
 
 
 class ResultOut(BaseModel):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, tuple_, update
+from sqlalchemy import bindparam, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from broker.states import JobStatus, RequestStatus
@@ -48,6 +48,8 @@ class Claimed:
     payload: dict[str, Any]
     trace_id: str | None = None
     failures: int = 0
+    route: str | None = None
+    route_decision: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,7 @@ class Outcome:
     error_code: str | None = None
     error: str | None = None
     calls: tuple[Call, ...] = ()
+    route_decision: dict[str, Any] | None = None  # updated by a cascade's checks, if any
 
     @property
     def succeeded(self) -> bool:
@@ -136,6 +139,8 @@ _CLAIM = (
         _R.c.payload,
         _R.c.trace_id,
         _R.c.failures,
+        _R.c.route,
+        _R.c.route_decision,
     )
 )
 _STILL_RUNNING = select(_R.c.id, _R.c.attempts).where(
@@ -165,6 +170,8 @@ def claim_many(
             row.payload,
             row.trace_id,
             row.failures,
+            row.route,
+            row.route_decision,
         )
         for row in rows
     }
@@ -179,22 +186,25 @@ _FINISH = (
     )
     .values(
         {
-            name: bindparam(f"b_{name}")
-            for name in (
-                "status",
-                "model_used",
-                "provider_used",
-                "output",
-                "finish_reason",
-                "input_tokens",
-                "cached_input_tokens",
-                "output_tokens",
-                "cost_micros",
-                "latency_ms",
-                "error_code",
-                "error",
-                "finished_at",
-            )
+            **{
+                name: bindparam(f"b_{name}")
+                for name in (
+                    "status",
+                    "model_used",
+                    "provider_used",
+                    "output",
+                    "finish_reason",
+                    "input_tokens",
+                    "cached_input_tokens",
+                    "output_tokens",
+                    "latency_ms",
+                    "error_code",
+                    "error",
+                    "finished_at",
+                )
+            },
+            # what earlier tiers of a cascade were charged, plus this attempt
+            "cost_micros": func.coalesce(_R.c.cost_micros, 0) + bindparam("b_cost_micros"),
         }
     )
 )
@@ -242,6 +252,13 @@ def finish_many(session: Session, finished: Sequence[tuple[Claimed, Outcome]]) -
         )
     if params and session.execute(_FINISH, params).rowcount != len(params):
         raise WriteConflict("an attempt was finished by another writer meanwhile")
+    for (claimed, outcome), won in zip(finished, recorded):
+        if won and outcome.route_decision is not None:  # a cascade's verdicts (shadow too)
+            session.execute(
+                update(_R)
+                .where(_R.c.id == claimed.request_id)
+                .values(route_decision=outcome.route_decision)
+            )
     if ledger:
         session.execute(insert(_L), ledger)
     if calls:
@@ -249,6 +266,50 @@ def finish_many(session: Session, finished: Sequence[tuple[Claimed, Outcome]]) -
     for job_id in sorted(deltas):  # a fixed order: concurrent writers cannot deadlock
         count_ended(session, job_id, ended=ends[job_id], **deltas[job_id])
     return recorded
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """A cheaper tier answered and a cascade check turned the answer down: the attempt is
+    charged, and the request goes back to its queue for ``next_model`` (the next tier)."""
+
+    next_model: str
+    route_decision: dict[str, Any]
+
+
+def escalate(session: Session, claimed: Claimed, outcome: Outcome, escalation: Escalation) -> bool:
+    """running → queued on the next tier, this attempt charged (ledger, calls, the job's
+    cost and tokens, the request's cost so far); False when the attempt is stale."""
+    now = utcnow()
+    moved = session.execute(
+        update(_R)
+        .where(
+            _R.c.id == claimed.request_id,
+            _R.c.attempts == claimed.attempt,
+            _R.c.status == RequestStatus.RUNNING,
+        )
+        .values(
+            status=RequestStatus.QUEUED,
+            model=escalation.next_model,
+            chain_index=0,
+            route_decision=escalation.route_decision,
+            cost_micros=func.coalesce(_R.c.cost_micros, 0) + outcome.cost_micros,
+            started_at=None,
+        )
+    ).rowcount
+    if not moved:
+        return False
+    session.execute(insert(_L), [_ledger_row(claimed, outcome, now)])
+    if outcome.calls:
+        session.execute(insert(_C), _call_rows(claimed, outcome.calls, now))
+    count_ended(
+        session,
+        claimed.job_id,
+        input_tokens=outcome.input_tokens + outcome.cached_input_tokens,
+        output_tokens=outcome.output_tokens,
+        cost_micros=outcome.cost_micros,
+    )
+    return True
 
 
 def _finish_params(claimed: Claimed, outcome: Outcome, now: datetime) -> dict[str, Any]:

@@ -290,27 +290,39 @@ def _predict_head(model: dict[str, Any], x: np.ndarray, e: np.ndarray) -> np.nda
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def _fit_head_fixed(
-    x: np.ndarray, e: np.ndarray, y: np.ndarray, rank: int, c: float
-) -> dict[str, Any]:
-    """PCA(rank) of the vector features + lexical features, standardised, L2 logistic;
-    folded back into one linear model on (lexical, vector features)."""
-    from sklearn.decomposition import PCA  # calibration time only
-    from sklearn.linear_model import LogisticRegression
+def _basis(e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and principal axes (rows, by decreasing variance) of the vector features."""
+    mu = e.mean(axis=0)
+    _, _, vt = np.linalg.svd(e - mu, full_matrices=False)
+    return mu, vt
 
-    rank = max(1, min(rank, e.shape[1], e.shape[0] - 1))
-    pca = PCA(rank, svd_solver="full").fit(e)
-    p = pca.transform(e)
-    xs = np.hstack([p, x])
+
+def _fit_head_fixed(
+    x: np.ndarray,
+    e: np.ndarray,
+    y: np.ndarray,
+    rank: int,
+    c: float,
+    basis: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """The vector features projected on their first ``rank`` principal axes, plus the lexical
+    features, standardised, into an L2 logistic regression; then folded back into one linear
+    model on (lexical features, vector features) for request time."""
+    from sklearn.linear_model import LogisticRegression  # calibration time only
+
+    mu, vt = basis if basis is not None else _basis(e)
+    axes = vt[: max(1, min(rank, vt.shape[0]))]
+    rank = axes.shape[0]
+    xs = np.hstack([(e - mu) @ axes.T, x])
     mean = xs.mean(axis=0)
     scale = xs.std(axis=0)
     scale[scale == 0] = 1.0
     fit = LogisticRegression(C=c, max_iter=5000).fit((xs - mean) / scale, y)
     w = fit.coef_[0] / scale
     w_p, w_x = w[:rank], w[rank:]
-    # z = (e - mu) P^T w_p - mean_p . w_p + (x - mean_x) . w_x + b
-    vector_coef = pca.components_.T @ w_p
-    intercept = float(fit.intercept_[0] - pca.mean_ @ vector_coef - mean[:rank] @ w_p)
+    # z = ((e - mu) A^T - mean_p) . w_p + (x - mean_x) . w_x + b
+    vector_coef = axes.T @ w_p
+    intercept = float(fit.intercept_[0] - mu @ vector_coef - mean[:rank] @ w_p)
     return {
         "kind": "pair_logistic",
         "features": list(FEATURE_NAMES),
@@ -332,21 +344,18 @@ def _fit_head(x: np.ndarray, e: np.ndarray, y: np.ndarray, inner: int = 4) -> di
     from sklearn.metrics import roc_auc_score  # calibration time only
 
     fold_of = np.arange(len(y)) % inner
-    best: tuple[float, int, float] | None = None
-    for rank in HEAD_RANKS:
-        for c in HEAD_CS:
-            scores = np.zeros(len(y))
-            for f in range(inner):
-                tr, te = fold_of != f, fold_of == f
-                scores[te] = _predict_head(
-                    _fit_head_fixed(x[tr], e[tr], y[tr], rank, c), x[te], e[te]
-                )
-            value = float(roc_auc_score(y, scores, max_fpr=HEAD_SELECTION_MAX_FPR))
-            if best is None or value > best[0]:
-                best = (value, rank, c)
-    assert best is not None
-    model = _fit_head_fixed(x, e, y, best[1], best[2])
-    model["inner_cv_partial_auc"] = best[0]
+    grid = [(rank, c) for rank in HEAD_RANKS for c in HEAD_CS]
+    scores = np.zeros((len(grid), len(y)))
+    for f in range(inner):
+        tr, te = fold_of != f, fold_of == f
+        basis = _basis(e[tr])
+        for g, (rank, c) in enumerate(grid):
+            fitted = _fit_head_fixed(x[tr], e[tr], y[tr], rank, c, basis)
+            scores[g, te] = _predict_head(fitted, x[te], e[te])
+    values = [float(roc_auc_score(y, row, max_fpr=HEAD_SELECTION_MAX_FPR)) for row in scores]
+    best = int(np.argmax(values))  # first of equals: smaller rank, stronger L2
+    model = _fit_head_fixed(x, e, y, *grid[best])
+    model["inner_cv_partial_auc"] = values[best]
     return model
 
 

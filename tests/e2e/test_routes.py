@@ -1,0 +1,58 @@
+"""Routes on real processes: a tier chosen at submission, a cascade that escalates a turned-down
+answer through the scheduler, both attempts charged and attributed."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from broker.client import BrokerClient
+from broker.local.stack import Stack
+from broker.store import Database, LedgerEntry, Request
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_cascade_escalates_and_charges_both_tiers(stack: Stack):
+    requests = [
+        {  # the small tier answers first (a hint), its answer is not JSON: up a tier
+            "custom_id": "json",
+            "model": "auto",
+            "max_tokens": 1000,
+            "metadata": {"tier": 0},
+            "messages": [{"role": "user", "content": "Respond in JSON: two colours, as a list."}],
+        },
+        {  # nothing asked of the form: the small tier's answer stands
+            "custom_id": "plain",
+            "model": "auto",
+            "max_tokens": 1000,
+            "metadata": {"tier": 0},
+            "messages": [{"role": "user", "content": "Say something about queues."}],
+        },
+    ]
+    with BrokerClient(stack.api_url, "ib-dev-platform") as client:
+        job = client.submit_batch(requests, feature="data-extraction")
+        job.wait(timeout=120, poll_interval=0.3)
+        results = {r.custom_id: r for r in job.results()}
+    escalated, plain = results["json"], results["plain"]
+    assert escalated.status == "succeeded" and escalated.model_used == "gpt-4o"
+    assert escalated.route.escalated and escalated.route.checks[0].check == "json"
+    assert escalated.route.checks[0].model == "gpt-4o-mini"
+    assert plain.model_used == "gpt-4o-mini" and plain.route.checks[0].accept
+    assert not plain.route.escalated
+
+    db = Database(stack.settings.database_url_or_default)
+    with db.session() as s:
+        rows = s.execute(
+            select(LedgerEntry.model, LedgerEntry.cost_micros).where(
+                LedgerEntry.request_id == escalated.id
+            )
+        ).all()
+        stored = s.scalar(select(func.sum(Request.cost_micros)).where(Request.job_id == job.id))
+        ledger = s.scalar(
+            select(func.sum(LedgerEntry.cost_micros)).where(LedgerEntry.job_id == job.id)
+        )
+    db.dispose()
+    assert sorted(model for model, _ in rows) == ["gpt-4o", "gpt-4o-mini"]  # both charged
+    assert escalated.cost_micros == sum(cost for _, cost in rows)
+    assert job.cost_micros == stored == ledger
