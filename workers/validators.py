@@ -27,13 +27,17 @@ _REFUSAL = re.compile(
     r"as an ai|i'm not sure|i am not sure|i don't know|i do not know|unfortunately,? i)",
     re.IGNORECASE,
 )
-_ASKS_JSON = re.compile(r"\b(respond|reply|answer|output|return)\b[^.\n]{0,40}\bjson\b", re.IGNORECASE)
+_ASKS_JSON = re.compile(
+    r"\b(respond|reply|answer|output|return)\b[^.\n]{0,40}\bjson\b", re.IGNORECASE
+)
 _ASKS_HASHES = re.compile(r"####")
 _HAS_HASH_ANSWER = re.compile(r"####\s*-?[\d,]*\.?\d+")
 _ASKS_LETTER = re.compile(
     r"\b(answer|respond|reply) with (only )?(a|one|the) (single )?letter\b", re.IGNORECASE
 )
-_HAS_LETTER = re.compile(r"^\W*\(?[A-E]\)?\W*$|\b(answer|option)( is)?:?\s*\(?[A-E]\)?\b", re.IGNORECASE)
+_HAS_LETTER = re.compile(
+    r"^\W*\(?[A-E]\)?\W*$|\b(answer|option)( is)?:?\s*\(?[A-E]\)?\b", re.IGNORECASE
+)
 _ASKS_ANSWER_LINE = re.compile(r"\bend with ['\"]?answer:", re.IGNORECASE)
 _HAS_ANSWER_LINE = re.compile(r"^answer:\s*\S", re.IGNORECASE | re.MULTILINE)
 

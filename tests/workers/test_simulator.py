@@ -30,6 +30,8 @@ DEFAULTS = {
     "outages": [],
     "malformed_rate": 0,
     "api_key": None,
+    "replay_path": None,
+    "replay_strong_models": [],
 }
 ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01"}
 
@@ -461,3 +463,31 @@ def test_latency_does_not_block_concurrent_calls(url):
 
     elapsed = asyncio.run(run())
     assert 0.2 <= elapsed < 2.0  # one at a time would take 40 s
+
+
+def test_recorded_answers_replay_by_model_tier(url, tmp_path):
+    table = tmp_path / "answers.csv"
+    table.write_text(
+        "prompt,weak_response,strong_response\n"
+        '"How many legs do 3 spiders have?","3 x 8 = 24\n#### 24","Three spiders have 24 legs."\n'
+    )
+    configure(
+        url,
+        replay_path=str(table),
+        replay_weak_column="weak_response",
+        replay_strong_column="strong_response",
+        replay_strong_models=["gpt-4o"],
+    )
+    ask = "How many legs do 3 spiders have?\n\nEnd with #### <number>."
+    weak = oai(url).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": ask}], max_tokens=100
+    )
+    strong = oai(url).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": ask}], max_tokens=100
+    )
+    other = oai(url).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "unknown"}], max_tokens=100
+    )
+    assert weak.choices[0].message.content == "3 x 8 = 24\n#### 24"
+    assert strong.choices[0].message.content == "Three spiders have 24 legs."
+    assert "####" not in other.choices[0].message.content  # generated as usual

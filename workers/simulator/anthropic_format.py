@@ -144,6 +144,7 @@ class AnthropicFormat:
             digest=prompt_digest(model, {"system": system, "messages": messages}),
             input_tokens=count_input_tokens(texts),
             stop=stop,
+            last_user=_last_user(messages),
         )
 
     def quota_error(self) -> SimError | None:
@@ -219,3 +220,8 @@ class AnthropicFormat:
 
     def retry_headers(self, retry_after_s: float) -> dict[str, str]:
         return {"retry-after": str(max(1, math.ceil(retry_after_s)))}
+
+
+def _last_user(messages: list[dict]) -> str | None:
+    users = [m for m in messages if m.get("role") == "user"]
+    return content_text(users[-1].get("content")) if users else None

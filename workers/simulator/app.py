@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from workers.providers.base import parse_retry_after
+from workers.simulator import replay
 from workers.simulator.anthropic_format import AnthropicFormat
 from workers.simulator.faults import FaultPlan, malformed_body
 from workers.simulator.limits import SlidingWindow, WindowState
@@ -56,6 +57,22 @@ class Simulator:
         self.faults.reconfigure(settings, outages_changed="outages" in changes)
         return settings
 
+    def _recorded(self, parsed: ParsedRequest) -> Completion | None:
+        settings = self.settings
+        if settings.replay_path is None:
+            return None
+        table = replay.load(
+            settings.replay_path, settings.replay_weak_column, settings.replay_strong_column
+        )
+        return replay.answer(
+            table,
+            parsed.model,
+            parsed.last_user,
+            settings.replay_strong_models,
+            parsed.input_tokens,
+            parsed.max_tokens,
+        )
+
     def _window_state(self, wire: Wire) -> WindowState:
         settings = self.settings
         return self.windows[wire].state(time.monotonic(), settings.rpm, settings.tpm)
@@ -76,7 +93,7 @@ class Simulator:
                 raise adapter.status_error(outage.status or adapter.default_outage_status)
             if settings.quota_exhausted and (quota := adapter.quota_error()) is not None:
                 raise quota
-            completion = complete(
+            completion = self._recorded(parsed) or complete(
                 parsed.digest, parsed.input_tokens, parsed.max_tokens, parsed.stop
             )
             now = time.monotonic()

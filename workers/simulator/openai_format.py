@@ -170,6 +170,7 @@ class OpenAIFormat:
             stop=_stop(data),
             stream=stream,
             include_usage=bool(options and options.get("include_usage")),
+            last_user=_last_user(messages),
         )
 
     def quota_error(self) -> SimError | None:
@@ -298,3 +299,8 @@ class OpenAIFormat:
             "retry-after": str(max(1, math.ceil(retry_after_s))),
             "retry-after-ms": str(max(1, math.ceil(retry_after_s * 1000))),
         }
+
+
+def _last_user(messages: list[dict]) -> str | None:
+    users = [m for m in messages if m.get("role") == "user"]
+    return content_text(users[-1].get("content")) if users else None

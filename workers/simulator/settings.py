@@ -77,6 +77,14 @@ class SimulatorSettings(BaseSettings):
     )
     seed: int = Field(default=0, description="Seeds the error, latency and malformed picks.")
     api_key: str | None = Field(default=None, description="When set, any other key gets a 401.")
+    replay_path: str | None = Field(
+        default=None, description="A CSV of recorded answers (workers.simulator.replay)."
+    )
+    replay_weak_column: str = "mistralai/Mixtral-8x7B-Instruct-v0.1_response"
+    replay_strong_column: str = "gpt-4-1106-preview_response"
+    replay_strong_models: list[str] = Field(
+        default_factory=list, description="Model ids that answer with the strong column."
+    )
 
     def updated(self, changes: dict) -> SimulatorSettings:
         """A validated copy with ``changes`` applied; raises ``pydantic.ValidationError``.

@@ -47,6 +47,7 @@ class ParsedRequest:
     stop: list[str] | None = None
     stream: bool = False
     include_usage: bool = False
+    last_user: str | None = None  # the final user turn's text, for recorded answers
 
 
 class WireAdapter(Protocol):
