@@ -1,10 +1,13 @@
 """Fit the semantic cache's decision rule for an embedder from labelled pairs.
 
     python scripts/calibrate_semantic_cache.py --pairs FILE [--all] [--confidence 0.9] [--out PATH]
+                                               [--no-head]
 
 By default it uses the hash-selected half of FILE (so the other half stays for honest
 figures with ``eval_semantic_cache.py --holdout``) and writes
 ``broker/cache/semantic/calibration/<embedder>.json``. ``--all`` uses every pair.
+Besides the cosine + lexical model it fits the pair head over the two embedding vectors
+(nested cross-validation; a few minutes on CPU); ``--no-head`` skips it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--confidence", type=float, default=0.9,
                         help="one-sided confidence of the wrong-hit upper bound")
     parser.add_argument("--out", help="where to write the calibration JSON")
+    parser.add_argument("--no-head", action="store_true",
+                        help="only the cosine + lexical model, no pair head over the vectors")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -30,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     from broker.embeddings.local import LocalEmbedder
 
     embedder = LocalEmbedder()
-    calibration = calibrate_file(args.pairs, embedder, half=not args.all, confidence=args.confidence)
+    calibration = calibrate_file(args.pairs, embedder, half=not args.all, confidence=args.confidence,
+                                 head=not args.no_head)
     out = Path(args.out) if args.out else CALIBRATION_DIR / f"{embedder.name}.json"
     calibration.save(out)
     print(f"wrote {out}: {calibration.counts}")

@@ -84,7 +84,27 @@ class Executor:
                 self._feedback.release(ticket)
                 return
             with logs.bind(job_id=claimed.job_id, team=claimed.team_id):
-                self._run(ticket, claimed)
+                if ticket.queue_entry.model != claimed.model:
+                    self._moved_on(ticket, claimed)
+                else:
+                    self._run(ticket, claimed)
+
+    def _moved_on(self, ticket: Ticket, claimed: Claimed) -> None:
+        """The ticket came from a stale queue line: the request has moved to another model
+        since (a cascade escalated it, and the line for its old tier outlived the escalation).
+        Nothing is called; it goes back to its queue on the model the database names."""
+        log.info(
+            "request %s is on %s now, not %s: queued again", ticket.request_id, claimed.model,
+            ticket.queue_entry.model,
+        )  # fmt: skip
+        try:
+            if self._recorder.hand_back(claimed, HandBack(chain_index=0, failed=False)):
+                entry = dataclasses.replace(
+                    ticket.queue_entry, model=claimed.model, chain_index=0, cache="-"
+                )
+                queues.push_front(self._redis, claimed.team_id, ticket.priority_level, [entry])
+        finally:  # no call was made: slot, fairness charge and reservation all go back
+            self._feedback.handed_back(ticket)
 
     def _run(self, ticket: Ticket, claimed: Claimed) -> None:
         reported = False

@@ -266,3 +266,28 @@ def test_an_exhausted_quota_opens_the_provider_breaker_at_once(quota_exhausted, 
         (first.request_id, 1),
     ]
     assert redis_client.zcard(redis_keys.in_flight("sim-openai")) == 0
+
+
+def test_a_ticket_from_a_stale_line_calls_nothing_and_requeues_on_the_current_model(
+    db, redis_client
+):
+    """A cascade escalated the request to gpt-4o while a line for its old tier outlived the
+    escalation in the team queue (the scheduler pops after it dispatches): the ticket made
+    from that line must not run on the old tier."""
+    config = outage_config("http://127.0.0.1:9")  # nothing listens: any call would fail
+    (ticket,) = submitted_tickets(db, redis_client, config, 1)
+    db.write(
+        lambda s: s.execute(
+            transitions.update(Request)
+            .where(Request.id == ticket.request_id)
+            .values(model="gpt-4o")
+        )
+    )
+    run_tickets(config, db, redis_client, ticket)
+    with db.session() as s:
+        row = s.get(Request, ticket.request_id)
+        calls = s.scalars(select(ProviderCall).where(ProviderCall.request_id == row.id)).all()
+    assert (row.status, row.model, calls) == (RequestStatus.QUEUED, "gpt-4o", [])
+    (line,) = redis_client.lrange(redis_keys.team_queue("product", "medium"), 0, -1)
+    assert QueueEntry.decode(line).model == "gpt-4o"
+    assert redis_client.zcard(redis_keys.in_flight("sim-openai")) == 0

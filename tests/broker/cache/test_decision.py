@@ -84,15 +84,106 @@ def test_stricter_targets_never_serve_more() -> None:
 
 
 def test_calibrate_save_load_round_trip(tmp_path: Path) -> None:
-    cal = calibrate(synthetic_pairs(), FakeEmbedder(), source={"file": "synthetic"})
+    cal = calibrate(synthetic_pairs(), FakeEmbedder(), source={"file": "synthetic"}, head=False)
+    assert not cal.has_head
     path = cal.save(tmp_path / "fake-bow.json")
     data = json.loads(path.read_text())
     assert data["embedder"] == "fake-bow" and data["model"]["kind"] == "logistic"
+    assert "pair_head" not in data
     again = Calibration.load_path(path)
     assert again.curve == cal.curve
     assert again.score("alpha beta", "alpha beta", 0.99) == pytest.approx(
         cal.score("alpha beta", "alpha beta", 0.99)
     )
+
+
+@pytest.fixture(scope="module")
+def headed(tmp_path_factory) -> tuple[Calibration, Path]:
+    """A calibration with a pair head, fitted on synthetic pairs with a small grid."""
+    cal = calibrate(synthetic_pairs(), FakeEmbedder(), head_ranks=(4,), head_cs=(0.1, 1.0))
+    return cal, cal.save(tmp_path_factory.mktemp("cal") / "fake-bow.json")
+
+
+def _vectors(a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
+    va, vb = FakeEmbedder().embed([a, b])
+    return va, vb
+
+
+def test_pair_head_round_trips_as_plain_json(headed) -> None:
+    cal, path = headed
+    assert cal.has_head and cal.head_curve
+    data = json.loads(path.read_text())
+    head = data["pair_head"]["model"]
+    assert head["kind"] == "pair_logistic" and len(head["vector_coef"]) == 2 * FakeEmbedder.dim
+    assert head["rank"] == 4 and head["C"] in (0.1, 1.0)
+    again = Calibration.load_path(path)
+    assert again.head_curve == cal.head_curve and again.curve == cal.curve
+    a, b = "alpha beta gamma", "alpha beta delta"
+    u, v = _vectors(a, b)
+    assert again.score(a, b, float(u @ v), vectors=(u, v)) == pytest.approx(
+        cal.score(a, b, float(u @ v), vectors=(u, v))
+    )
+    # Without vectors the cosine + lexical model scores, against its own curve.
+    assert again.score(a, b, float(u @ v)) == pytest.approx(cal.score(a, b, float(u @ v)))
+    assert again.operating_point(0.05, head=False) in again.curve
+
+
+def test_pair_head_matches_the_unfolded_model(headed) -> None:
+    """Folding PCA + standardisation into one weight vector changes no score."""
+    from broker.cache.semantic.decision import _basis, _fit_head_fixed, _predict_head
+    from broker.cache.semantic.features import pair_features, vector_features
+
+    rows = synthetic_pairs(120)
+    va = FakeEmbedder().embed([r[0] for r in rows])
+    vb = FakeEmbedder().embed([r[1] for r in rows])
+    x = np.vstack([pair_features(a, b, float(u @ v)) for (a, b, _), u, v in zip(rows, va, vb)])
+    e = vector_features(va, vb)
+    y = np.array([r[2] for r in rows])
+    model = _fit_head_fixed(x, e, y, 3, 1.0)
+    from sklearn.linear_model import LogisticRegression
+
+    mu, vt = _basis(e)
+    xs = np.hstack([(e - mu) @ vt[:3].T, x])
+    m, s = xs.mean(0), xs.std(0)
+    s[s == 0] = 1.0
+    ref = LogisticRegression(C=1.0, max_iter=5000).fit((xs - m) / s, y)
+    assert np.allclose(_predict_head(model, x, e), ref.predict_proba((xs - m) / s)[:, 1])
+
+
+def test_pair_head_rejects_vectors_of_another_size(headed) -> None:
+    cal, _ = headed
+    with pytest.raises(ValueError):
+        cal.decide("a b", "a c", 0.9, 0.05, vectors=(np.ones(3), np.ones(3)))
+
+
+def test_pair_head_still_obeys_the_guard(headed) -> None:
+    cal, _ = headed
+    a, b = "sort the list ascending", "sort the list descending"
+    u = FakeEmbedder().embed([a])[0]
+    decision = cal.decide(a, b, 1.0, 0.2, vectors=(u, u))
+    assert not decision.hit and "ascend" in decision.reason
+
+
+def test_shipped_calibration_has_a_calibrated_pair_head() -> None:
+    cal = Calibration.load(NAME)
+    assert cal.has_head and cal.head is not None and cal.head["dim"] == 384
+    point = cal.operating_point(0.01)
+    assert point is not None and point in cal.head_curve and point.upper_false_hit_rate <= 0.01
+    fallback = cal.operating_point(0.01, head=False)
+    assert fallback is not None and fallback in cal.curve
+
+
+def test_format_one_files_without_a_head_still_load(tmp_path: Path) -> None:
+    data = Calibration.load(NAME).to_json()
+    data.pop("pair_head", None)
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    old = Calibration.load_path(path)
+    assert not old.has_head
+    u = np.zeros(384)
+    u[0] = 1.0
+    # Vectors are accepted and ignored when there is no head.
+    assert old.decide("a b", "a b", 1.0, 0.01, vectors=(u, u)) == old.decide("a b", "a b", 1.0, 0.01)
 
 
 def test_corrupt_calibration_is_refused(tmp_path: Path) -> None:
@@ -124,11 +215,6 @@ def local_embedder():
     return LocalEmbedder()
 
 
-def _cos(embedder, a: str, b: str) -> float:
-    va, vb = embedder.embed([a, b])
-    return float(va @ vb)
-
-
 def test_local_embedder_returns_unit_float32_rows(local_embedder) -> None:
     out = local_embedder.embed(["hello", "world", "hello"])
     assert out.shape == (3, 384) and out.dtype == np.float32
@@ -136,11 +222,31 @@ def test_local_embedder_returns_unit_float32_rows(local_embedder) -> None:
     assert np.allclose(out[0], out[2])
 
 
+def _vecs(embedder, a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
+    va, vb = embedder.embed([a, b])
+    return va, vb
+
+
 @pytest.mark.parametrize(("a", "b"), MUST_NOT_HIT)
 def test_one_word_changes_never_hit(local_embedder, a: str, b: str) -> None:
     cal = Calibration.load(local_embedder.name)
+    u, v = _vecs(local_embedder, a, b)
     for target in (0.01, 0.05):
-        assert not cal.decide(a, b, _cos(local_embedder, a, b), target).hit
+        assert not cal.decide(a, b, float(u @ v), target).hit
+        assert not cal.decide(a, b, float(u @ v), target, vectors=(u, v)).hit
+
+
+def test_pair_head_decides_fast(local_embedder) -> None:
+    import time
+
+    cal = Calibration.load(local_embedder.name)
+    a, b = "How do I reset my password?", "How can I reset my password?"
+    u, v = _vecs(local_embedder, a, b)
+    cal.decide(a, b, float(u @ v), 0.01, vectors=(u, v))
+    start = time.perf_counter()
+    for _ in range(200):
+        cal.decide(a, b, float(u @ v), 0.01, vectors=(u, v))
+    assert (time.perf_counter() - start) / 200 < 0.005  # ~0.1-0.3 ms idle; slack for CI load
 
 
 @pytest.mark.parametrize(
@@ -151,5 +257,6 @@ def test_one_word_changes_never_hit(local_embedder, a: str, b: str) -> None:
 )
 def test_paraphrases_hit_at_a_five_percent_target(local_embedder, a: str, b: str) -> None:
     cal = Calibration.load(local_embedder.name)
-    decision = cal.decide(a, b, _cos(local_embedder, a, b), 0.05)
+    u, v = _vecs(local_embedder, a, b)
+    decision = cal.decide(a, b, float(u @ v), 0.05, vectors=(u, v))
     assert decision.hit, decision
