@@ -157,7 +157,7 @@ class Submitter:
         if self.semantic is None and any(
             p.mode == "semantic" for p in (self.config.cache, *self.config.cache.policies)
         ):
-            object.__setattr__(self, "semantic", SemanticCache(self.redis, LocalEmbedder()))
+            object.__setattr__(self, "semantic", SemanticCache(self.redis, LocalEmbedder.shared()))
 
     def cache_token(
         self, team_id: str, feature: str, request: RequestIn, model: str, payload: dict

@@ -65,6 +65,11 @@ def create_app(settings: Settings) -> FastAPI:
     def healthz() -> dict:
         resources: ApiResources = app.state.broker
         resources.redis.ping()
-        return {"status": "ok", "version": __version__}
+        semantic = resources.submitter.semantic
+        return {
+            "status": "ok",
+            "version": __version__,
+            "semantic_cache": semantic.state if semantic is not None else "off",
+        }
 
     return app

@@ -10,6 +10,7 @@ Both dependencies are an optional extra: without them constructing the embedder 
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from pathlib import Path
@@ -53,6 +54,12 @@ class LocalEmbedder:
         self._device = device
         self._model: Any = None
         self._lock = threading.Lock()
+
+    @classmethod
+    @functools.cache
+    def shared(cls) -> LocalEmbedder:
+        """One model per process, whoever asks (the weights are read-only)."""
+        return cls()
 
     def load(self) -> None:
         """Load the model now (otherwise the first ``embed`` does)."""

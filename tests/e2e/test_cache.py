@@ -4,6 +4,7 @@ the provider once, no team gets another's answer, and a flushed Redis only makes
 from __future__ import annotations
 
 import threading
+import time
 
 import httpx
 import pytest
@@ -220,6 +221,14 @@ def test_semantic_hits_only_within_scope_and_never_on_a_one_word_flip(stack: Sta
             job.wait(timeout=60, poll_interval=0.2)
             (result,) = list(job.results())
         return result
+
+    one("ib-dev-product", chat("warm", "the first semantic lookup starts loading the model"))
+    for _ in range(600):  # it loads in the background; submissions meanwhile are exact only
+        state = httpx.get(f"{stack.api_url}/healthz").json()["semantic_cache"]
+        if state in ("ready", "unavailable"):
+            break
+        time.sleep(0.1)
+    assert state == "ready"
 
     first = one("ib-dev-product", chat("a", "How do I reset my password?"))
     assert first.cache is None

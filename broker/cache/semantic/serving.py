@@ -12,8 +12,10 @@ searches, and, for the misses that may store, leaves a *pending* entry (the vect
 scope and exact key) under the request id. The worker that lands the answer moves it into the
 index (:meth:`SemanticCache.learn`), so no worker loads the embedding model.
 
-Never a point of failure: without the embedding model installed, or with Redis failing, every
-lookup is a miss and nothing is learned (logged once).
+Never a point of failure, never in the way: the model loads in the background on the first lookup
+(:meth:`SemanticCache.warm`; ``GET /healthz`` says ``semantic_cache: ready`` once it has), and
+until then every lookup is a miss that learns nothing, so no submission waits for a model to
+load, and processes that never see a semantic policy never load it. Without the embedding model installed, or with Redis failing, the same (logged once).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -99,6 +102,34 @@ class SemanticCache:
         self._index = SemanticIndex(client, prefix=redis_keys.semantic_prefix())
         self._warned = False
         self._disabled = embedder is None
+        self._state = "off" if embedder is None else "cold"
+        self._state_lock = threading.Lock()
+
+    @property
+    def state(self) -> str:
+        """off (no embedder here), cold, loading, ready or unavailable."""
+        return self._state
+
+    def warm(self) -> None:
+        """Load the model and the calibration in the background, once."""
+        with self._state_lock:
+            if self._state != "cold":
+                return
+            self._state = "loading"
+        threading.Thread(target=self._load, name="semantic-warm", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            load = getattr(self._embedder, "load", None)
+            if load is not None:
+                load()
+            self._rule()
+        except (EmbedderError, SemanticCacheError, OSError) as exc:
+            self._state = "unavailable"
+            self._disabled = True
+            self._warn(exc)
+            return
+        self._state = "ready"
 
     def _rule(self) -> Calibration:
         if self._calibration is None:
@@ -110,6 +141,9 @@ class SemanticCache:
         """Request id → the cached request its final turn matches, for those that match;
         leaves pending entries for the misses that may store."""
         if not queries or self._disabled:
+            return {}
+        if self._state != "ready":  # loading in the background: a miss, nothing learned
+            self.warm()
             return {}
         try:
             rule = self._rule()
