@@ -211,10 +211,15 @@ def policies(tmp_path_factory, module_database_url):
             "holder": 'budget_policy = "hold"',
             "downgrader": 'budget_policy = "downgrade"',
             "research": "velocity_share = 0.05\nvelocity_window_s = 60",
+            "routed": 'budget_policy = "reject"',
         },
         """
 [[budgets]]
 team = "rejecter"
+limit_usd = "0.01"
+
+[[budgets]]
+team = "routed"
 limit_usd = "0.01"
 
 [[budgets]]
@@ -250,6 +255,23 @@ def test_reject_fails_what_does_not_fit_and_says_which_budget(policies):
     for r in refused:
         assert r.error.code == "budget_exceeded"
         assert "rejecter/daily" in r.error.message and "limit $0.0100" in r.error.message
+
+
+def test_a_route_reserves_its_chosen_tiers_worst_case(policies):
+    """Route auto's flagship tier (gpt-4o) does not all fit $0.01 and is refused past it, as
+    a request naming gpt-4o would be; the same prompts on its small tier all fit."""
+    small = [{**r, "model": "auto", "metadata": {"tier": 0}} for r in batch(20, prefix="s")]
+    flagship = [{**r, "model": "auto", "metadata": {"tier": 1}} for r in batch(20, prefix="f")]
+    with BrokerClient(policies.api_url, key("routed")) as client:
+        cheap = client.submit_batch(small, feature="summarization").wait(timeout=60)
+        dear = client.submit_batch(flagship, feature="summarization").wait(timeout=60)
+        cheap_results, dear_results = list(cheap.results()), list(dear.results())
+    assert all(r.status == "succeeded" and r.model_used == "gpt-4o-mini" for r in cheap_results)
+    ok = [r for r in dear_results if r.status == "succeeded"]
+    refused = [r for r in dear_results if r.status == "failed"]
+    assert ok and refused and all(r.route.model == "gpt-4o" for r in dear_results)
+    assert all(r.error.code == "budget_exceeded" for r in refused)
+    assert sum(r.cost_micros for r in cheap_results + ok) <= 10_000
 
 
 def test_downgrade_runs_on_the_next_cheaper_model_that_fits(policies):

@@ -36,6 +36,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,14 @@ class Calibration:
     head: dict[str, Any] | None = None
     head_curve: tuple[OperatingPoint, ...] = ()
 
+    @cached_property
+    def _arrays(self) -> dict[str, dict[str, Any]]:
+        """The models' weights as numpy arrays, converted once (request time is hot)."""
+        out = {"model": _as_arrays(self.model)}
+        if self.head is not None:
+            out["head"] = _as_arrays(self.head)
+        return out
+
     @property
     def has_head(self) -> bool:
         """Whether a pair head (needs the two embedding vectors) was calibrated."""
@@ -136,8 +145,9 @@ class Calibration:
                     f"vectors must both have shape ({dim},) for {self.embedder}, "
                     f"got {u.shape} and {v.shape}"
                 )
-            return float(_predict_head(self.head, x[None, :], vector_features(u, v)[None, :])[0])
-        return float(_predict(self.model, x[None, :])[0])
+            head = self._arrays["head"]
+            return float(_predict_head(head, x[None, :], vector_features(u, v)[None, :])[0])
+        return float(_predict(self._arrays["model"], x[None, :])[0])
 
     def operating_point(self, target: float, *, head: bool | None = None) -> OperatingPoint | None:
         """The most permissive point whose upper-bound wrong-hit rate is <= ``target``.
@@ -278,6 +288,11 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     }
 
 
+def _as_arrays(model: dict[str, Any]) -> dict[str, Any]:
+    keys = ("mean", "scale", "coef", "vector_coef")
+    return {k: (np.asarray(v, dtype=np.float64) if k in keys else v) for k, v in model.items()}
+
+
 def _predict(model: dict[str, Any], x: np.ndarray) -> np.ndarray:
     z = ((x - np.asarray(model["mean"])) / np.asarray(model["scale"])) @ np.asarray(model["coef"])
     return 1.0 / (1.0 + np.exp(-(z + model["intercept"])))
@@ -338,13 +353,20 @@ def _fit_head_fixed(
     }
 
 
-def _fit_head(x: np.ndarray, e: np.ndarray, y: np.ndarray, inner: int = 4) -> dict[str, Any]:
+def _fit_head(
+    x: np.ndarray,
+    e: np.ndarray,
+    y: np.ndarray,
+    inner: int = 4,
+    ranks: Sequence[int] = HEAD_RANKS,
+    cs: Sequence[float] = HEAD_CS,
+) -> dict[str, Any]:
     """The pair head with rank and C chosen by ``inner``-fold CV on these rows only
     (criterion: partial ROC AUC up to a wrong-hit rate of 5%)."""
     from sklearn.metrics import roc_auc_score  # calibration time only
 
     fold_of = np.arange(len(y)) % inner
-    grid = [(rank, c) for rank in HEAD_RANKS for c in HEAD_CS]
+    grid = [(rank, c) for rank in ranks for c in cs]
     scores = np.zeros((len(grid), len(y)))
     for f in range(inner):
         tr, te = fold_of != f, fold_of == f
@@ -396,6 +418,8 @@ def calibrate(
     cosines: Sequence[float] | None = None,
     vectors: Vectors | None = None,
     head: bool = True,
+    head_ranks: Sequence[int] = HEAD_RANKS,
+    head_cs: Sequence[float] = HEAD_CS,
 ) -> Calibration:
     """Fit the decision rule on labelled ``(a, b, duplicate)`` pairs for ``embedder``.
 
@@ -436,9 +460,9 @@ def calibrate(
         oof_head = np.zeros(len(rows))
         for f in range(folds):
             train, test = live[fold_of != f], live[fold_of == f]
-            fitted = _fit_head(x[train], e[train], y[train])
+            fitted = _fit_head(x[train], e[train], y[train], ranks=head_ranks, cs=head_cs)
             oof_head[test] = _predict_head(fitted, x[test], e[test])
-        head_model = _fit_head(x[live], e[live], y[live])
+        head_model = _fit_head(x[live], e[live], y[live], ranks=head_ranks, cs=head_cs)
         head_curve = _curve(oof_head, y, vetoed, n_neg, confidence)
     return Calibration(
         embedder=embedder.name,

@@ -120,7 +120,12 @@ def holdout(pairs: Sequence[LabelledPair], calibration: Calibration) -> list[Lab
 
 
 def calibrate_file(
-    path: str | Path, embedder: Embedder, *, half: bool = True, confidence: float = 0.9
+    path: str | Path,
+    embedder: Embedder,
+    *,
+    half: bool = True,
+    confidence: float = 0.9,
+    head: bool = True,
 ) -> Calibration:
     """Calibrate ``embedder`` on a pairs file: on its hash-selected half, or all of it."""
     from broker.cache.semantic.decision import SPLIT_SALT
@@ -137,5 +142,11 @@ def calibrate_file(
     source = {"file": Path(path).name, "sha256": file_sha256(path)}
     va, vb, _ = embed_pairs(pairs, embedder)
     return calibrate(
-        pairs, embedder, source=source, split=split, confidence=confidence, vectors=(va, vb)
+        pairs,
+        embedder,
+        source=source,
+        split=split,
+        confidence=confidence,
+        vectors=(va, vb),
+        head=head,
     )

@@ -112,6 +112,12 @@ class SemanticIndex:
 
     def search(self, scope: str, vector: np.ndarray, k: int = 1) -> list[tuple[str, float]]:
         """The ``k`` nearest live entries of ``scope`` as ``(payload, cosine)``, best first."""
+        return [(payload, cosine) for payload, cosine, _ in self.nearest(scope, vector, k)]
+
+    def nearest(
+        self, scope: str, vector: np.ndarray, k: int = 1
+    ) -> list[tuple[str, float, np.ndarray]]:
+        """As :meth:`search`, with each entry's unit vector (a copy)."""
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         norm = float(np.linalg.norm(query))
         if norm == 0 or not np.isfinite(norm):
@@ -127,7 +133,11 @@ class SemanticIndex:
             k = min(k, len(scores))
             top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
             top = top[np.argsort(-scores[top])]
-            return [(mirror.payloads[i], float(scores[i])) for i in top if np.isfinite(scores[i])]
+            return [
+                (mirror.payloads[i], float(scores[i]), mirror.matrix[i].copy())
+                for i in top
+                if np.isfinite(scores[i])
+            ]
 
     def purge(self, scope_prefix: str) -> int:
         """Delete every scope whose name starts with ``scope_prefix``; keys deleted."""

@@ -170,7 +170,7 @@ class SemanticCache:
         return found
 
     def _best(self, rule: Calibration, query: Query, vector: np.ndarray) -> Match | None:
-        for payload, cosine in self._index.search(query.semantic_scope, vector, k=3):
+        for payload, cosine, cached in self._index.nearest(query.semantic_scope, vector, k=3):
             try:
                 entry = json.loads(payload)
                 key, text = entry["k"], entry["t"]
@@ -178,7 +178,9 @@ class SemanticCache:
                 continue  # a corrupt entry is never served
             if normalised(query.text) == normalised(text):
                 return Match(key, 1.0, 0.0)  # the same words: case, spacing, end punctuation
-            decision = rule.decide(query.text, text, cosine, query.max_wrong_hit_rate)
+            decision = rule.decide(
+                query.text, text, cosine, query.max_wrong_hit_rate, vectors=(vector, cached)
+            )
             if decision.hit:
                 return Match(key, decision.score, decision.estimated_false_hit_rate)
         return None
