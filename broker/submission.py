@@ -252,7 +252,7 @@ class Submitter:
             created_at=now,
             expires_at=now + timedelta(seconds=batch.completion_window_s),
         )
-        rows, entries, tokens = [], [], []
+        rows, entries = [], []
         for seq, request in enumerate(batch.requests):
             rid = request_id(job_id, seq)
             priority = request.priority or batch.priority
@@ -268,7 +268,6 @@ class Submitter:
                 "temperature": request.temperature,
             }
             token = self.cache_token(team.id, batch.feature, request, model, payload)
-            tokens.append(token)
             rows.append(
                 {
                     "id": rid,

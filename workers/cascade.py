@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from broker.config.broker_toml import BrokerConfig
-from broker.store.transitions import Claimed, Escalation, Outcome
+from broker.store.cascades import Escalation
+from broker.store.transitions import Claimed, Outcome
 from workers.validators import judge
 
 

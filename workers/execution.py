@@ -24,7 +24,8 @@ import redis
 from broker import queues
 from broker.config.broker_toml import BrokerConfig, ProviderConfig
 from broker.errors import ProviderRateLimited
-from broker.store.transitions import Claimed, Escalation, HandBack, Outcome
+from broker.store.cascades import Escalation
+from broker.store.transitions import Claimed, HandBack, Outcome
 from broker.telemetry import logs
 from schedulers.budgets import Budgets
 from schedulers.feedback import Feedback

@@ -16,8 +16,9 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from broker.store import Database, transitions
-from broker.store.transitions import Claimed, Escalation, HandBack, Outcome
+from broker.store import Database, cascades, transitions
+from broker.store.cascades import Escalation
+from broker.store.transitions import Claimed, HandBack, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class Recorder:
         """running → queued on the next tier, this attempt charged (rare: written at once,
         outside the group commit); False when the attempt is stale."""
         return self._db.write(
-            lambda session: transitions.escalate(session, claimed, outcome, escalation)
+            lambda session: cascades.escalate(session, claimed, outcome, escalation)
         )
 
     def close(self) -> None:

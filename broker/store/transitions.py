@@ -234,9 +234,9 @@ def finish_many(session: Session, finished: Sequence[tuple[Claimed, Outcome]]) -
         if not won:
             continue
         params.append(_finish_params(claimed, outcome, now))
-        calls.extend(_call_rows(claimed, outcome.calls, now))
+        calls.extend(call_rows(claimed, outcome.calls, now))
         if outcome.succeeded:
-            ledger.append(_ledger_row(claimed, outcome, now))
+            ledger.append(ledger_row(claimed, outcome, now))
         delta = deltas.setdefault(claimed.job_id, dict.fromkeys(_COUNTERS, 0))
         delta["succeeded" if outcome.succeeded else "failed"] += 1
         delta["input_tokens"] += outcome.input_tokens + outcome.cached_input_tokens
@@ -268,50 +268,6 @@ def finish_many(session: Session, finished: Sequence[tuple[Claimed, Outcome]]) -
     return recorded
 
 
-@dataclass(frozen=True, slots=True)
-class Escalation:
-    """A cheaper tier answered and a cascade check turned the answer down: the attempt is
-    charged, and the request goes back to its queue for ``next_model`` (the next tier)."""
-
-    next_model: str
-    route_decision: dict[str, Any]
-
-
-def escalate(session: Session, claimed: Claimed, outcome: Outcome, escalation: Escalation) -> bool:
-    """running → queued on the next tier, this attempt charged (ledger, calls, the job's
-    cost and tokens, the request's cost so far); False when the attempt is stale."""
-    now = utcnow()
-    moved = session.execute(
-        update(_R)
-        .where(
-            _R.c.id == claimed.request_id,
-            _R.c.attempts == claimed.attempt,
-            _R.c.status == RequestStatus.RUNNING,
-        )
-        .values(
-            status=RequestStatus.QUEUED,
-            model=escalation.next_model,
-            chain_index=0,
-            route_decision=escalation.route_decision,
-            cost_micros=func.coalesce(_R.c.cost_micros, 0) + outcome.cost_micros,
-            started_at=None,
-        )
-    ).rowcount
-    if not moved:
-        return False
-    session.execute(insert(_L), [_ledger_row(claimed, outcome, now)])
-    if outcome.calls:
-        session.execute(insert(_C), _call_rows(claimed, outcome.calls, now))
-    count_ended(
-        session,
-        claimed.job_id,
-        input_tokens=outcome.input_tokens + outcome.cached_input_tokens,
-        output_tokens=outcome.output_tokens,
-        cost_micros=outcome.cost_micros,
-    )
-    return True
-
-
 def _finish_params(claimed: Claimed, outcome: Outcome, now: datetime) -> dict[str, Any]:
     return {
         "b_id": claimed.request_id,
@@ -332,7 +288,7 @@ def _finish_params(claimed: Claimed, outcome: Outcome, now: datetime) -> dict[st
     }
 
 
-def _call_rows(claimed: Claimed, calls: Sequence[Call], now: datetime) -> list[dict[str, Any]]:
+def call_rows(claimed: Claimed, calls: Sequence[Call], now: datetime) -> list[dict[str, Any]]:
     return [
         {
             "request_id": claimed.request_id,
@@ -350,7 +306,7 @@ def _call_rows(claimed: Claimed, calls: Sequence[Call], now: datetime) -> list[d
     ]
 
 
-def _ledger_row(claimed: Claimed, outcome: Outcome, now: datetime) -> dict[str, Any]:
+def ledger_row(claimed: Claimed, outcome: Outcome, now: datetime) -> dict[str, Any]:
     return {
         "request_id": claimed.request_id,
         "attempt": claimed.attempt,
@@ -440,7 +396,7 @@ def hand_back_many(session: Session, handed: Sequence[tuple[Claimed, HandBack]])
         )
         requeued.append(ended == RequestStatus.QUEUED)
         if ended is not None:  # like an outcome, calls are recorded for the current attempt only
-            calls.extend(_call_rows(claimed, back.calls, now))
+            calls.extend(call_rows(claimed, back.calls, now))
     if calls:
         session.execute(insert(_C), calls)
     return requeued
