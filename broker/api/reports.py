@@ -22,9 +22,10 @@ from broker.api.errors import store_errors
 from broker.api.resources import resources_of
 from broker.money import format_usd
 from broker.schemas.http import ErrorBody
-from broker.schemas.reports import SpendReportOut, SpendRowOut
+from broker.schemas.reports import RouteReportOut, RouteStatsOut, SpendReportOut, SpendRowOut
 from broker.store import reports
 from broker.store.reports import SpendReport, SpendRow
+from broker.store.route_stats import route_stats
 
 router = APIRouter(
     prefix="/v1/reports",
@@ -164,3 +165,33 @@ def daily_png(
         series = reports.daily_spend_by_team(session, days=days, team=scope)
         avoided = reports.daily_cost_avoided(session, days=days, team=scope)
     return Response(daily_spend_png(series, avoided=avoided), media_type="image/png")
+
+
+@router.get("/routes", response_model=RouteReportOut)
+def route_report(caller: Asker, request: Request, team: TeamParam = None) -> RouteReportOut:
+    """Per route, team and feature: where requests ended (tier mix), how many a cascade
+    escalated, and what they cost against sending every one to the route's flagship."""
+    resources = resources_of(request)
+    scope = caller.team_filter(resources.config, team)
+    with store_errors(), resources.db.session() as session:
+        rows = route_stats(session, resources.config, scope)
+    return RouteReportOut(
+        routes=[
+            RouteStatsOut(
+                route=r.route,
+                team=r.team,
+                feature=r.feature,
+                requests=r.requests,
+                by_tier={str(k): v for k, v in sorted(r.by_tier.items())},
+                escalated=r.escalated,
+                escalation_rate=round(r.escalation_rate, 4),
+                cache_hits=r.cache_hits,
+                cost_micros=r.cost_micros,
+                flagship_cost_micros=r.flagship_cost_micros,
+                saved_vs_flagship=round(1 - r.cost_micros / r.flagship_cost_micros, 4)
+                if r.flagship_cost_micros
+                else 0.0,
+            )
+            for r in rows
+        ]
+    )

@@ -48,3 +48,25 @@ class SpendReportOut(BaseModel):
     until: date | None = Field(description="Last UTC day included; null: up to now.")
     rows: list[SpendRowOut]
     totals: SpendRowOut = Field(description="Every row together (no dimensions).")
+
+
+class RouteStatsOut(BaseModel):
+    """What one route did for a team's feature."""
+
+    route: str
+    team: str
+    feature: str
+    requests: int = Field(description="Succeeded requests the route decided.")
+    by_tier: dict[str, int] = Field(description="Tier index (0: cheapest) → requests ending there.")
+    escalated: int
+    escalation_rate: float
+    cache_hits: int
+    cost_micros: int = Field(description="What they were charged, escalations included.")
+    flagship_cost_micros: int = Field(
+        description="The same tokens at the route's last tier's prices (hits excluded)."
+    )
+    saved_vs_flagship: float = Field(description="1 - cost / flagship cost (0 when nothing ran).")
+
+
+class RouteReportOut(BaseModel):
+    routes: list[RouteStatsOut]

@@ -80,3 +80,35 @@ def test_no_model_without_a_default_route_is_400_naming_models_and_routes(api):
         headers=PRODUCT,
     )
     assert unknown.status_code == 400 and "routes: auto" in unknown.json()["error"]["message"]
+
+
+def test_the_routes_report_shows_tier_mix_escalations_and_the_flagship_counterfactual(api, db):
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    batch = {
+        "feature": "chatbot",
+        "requests": [ask(f"r{i}", f"hi {i}", metadata={"tier": i % 2}) for i in range(4)],
+    }
+    job = api.post("/v1/jobs", json=batch, headers=PRODUCT).json()
+    with db.session() as s:  # as if the workers had answered: 10 in, 20 out; one escalated
+        rows = s.scalars(select(Request).where(Request.job_id == job["id"])).all()
+        for row in rows:
+            decision = dict(row.route_decision)
+            if row.custom_id == "r0":
+                decision.update(tier=1, model="gpt-4o", escalated=True)
+            s.execute(
+                update(Request)
+                .where(Request.id == row.id)
+                .values(status="succeeded", input_tokens=10, cached_input_tokens=0, output_tokens=20,
+                        cost_micros=100, route_decision=decision, finished_at=datetime.now(UTC))
+            )  # fmt: skip
+        s.commit()
+    report = api.get("/v1/reports/routes", headers=PRODUCT).json()["routes"]
+    (mine,) = [r for r in report if r["feature"] == "chatbot"]
+    assert (mine["route"], mine["requests"], mine["by_tier"]) == ("auto", 4, {"0": 1, "1": 3})
+    assert mine["escalated"] == 1 and mine["escalation_rate"] == 0.25
+    # gpt-4o: $2.50 in, $10 out per million: 10 × 2.5 + 20 × 10 = 225 micro-dollars each
+    assert mine["flagship_cost_micros"] == 4 * 225 and mine["cost_micros"] == 400
+    assert mine["saved_vs_flagship"] == round(1 - 400 / 900, 4)
