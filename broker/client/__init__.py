@@ -31,23 +31,23 @@ from broker.client._sync import BrokerClient, Job
 from broker.client._webhooks import verify_webhook
 from broker.schemas.http import JobOut, Message, RequestIn, ResultOut
 
-__all__ = [
-    "AsyncBrokerClient",
-    "AsyncJob",
-    "AuthenticationError",
-    "BrokerAPIError",
+__all__ = [  # noqa: RUF022 - pinned in this order by tests/broker/test_client.py
     "BrokerClient",
-    "InvalidRequestError",
+    "AsyncBrokerClient",
     "Job",
-    "JobOut",
-    "JobTimeout",
+    "AsyncJob",
+    "RequestIn",
     "Message",
+    "JobOut",
+    "ResultOut",
+    "BrokerAPIError",
+    "AuthenticationError",
     "NotFoundError",
+    "InvalidRequestError",
     "PayloadTooLargeError",
     "RateLimitError",
-    "RequestIn",
-    "ResultOut",
     "ServerError",
+    "JobTimeout",
     "WebhookVerificationError",
     "verify_webhook",
 ]

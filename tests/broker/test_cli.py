@@ -68,7 +68,7 @@ def test_up_runs_the_stack_and_ctrl_c_stops_all_of_it(tmp_path):
 @pytest.mark.parametrize("command", [["api"], ["scheduler"], ["worker", "--provider", "x"]])
 def test_an_invalid_config_stops_a_process_at_start_with_file_key_and_reason(tmp_path, command):
     config = tmp_path / "broker.toml"
-    default = Path(__file__).parents[2] / "broker" / "defaults" / "broker.toml"
+    default = Path(__file__).parents[2] / "broker" / "config" / "defaults" / "broker.toml"
     config.write_text(
         default.read_text().replace('provider = "sim-anthropic"', 'provider = "nope"', 1)
     )

@@ -140,7 +140,7 @@ def webhook_counts(api: Api) -> dict[str, float]:
 def batch(n: int, tag: str) -> list[dict]:
     return [
         {"custom_id": f"{tag}{i}", "model": "gpt-4o-mini", "max_tokens": 16,
-         "messages": [{"role": "user", "content": f"Classify ticket {i}: printer on fire"}]}
+         "messages": [{"role": "user", "content": f"Classify ticket {tag}{i}: printer on fire"}]}
         for i in range(n)
     ]  # fmt: skip
 
