@@ -45,7 +45,7 @@ class Known:
     """What one round knows of the cache, and what it decided."""
 
     answers: dict[str, CachedAnswer] = field(default_factory=dict)
-    flying: set[str] = field(default_factory=set)
+    flying: dict[str, str] = field(default_factory=dict)  # key → the request leading it
     hits: list[Hit] = field(default_factory=list)
     waiting: list[tuple[str, Waiter]] = field(default_factory=list)
     leads: dict[str, str] = field(default_factory=dict)  # key → request id
@@ -61,7 +61,8 @@ class Known:
                 Hit(entry.request_id, job_id, "exact", answer, team, entry.feature, entry.trace)
             )
             return "hit"
-        if key in self.flying:
+        leader = self.flying.get(key)
+        if leader is not None and leader != entry.request_id:  # never behind its own flight
             self.waiting.append((key, (team, priority, entry)))
             return "wait"
         return "go"
@@ -71,7 +72,7 @@ class Known:
         key = entry.cache_key
         if key is not None and entry.cache_read and entry.cache_store:
             self.leads[key] = entry.request_id
-            self.flying.add(key)
+            self.flying[key] = entry.request_id
 
 
 class CacheCheck:
@@ -96,7 +97,7 @@ class CacheCheck:
         if not keys:
             return Known()
         try:
-            return Known(self._cache.get_many(keys), self._flights.up(keys))
+            return Known(self._cache.get_many(keys), self._flights.leaders(keys))
         except redis.RedisError as exc:
             log.warning("single-flight unavailable, taking the plain path: %s", exc)
             return Known()

@@ -67,6 +67,14 @@ class Flights:
                 pipe.exists(redis_keys.flight(key))
             return {key for key, n in zip(wanted, pipe.execute()) if n}
 
+    def leaders(self, keys: Iterable[str]) -> dict[str, str]:
+        """Key → the request id leading its flight, for the keys among ``keys`` with one up."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        values = self._redis.mget([redis_keys.flight(key) for key in wanted])
+        return {key: v.decode() for key, v in zip(wanted, values) if v is not None}
+
     def start(self, pipe: redis.client.Pipeline, flights: Sequence[tuple[str, str]]) -> None:
         """Queue on ``pipe``: each (key, request id) becomes the key's flight."""
         for key, request_id in flights:

@@ -52,3 +52,14 @@ def test_the_sweep_frees_the_waiters_of_a_lost_flight(redis_client):
     redis_client.delete(redis_keys.flight(KEY))  # its worker died and the TTL ran out
     assert flights.sweep() == 1
     assert redis_client.llen(redis_keys.team_queue("product", Priority.HIGH)) == 1
+
+
+def test_a_request_never_waits_for_its_own_flight():
+    """A leader that died after starting a flight but before sending its task leaves the
+    flight up and the request at its queue's head: the next leader must send it again, not
+    park it behind itself until the flight's TTL runs out."""
+    from schedulers.caching import Known
+
+    known = Known(flying={KEY: "req_a_0"})
+    assert known.decide("product", Priority.HIGH, entry("req_a_0")) == "go"
+    assert known.decide("product", Priority.HIGH, entry("req_a_1")) == "wait"
