@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -86,7 +87,8 @@ def submit_and_wait(stack: Stack, n: int) -> None:
                 "custom_id": f"f{i}",
                 "model": ("gpt-4o-mini", "claude-haiku-4-5")[i % 2],
                 "max_tokens": 16,
-                "messages": [{"role": "user", "content": f"hello {i}"}],
+                # new questions each time: repeats would be answered by the cache, no task run
+                "messages": [{"role": "user", "content": f"hello {i} ({uuid.uuid4().hex})"}],
             }
             for i in range(n)
         ]
