@@ -159,18 +159,7 @@ class Executor:
                 outcome.latency_ms,
                 outcome.cost_micros,
             )
-        completion = result.completion
-        self._feedback.finished(
-            ticket,
-            input_tokens=outcome.input_tokens + outcome.cached_input_tokens,
-            output_tokens=outcome.output_tokens,
-            cost_micros=outcome.cost_micros,
-            recorded=recorded,
-            signal=completion.rate if completion is not None else None,
-            healthy=result.healthy,
-            succeeded=outcome.succeeded,
-            latency_ms=outcome.latency_ms,
-        )
+        self._report(ticket, outcome, result, recorded)
 
     def _escalate(
         self,
@@ -194,16 +183,23 @@ class Executor:
             )
         if self._sharing is not None:
             self._sharing.failed(ticket)  # its waiters go back: they may fly on their own
+        self._report(ticket, outcome, result, moved)
+
+    def _report(
+        self, ticket: Ticket, outcome: Outcome, result: AttemptResult, recorded: bool
+    ) -> None:
+        """Scheduler feedback for an attempt that got an answer or a final failure: slot,
+        fairness correction, rate-limit signal, breaker, budget settlement."""
         completion = result.completion
         self._feedback.finished(
             ticket,
             input_tokens=outcome.input_tokens + outcome.cached_input_tokens,
             output_tokens=outcome.output_tokens,
             cost_micros=outcome.cost_micros,
-            recorded=moved,
+            recorded=recorded,
             signal=completion.rate if completion is not None else None,
             healthy=result.healthy,
-            succeeded=True,
+            succeeded=outcome.succeeded,
             latency_ms=outcome.latency_ms,
         )
 

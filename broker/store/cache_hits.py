@@ -64,6 +64,24 @@ def _ledger_row(hit: Hit, now: datetime) -> dict[str, Any]:
     }
 
 
+HIT_COLUMNS = (
+    "status",
+    "model_used",
+    "provider_used",
+    "output",
+    "finish_reason",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "cost_micros",
+    "latency_ms",
+    "cache_hit",
+    "cache_source_id",
+    "cost_avoided_micros",
+    "finished_at",
+)
+
+
 def hit_fields(kind: str, answer: CachedAnswer, now: datetime) -> dict[str, Any]:
     """The columns of a request answered by ``answer`` (for an insert or an update)."""
     return {
@@ -102,27 +120,7 @@ def count_hits(session: Session, job_id: str, hits: Sequence[Hit]) -> None:
 _COMPLETE = (
     update(_R)
     .where(_R.c.id == bindparam("b_id"), _R.c.status == RequestStatus.QUEUED)
-    .values(
-        {
-            name: bindparam(f"b_{name}")
-            for name in (
-                "status",
-                "model_used",
-                "provider_used",
-                "output",
-                "finish_reason",
-                "input_tokens",
-                "cached_input_tokens",
-                "output_tokens",
-                "cost_micros",
-                "latency_ms",
-                "cache_hit",
-                "cache_source_id",
-                "cost_avoided_micros",
-                "finished_at",
-            )
-        }
-    )
+    .values({name: bindparam(f"b_{name}") for name in HIT_COLUMNS})
 )
 
 
