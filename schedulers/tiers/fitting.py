@@ -19,10 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import GroupKFold
-from sklearn.preprocessing import StandardScaler
 
 from schedulers.tiers.curves import routing_curve
 from schedulers.tiers.data import TrainingRow
@@ -84,6 +80,10 @@ def fit_linear(
     features: np.ndarray, labels: np.ndarray, spec: FeatureSpec, candidate: Candidate
 ) -> LinearModel:
     """Fit ``candidate`` on a full feature matrix (its spec: ``spec``) and 0/1 labels."""
+    # training only: choosing a tier at run time needs no scikit-learn
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
     x, used_spec = _columns(features, spec, candidate)
     scaler = StandardScaler().fit(x)
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
@@ -98,6 +98,8 @@ def fit_linear(
 
 
 def group_splits(n: int, groups: Sequence[str] | None, folds: int, seed: int) -> list:
+    from sklearn.model_selection import GroupKFold  # training only
+
     keys = np.asarray(groups if groups is not None else np.arange(n).astype(str))
     unique = np.unique(keys)
     # Shuffle group identities so that folds do not follow file order.
@@ -133,6 +135,8 @@ def _has_correctness(rows: Sequence[TrainingRow]) -> bool:
 
 def validation_metric(scores: np.ndarray, rows: Sequence[TrainingRow]) -> tuple[str, float]:
     """AIQ of the routing curve when rows carry correctness, else ROC AUC of ``acceptable``."""
+    from sklearn.metrics import roc_auc_score  # training only
+
     if _has_correctness(rows):
         weak = [bool(r.weak_correct) for r in rows]
         strong = [bool(r.strong_correct) for r in rows]
