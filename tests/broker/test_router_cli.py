@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from broker.cli import main
 from schedulers.tiers.learned import LearnedRouter
 
+needs_training = pytest.mark.skipif(
+    importlib.util.find_spec("sklearn") is None or importlib.util.find_spec("scipy") is None,
+    reason="training and calibrating need scikit-learn and scipy: pip install '.[embeddings]'",
+)
 
+
+@needs_training
 def test_train_writes_a_versioned_router_calibrated_as_asked(tmp_path):
     lines = []
     for i in range(120):

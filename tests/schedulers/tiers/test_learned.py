@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -14,6 +15,12 @@ from schedulers.tiers.data import TrainingDataError, TrainingRow, load_training_
 from schedulers.tiers.features import LEXICAL_FEATURES, lexical_features, local_embedder_or_reason
 from schedulers.tiers.fitting import CANDIDATES
 from schedulers.tiers.learned import LearnedRouter, train
+
+needs_training = pytest.mark.skipif(
+    importlib.util.find_spec("sklearn") is None or importlib.util.find_spec("scipy") is None,
+    reason="training and calibrating need scikit-learn and scipy: pip install '.[embeddings]'",
+)
+
 
 EMBEDDING_ONLY = [c for c in CANDIDATES if c.features == "embedding+lexical"]
 
@@ -67,6 +74,7 @@ def test_lexical_features_have_the_declared_columns() -> None:
         lexical_features(["x"], ["no_such_feature"])
 
 
+@needs_training
 def test_router_learns_the_synthetic_signal(lexical_router: LearnedRouter) -> None:
     easy, hard = lexical_router.scores(
         [
@@ -79,6 +87,7 @@ def test_router_learns_the_synthetic_signal(lexical_router: LearnedRouter) -> No
     assert 0.0 < score < 1.0 and isinstance(strong, bool)
 
 
+@needs_training
 def test_save_load_round_trip_gives_identical_scores(
     lexical_router: LearnedRouter, tmp_path: Path
 ) -> None:
@@ -95,6 +104,7 @@ def test_save_load_round_trip_gives_identical_scores(
     assert loaded.threshold == lexical_router.threshold
 
 
+@needs_training
 def test_tampered_file_is_refused(lexical_router: LearnedRouter, tmp_path: Path) -> None:
     data = lexical_router.to_dict()
     data["model"]["intercept"] += 1.0
@@ -104,6 +114,7 @@ def test_tampered_file_is_refused(lexical_router: LearnedRouter, tmp_path: Path)
         LearnedRouter.load(path)
 
 
+@needs_training
 @pytest.mark.parametrize("share", [0.1, 0.3, 0.5, 0.8])
 def test_threshold_for_share_gives_about_that_share(
     lexical_router: LearnedRouter, share: float
@@ -113,6 +124,7 @@ def test_threshold_for_share_gives_about_that_share(
     assert np.mean(scores < threshold) == pytest.approx(share, abs=0.03)
 
 
+@needs_training
 def test_threshold_for_quality_is_monotone(lexical_router: LearnedRouter) -> None:
     low = lexical_router.threshold_for_quality(0.85)
     high = lexical_router.threshold_for_quality(0.99)
@@ -121,6 +133,7 @@ def test_threshold_for_quality_is_monotone(lexical_router: LearnedRouter) -> Non
     assert lexical_router.threshold_for_strong_share(1.0) == 1.0
 
 
+@needs_training
 def test_embedding_path_round_trips_with_a_given_embedder(tmp_path: Path) -> None:
     router = train(synthetic_rows(120), embedder=FakeEmbedder(), candidates=EMBEDDING_ONLY, folds=3)
     path = tmp_path / "router.json"
