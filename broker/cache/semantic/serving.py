@@ -127,7 +127,9 @@ class SemanticCache:
         except (EmbedderError, SemanticCacheError, OSError) as exc:
             self._state = "unavailable"
             self._disabled = True
-            self._warn(exc)
+            # not installed is a choice (the embeddings extra), not a fault
+            level = logging.INFO if isinstance(exc, EmbedderUnavailable) else logging.WARNING
+            log.log(level, "semantic cache off in this process, serving exact matches: %s", exc)
             return
         self._state = "ready"
 
@@ -150,7 +152,7 @@ class SemanticCache:
             vectors = self._embedder.embed([q.text for q in queries])
         except (EmbedderUnavailable, CalibrationError) as exc:  # not installed: stays off
             self._disabled = True
-            self._warn(exc)
+            log.info("semantic cache off in this process, serving exact matches: %s", exc)
             return {}
         except (EmbedderError, SemanticCacheError, OSError) as exc:
             self._warn(exc)
