@@ -207,3 +207,13 @@ def semantic_pending(request_id: str) -> str:
     """Hash: a queued request's final-turn vector, text, scope and exact key, indexed by the
     worker that lands its answer (:mod:`broker.cache.semantic.serving`)."""
     return f"ib:sempending:{request_id}"
+
+
+def idempotency(team_id: str, surface: str, key: str) -> str:
+    """The object a create with this ``Idempotency-Key`` made (string, 24 h)."""
+    return f"{PREFIX}:idem:{team_id}:{surface}:{key}"
+
+
+def request_ended(request_id: str) -> str:
+    """Pub/sub channel: one message when an interactive request reaches a terminal state."""
+    return f"{PREFIX}:ended:{request_id}"

@@ -224,9 +224,18 @@ class Submitter:
                 retry_after=wait,
             )
 
-    def submit(self, team: TeamConfig, batch: JobCreate, key_sha256: str | None = None) -> Job:
+    def submit(
+        self,
+        team: TeamConfig,
+        batch: JobCreate,
+        key_sha256: str | None = None,
+        *,
+        surface: str | None = None,
+        surface_meta: dict | None = None,
+    ) -> Job:
         """Validate, admit and write ``batch``; ``key_sha256`` (the caller's key's digest)
-        counts it against that key's submissions per minute."""
+        counts it against that key's submissions per minute. ``surface`` and ``surface_meta``
+        record the drop-in SDK surface it came through (:mod:`broker.dropin`)."""
         self.validate(batch)
         self.admit(team, batch, key_sha256)
         job_id = new_job_id()
@@ -251,6 +260,8 @@ class Submitter:
             cost_micros=0,
             created_at=now,
             expires_at=now + timedelta(seconds=batch.completion_window_s),
+            surface=surface,
+            surface_meta=surface_meta,
         )
         rows, entries = [], []
         for seq, request in enumerate(batch.requests):

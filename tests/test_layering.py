@@ -45,7 +45,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("broker.store", "broker.queues", "broker.telemetry", "broker.cache", "broker.embeddings"),
     ),
     ("engine", ("schedulers", "workers")),
-    ("front door", ("broker.submission", "broker.api", "broker.client")),
+    ("front door", ("broker.submission", "broker.dropin", "broker.api", "broker.client")),
     ("top", ("broker.cli", "broker.local")),
 )
 

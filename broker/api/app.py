@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from broker import __version__
 from broker.api import (
     admin,
+    anthropic_messages,
     body_limit,
     breakers,
     cache,
@@ -18,11 +19,13 @@ from broker.api import (
     jobs,
     keys,
     metrics,
+    openai_chat,
     reports,
     webhooks,
 )
 from broker.api.resources import ApiResources
 from broker.config.settings import Settings
+from broker.dropin.interactive import Interactive, Listener
 from broker.store import Database
 from broker.submission import Submitter
 
@@ -32,15 +35,21 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         config = settings.config
         db = Database(settings.database_url_or_default, pool_size=settings.db_pool_size)
-        client = redis.Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
+        redis_url = settings.redis_url or "redis://127.0.0.1:6379/0"
+        client = redis.Redis.from_url(redis_url)
+        submitter = Submitter.from_settings(settings, db, client, config)
+        listener = Listener(redis_url)
+        listener.start()
         app.state.broker = ApiResources(
             config=config,
             db=db,
             redis=client,
-            submitter=Submitter.from_settings(settings, db, client, config),
+            submitter=submitter,
+            interactive=Interactive(submitter, db, listener),
         )
         app.state.metrics = metrics.registry(app.state.broker)
         yield
+        await listener.stop()
         client.close()
         db.dispose()
 
@@ -60,6 +69,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(cache.router)
     app.include_router(reports.router)
     app.include_router(metrics.router)
+    app.include_router(openai_chat.router)
+    app.include_router(anthropic_messages.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:

@@ -28,11 +28,14 @@ from broker.store.models import utcnow
 log = logging.getLogger(__name__)
 
 
-def _bearer(request: Request, whose: str) -> str:
+def _bearer(request: Request, whose: str, *, x_api_key: bool = False) -> str:
     scheme, key = get_authorization_scheme_param(request.headers.get("authorization"))
-    if scheme.lower() != "bearer" or not key:
-        raise AuthenticationFailed(f"send {whose} as 'Authorization: Bearer <key>'")
-    return key
+    if scheme.lower() == "bearer" and key:
+        return key
+    if x_api_key and request.headers.get("x-api-key"):  # the Anthropic SDK's header
+        return request.headers["x-api-key"]
+    also = " or 'x-api-key: <key>'" if x_api_key else ""
+    raise AuthenticationFailed(f"send {whose} as 'Authorization: Bearer <key>'{also}")
 
 
 def team_of_key(request: Request, digest: str) -> TeamConfig | None:
@@ -64,11 +67,12 @@ def _touch(db, key_id: str) -> None:
 
 
 def authenticate(request: Request) -> TeamConfig:
-    """FastAPI dependency: the team whose key is in ``Authorization: Bearer ...``.
+    """FastAPI dependency: the team whose key is in ``Authorization: Bearer ...`` (or, as the
+    Anthropic SDK sends it, ``x-api-key``).
 
     The key's digest is left in ``request.state.api_key_sha256`` for per-key limits.
     """
-    digest = hash_api_key(_bearer(request, "your team's API key"))
+    digest = hash_api_key(_bearer(request, "your team's API key", x_api_key=True))
     team = team_of_key(request, digest)
     if team is None:
         raise AuthenticationFailed("unknown API key")

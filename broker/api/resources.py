@@ -15,6 +15,7 @@ import redis
 from fastapi import Depends, Request
 
 from broker.config.broker_toml import BrokerConfig
+from broker.dropin.interactive import Interactive
 from broker.store import Database
 from broker.submission import Submitter
 
@@ -25,6 +26,7 @@ class ApiResources:
     db: Database
     redis: redis.Redis
     submitter: Submitter
+    interactive: Interactive | None = None  # the SDK endpoints' path (started with the app)
 
 
 def resources_of(request: Request) -> ApiResources:

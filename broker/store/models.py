@@ -78,6 +78,12 @@ class Job(Base):
     expires_at: Mapped[datetime | None] = mapped_column(
         doc="End of the completion window: requests still queued then end as expired."
     )
+    surface: Mapped[str | None] = mapped_column(
+        String(16), doc="openai or anthropic: created as an SDK batch; None: through /v1/jobs."
+    )
+    surface_meta: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, doc="What that surface returns and we do not keep elsewhere (endpoint, file ids...)."
+    )
 
     __table_args__ = (
         Index("ix_jobs_team_created", "team_id", "created_at"),
@@ -154,6 +160,25 @@ class Request(Base):
         Index("ix_requests_job_status", "job_id", "status"),
         Index("ix_requests_status_dispatched", "status", "dispatched_at"),
     )
+
+
+class StoredFile(Base):
+    """A file uploaded through the OpenAI Files API (``purpose=batch``). The bytes live on disk
+    (:mod:`broker.dropin.files`), named by ``id``; the row is what the API lists."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(256))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    lines: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_files_team_created", "team_id", "created_at"),)
 
 
 class LedgerEntry(Base):

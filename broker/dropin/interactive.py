@@ -1,0 +1,154 @@
+"""One interactive request through the queues, waited for while the caller's connection waits.
+
+The request is a one-request job at ``high`` priority (the ``x-broker-priority`` header may say
+otherwise): fair scheduling, budgets, routes, the cache, fallback and attribution apply as to
+any batch. The answer is waited for on a Redis pattern subscription the worker publishes to
+when it records an ended attempt (:func:`broker.redis_keys.request_ended`), with the database
+read every ``poll_s`` as the backstop for requests that end elsewhere (a cache hit found at
+dispatch, a budget refusal, an expiry) or a message that was missed: the database is the record.
+
+A caller that goes away while its request is still queued cancels it; one already running
+finishes and is recorded (and charged), as in a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio as aioredis
+from starlette.concurrency import run_in_threadpool
+
+from broker import redis_keys
+from broker.config.broker_toml import TeamConfig
+from broker.dropin.wire import TRACE_HEADER, feature_of
+from broker.errors import InvalidRequest
+from broker.ids import request_id
+from broker.schemas.http import JobCreate, Priority, RequestIn
+from broker.states import RequestStatus
+from broker.store import Database, Request, transitions
+from broker.submission import Submitter
+
+log = logging.getLogger(__name__)
+
+PRIORITY_HEADER = "x-broker-priority"
+COMPLETION_WINDOW = "10m"
+"""An interactive request not started within this ends as expired (the caller gets a 504)."""
+TERMINAL = {s.value for s in RequestStatus if s.is_terminal}
+
+
+class ClientGone(Exception):
+    """The caller disconnected while its request was waiting."""
+
+
+class Listener:
+    """The API process's one subscription to ended requests; wakes the waiter of each."""
+
+    def __init__(self, url: str) -> None:
+        self._client = aioredis.Redis.from_url(url)
+        self._waiters: dict[str, asyncio.Event] = {}
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        await self._client.aclose()
+
+    def register(self, request_id: str) -> asyncio.Event:
+        return self._waiters.setdefault(request_id, asyncio.Event())
+
+    def unregister(self, request_id: str) -> None:
+        self._waiters.pop(request_id, None)
+
+    async def _run(self) -> None:
+        pattern = redis_keys.request_ended("*")
+        prefix = len(pattern) - 1
+        while True:
+            try:
+                async with self._client.pubsub() as pubsub:
+                    await pubsub.psubscribe(pattern)
+                    async for message in pubsub.listen():
+                        if message.get("type") != "pmessage":
+                            continue
+                        event = self._waiters.get(message["channel"].decode()[prefix:])
+                        if event is not None:
+                            event.set()
+            except asyncio.CancelledError:
+                raise
+            except (redis.RedisError, OSError) as exc:  # waiters poll meanwhile
+                log.warning("ended-request subscription lost (%s); again in 1 s", exc)
+                await asyncio.sleep(1)
+
+
+@dataclass(frozen=True)
+class Interactive:
+    submitter: Submitter
+    db: Database
+    listener: Listener
+    poll_s: float = 0.1
+    wait_s: float = 600.0
+
+    async def run(
+        self,
+        team: TeamConfig,
+        request: RequestIn,
+        headers: Mapping[str, str],
+        key_sha256: str | None,
+        is_disconnected: Callable[[], Awaitable[bool]],
+    ) -> Request:
+        """Submit ``request`` and return its row once it has ended (any terminal state)."""
+        priority = headers.get(PRIORITY_HEADER, Priority.HIGH.value)
+        if priority not in {p.value for p in Priority}:
+            raise InvalidRequest(
+                f"{PRIORITY_HEADER}: one of high, medium, low (not {priority!r})",
+                field=PRIORITY_HEADER,
+            )
+        if headers.get(TRACE_HEADER) and request.trace_id is None:
+            request = request.model_copy(update={"trace_id": headers[TRACE_HEADER]})
+        batch = JobCreate(
+            feature=feature_of(headers, request.metadata),
+            priority=Priority(priority),
+            completion_window=COMPLETION_WINDOW,
+            requests=[request],
+        )
+        job = await run_in_threadpool(self.submitter.submit, team, batch, key_sha256)
+        rid = request_id(job.id, 0)
+        event = self.listener.register(rid)
+        try:
+            deadline: float | None = asyncio.get_running_loop().time() + self.wait_s
+            while True:
+                row = await run_in_threadpool(self._ended, rid)
+                if row is not None:
+                    return row
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), self.poll_s)
+                event.clear()
+                if await is_disconnected():
+                    await run_in_threadpool(self._cancel, job.id)
+                    raise ClientGone(rid)
+                if deadline is not None and asyncio.get_running_loop().time() > deadline:
+                    await run_in_threadpool(self._cancel, job.id)  # it ends as cancelled
+                    deadline = None
+        finally:
+            self.listener.unregister(rid)
+
+    def _ended(self, request_id: str) -> Request | None:
+        with self.db.session() as session:
+            row = session.get(Request, request_id)
+            if row is None or row.status not in TERMINAL:
+                return None
+            session.expunge(row)
+            return row
+
+    def _cancel(self, job_id: str) -> None:
+        """Cancel what has not started; a running attempt finishes and is recorded."""
+        self.db.write(lambda session: transitions.cancel_job(session, job_id))

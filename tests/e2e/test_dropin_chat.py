@@ -1,0 +1,131 @@
+"""The official OpenAI and Anthropic SDKs, unchanged and strictly validating, against a real
+stack: chat completions and messages, synchronous and streamed, through the queues."""
+
+from __future__ import annotations
+
+import uuid
+
+import anthropic
+import openai
+import pytest
+
+from broker.local.stack import Stack
+from broker.store import Database, Request
+
+pytestmark = pytest.mark.e2e
+
+PRODUCT, CONTENT = "ib-dev-product", "ib-dev-content"
+
+
+def oa(stack: Stack, key: str = PRODUCT, **kw) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=f"{stack.api_url}/v1",
+        api_key=key,
+        max_retries=0,
+        _strict_response_validation=True,
+        **kw,
+    )
+
+
+def an(stack: Stack, key: str = PRODUCT, **kw) -> anthropic.Anthropic:
+    return anthropic.Anthropic(
+        base_url=stack.api_url, api_key=key, max_retries=0, _strict_response_validation=True, **kw
+    )
+
+
+def unique(text: str) -> str:
+    return f"{text} ({uuid.uuid4().hex[:8]})"
+
+
+def test_chat_completion_goes_through_the_queues_and_is_recorded(stack: Stack):
+    with oa(stack, default_headers={"x-broker-feature": "chatbot"}) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini",
+            messages=[
+                {"role": "system", "content": "Answer briefly."},
+                {"role": "user", "content": unique("What is a queue?")},
+            ],
+            max_tokens=40,
+        )
+    completion = raw.parse()
+    assert completion.object == "chat.completion"
+    assert completion.choices[0].message.content
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    assert completion.usage.prompt_tokens > 0 and completion.usage.completion_tokens > 0
+    request_id = raw.headers["x-request-id"]
+    with Database(stack.settings.database_url_or_default).session() as session:
+        row = session.get(Request, request_id)
+        assert (row.team_id, row.feature, row.priority) == ("product", "chatbot", "high")
+        assert row.status == "succeeded" and row.cost_micros > 0
+        assert row.output == completion.choices[0].message.content
+
+
+def test_streamed_chat_completion_carries_the_same_answer_and_usage(stack: Stack):
+    prompt = unique("Name three rivers.")
+    with oa(stack) as client:
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=40,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = list(stream)
+        again = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": prompt}], max_tokens=40
+        )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    assert text == again.choices[0].message.content  # the repeat is a cache hit: same answer
+    assert again.model_extra["x_broker"]["cache"] == "exact"
+
+
+def test_anthropic_message_sync_and_streamed(stack: Stack):
+    with an(stack, default_headers={"x-broker-feature": "summarization"}) as client:
+        message = client.messages.create(
+            model="claude-haiku-4-5",
+            max_tokens=40,
+            system="Be brief.",
+            messages=[{"role": "user", "content": unique("Summarise: the cat sat.")}],
+        )
+        assert message.type == "message" and message.content[0].text
+        assert message.stop_reason in ("end_turn", "max_tokens")
+        with client.messages.stream(
+            model="claude-haiku-4-5",
+            max_tokens=40,
+            messages=[{"role": "user", "content": unique("Say hello.")}],
+        ) as stream:
+            streamed = "".join(stream.text_stream)
+            final = stream.get_final_message()
+    assert streamed == final.content[0].text and streamed
+    assert final.usage.output_tokens > 0
+
+
+def test_sdk_errors_keep_their_classes(stack: Stack):
+    with oa(stack, key="not-a-key") as client, pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
+    with an(stack, key="not-a-key") as client, pytest.raises(anthropic.AuthenticationError):
+        client.messages.create(
+            model="claude-haiku-4-5", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
+    with oa(stack) as client, pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], top_p=0.5
+        )
+    assert "top_p" in refused.value.message
+    with an(stack) as client, pytest.raises(anthropic.BadRequestError) as unknown:
+        client.messages.create(
+            model="no-such-model", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert "claude-haiku-4-5" in unknown.value.message  # the known models are listed
+
+
+def test_models_lists_the_catalog_and_the_routes(stack: Stack):
+    with oa(stack) as client:
+        names = {m.id for m in client.models.list()}
+        assert {"gpt-4o-mini", "claude-haiku-4-5", "auto"} <= names
+        assert client.models.retrieve("auto").owned_by == "inference-broker"
