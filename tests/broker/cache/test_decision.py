@@ -237,7 +237,7 @@ def test_local_embedder_returns_unit_float32_rows(local_embedder) -> None:
     out = local_embedder.embed(["hello", "world", "hello"])
     assert out.shape == (3, 384) and out.dtype == np.float32
     assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
-    assert np.allclose(out[0], out[2])
+    assert np.allclose(out[0], out[2], atol=1e-5)  # batch padding moves the last digits
 
 
 def _vecs(embedder, a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
