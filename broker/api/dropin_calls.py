@@ -37,7 +37,6 @@ async def answer(
             team,
             asked,
             request.headers,
-            request.state.api_key_sha256,
             request.is_disconnected,
         )
     except ClientGone:

@@ -102,7 +102,6 @@ class Interactive:
         team: TeamConfig,
         request: RequestIn,
         headers: Mapping[str, str],
-        key_sha256: str | None,
         is_disconnected: Callable[[], Awaitable[bool]],
     ) -> Request:
         """Submit ``request`` and return its row once it has ended (any terminal state)."""
@@ -120,7 +119,9 @@ class Interactive:
             completion_window=COMPLETION_WINDOW,
             requests=[request],
         )
-        job = await run_in_threadpool(self.submitter.submit, team, batch, key_sha256)
+        # Not counted against the key's submissions_per_minute, a limit on creating batches:
+        # an interactive call is bounded by budgets, trace ceilings and provider limits.
+        job = await run_in_threadpool(self.submitter.submit, team, batch)
         rid = request_id(job.id, 0)
         event = self.listener.register(rid)
         try:

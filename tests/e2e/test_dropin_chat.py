@@ -1,9 +1,16 @@
 """The official OpenAI and Anthropic SDKs, unchanged and strictly validating, against a real
-stack: chat completions and messages, synchronous and streamed, through the queues."""
+stack: chat completions and messages, synchronous and streamed, through the queues; the newest
+versions in the venv, and the oldest we support (openai 1.55.3, the first that works with
+httpx 0.28; anthropic 0.41.0, the first with ``messages.batches``) installed from PyPI into a
+private directory for one subprocess (without a network that test skips and says so)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import anthropic
 import openai
@@ -15,6 +22,8 @@ from broker.store import Database, Request
 pytestmark = pytest.mark.e2e
 
 PRODUCT, CONTENT = "ib-dev-product", "ib-dev-content"
+OLDEST = ("openai==1.55.3", "anthropic==0.41.0", "distro")  # distro: old openai imports it
+CALLS = Path(__file__).with_name("sdk_calls.py")
 
 
 def oa(stack: Stack, key: str = PRODUCT, **kw) -> openai.OpenAI:
@@ -129,3 +138,31 @@ def test_models_lists_the_catalog_and_the_routes(stack: Stack):
         names = {m.id for m in client.models.list()}
         assert {"gpt-4o-mini", "claude-haiku-4-5", "auto"} <= names
         assert client.models.retrieve("auto").owned_by == "inference-broker"
+
+
+@pytest.fixture(scope="session")
+def oldest_sdks(tmp_path_factory) -> Path:
+    target = tmp_path_factory.mktemp("oldest-sdks")
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target)]
+        + ["--disable-pip-version-check", *OLDEST],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if install.returncode != 0:
+        pytest.skip(f"could not install {', '.join(OLDEST)} from PyPI: {install.stderr[-300:]}")
+    return target
+
+
+def test_oldest_supported_sdks_work_unchanged(stack: Stack, oldest_sdks: Path):
+    env = {**os.environ, "PYTHONPATH": str(oldest_sdks)}
+    run = subprocess.run(
+        [sys.executable, str(CALLS), stack.api_url, "ib-dev-platform"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "ok openai 1.55.3 anthropic 0.41.0" in run.stdout

@@ -1,0 +1,54 @@
+"""The SDK calls a team's existing code makes, run in a subprocess against a stack with
+whatever ``openai`` and ``anthropic`` versions are on its path (the oldest we support, in
+tests/e2e/test_dropin_chat.py). Exits non-zero on the first call that fails."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+
+import anthropic
+import openai
+
+
+def main(api_url: str, key: str) -> None:
+    tag = uuid.uuid4().hex[:8]
+    oa = openai.OpenAI(
+        base_url=f"{api_url}/v1", api_key=key, max_retries=0, _strict_response_validation=True
+    )
+    ask = [{"role": "user", "content": f"Old SDK, new broker? {tag}"}]
+    done = oa.chat.completions.create(model="gpt-4o-mini", messages=ask, max_tokens=30)
+    assert done.choices[0].message.content, done
+    chunks = list(
+        oa.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=ask,
+            max_tokens=30,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == done.choices[0].message.content and chunks[-1].usage is not None
+    assert "auto" in {m.id for m in oa.models.list()}
+
+    an = anthropic.Anthropic(
+        base_url=api_url, api_key=key, max_retries=0, _strict_response_validation=True
+    )
+    msg = an.messages.create(
+        model="claude-haiku-4-5",
+        max_tokens=30,
+        messages=[{"role": "user", "content": f"Hello from an old SDK {tag}"}],
+    )
+    assert msg.content[0].text, msg
+    with an.messages.stream(
+        model="claude-haiku-4-5",
+        max_tokens=30,
+        messages=[{"role": "user", "content": f"Stream to an old SDK {tag}"}],
+    ) as stream:
+        assert "".join(stream.text_stream) == stream.get_final_message().content[0].text
+    print(f"ok openai {openai.__version__} anthropic {anthropic.__version__}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
