@@ -15,6 +15,7 @@ from rich.table import Table
 
 from broker.client import BrokerClient, Job
 from broker.config.settings import Settings
+from broker.local.sdk_demo import run_sdk_demo
 from broker.local.stack import Stack
 from broker.money import format_usd
 from broker.store import Database
@@ -171,5 +172,6 @@ def run_demo(settings: Settings, total: int) -> None:
         unfinished = [job.id for job in jobs if not job.done]
         if unfinished:
             console.print(f"[red]not finished in time:[/] {', '.join(unfinished)}")
+        run_sdk_demo(stack.api_url, console)
         console.print("stopping the stack")
     console.print("[green]done[/]")
