@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import anthropic
+import httpx
 import openai
 import pytest
+from sqlalchemy import select
 
 from broker.local.stack import Stack
 from broker.store import Database, Request
@@ -166,3 +169,34 @@ def test_oldest_supported_sdks_work_unchanged(stack: Stack, oldest_sdks: Path):
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "ok openai 1.55.3 anthropic 0.41.0" in run.stdout
+
+
+def test_a_caller_that_goes_away_cancels_its_queued_request(stack: Stack):
+    admin = {"authorization": "Bearer ib-dev-admin"}
+    pause = httpx.post(
+        f"{stack.api_url}/v1/admin/teams/content/pause", json={"reason": "test"}, headers=admin
+    )
+    assert pause.status_code == 200, pause.text
+    time.sleep(2.5)  # the scheduler rereads pauses every 2 s
+    try:
+        with oa(stack, key=CONTENT, timeout=1.5) as client, pytest.raises(openai.APITimeoutError):
+            client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": unique("Never mind.")}],
+                extra_headers={"x-broker-feature": "gone-away"},
+            )
+        db = Database(stack.settings.database_url_or_default)
+
+        def status() -> str | None:
+            with db.session() as session:
+                row = session.scalars(
+                    select(Request).where(Request.feature == "gone-away")
+                ).one_or_none()
+                return row.status if row is not None else None
+
+        deadline = time.monotonic() + 10
+        while status() != "cancelled" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status() == "cancelled"  # noticed within a poll of the disconnect
+    finally:
+        httpx.post(f"{stack.api_url}/v1/admin/teams/content/resume", headers=admin)
