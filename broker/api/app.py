@@ -18,8 +18,11 @@ from broker.api import (
     errors,
     jobs,
     keys,
+    message_batches,
     metrics,
+    openai_batches,
     openai_chat,
+    openai_files,
     reports,
     webhooks,
 )
@@ -62,6 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     body_limit.install(app, settings.max_body_bytes)
     app.include_router(jobs.router)
+    app.include_router(message_batches.router)
     app.include_router(webhooks.router)
     app.include_router(admin.router)
     app.include_router(keys.router)
@@ -69,6 +73,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(cache.router)
     app.include_router(reports.router)
     app.include_router(metrics.router)
+    app.state.files_dir = settings.data_dir / "files"  # OpenAI Files API uploads
+    app.include_router(openai_files.router)
+    app.include_router(openai_batches.router)
     app.include_router(openai_chat.router)
     app.include_router(anthropic_messages.router)
 

@@ -3,6 +3,9 @@
 A ``Content-Length`` over the limit is refused before the body is read at all; a body without
 one (chunked) is counted while it is read and refused as soon as it passes the limit. Either
 way the answer is the API's usual ``{"error": {...}}`` naming the limit.
+
+``/v1/files`` takes batch input files of up to 200 MB (:mod:`broker.dropin.files`), so it has
+its own, larger limit (:data:`PATH_LIMITS`); the upload is streamed to disk, never held.
 """
 
 from __future__ import annotations
@@ -11,6 +14,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from broker.dropin.files import MAX_BYTES as FILE_MAX_BYTES
+
+PATH_LIMITS = {"/v1/files": FILE_MAX_BYTES + (1 << 20)}
+"""Paths (prefixes) with a limit of their own: the file plus room for the multipart framing."""
 
 
 class BodyTooLarge(HTTPException):
@@ -47,13 +55,20 @@ class BodyLimit:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
 
+    def limit_of(self, path: str) -> int:
+        for prefix, limit in PATH_LIMITS.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return max(limit, self.max_bytes)
+        return self.max_bytes
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limit_of(scope.get("path", ""))
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            await _response(_message(self.max_bytes, declared))(scope, receive, send)
+        if declared is not None and declared > max_bytes:
+            await _response(_message(max_bytes, declared))(scope, receive, send)
             return
         received, started = 0, False
 
@@ -62,8 +77,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if received > max_bytes:
+                    raise BodyTooLarge(max_bytes)
             return message
 
         async def watched(message: Message) -> None:
