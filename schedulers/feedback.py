@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import redis
 
+from broker import redis_keys
 from broker.config.broker_toml import BrokerConfig
 from broker.telemetry import metrics
 from schedulers.alerts import Alerts
@@ -75,7 +76,8 @@ class Feedback:
             if signal is not None:
                 self._limits.observe(pipe, ticket.provider, ticket.model, signal)
             self._healthy(pipe, ticket, healthy)
-            if recorded:
+            if recorded:  # wakes an API call waiting for it (an SDK call), in this round trip
+                pipe.publish(redis_keys.request_ended(ticket.request_id), b"")
                 metrics.count_finished(
                     pipe,
                     ticket.provider,

@@ -21,7 +21,7 @@ import time
 
 import redis
 
-from broker import queues, redis_keys
+from broker import queues
 from broker.config.broker_toml import BrokerConfig, ProviderConfig
 from broker.errors import ProviderRateLimited
 from broker.store.cascades import Escalation
@@ -151,7 +151,6 @@ class Executor:
         if not recorded:
             log.warning("attempt %s/%d was already finished", *_attempt(ticket))
         else:
-            self._announce(ticket)
             log.info(
                 "request %s attempt %d on %s: %s in %d ms, %d micro-dollars",
                 *_attempt(ticket),
@@ -161,14 +160,6 @@ class Executor:
                 outcome.cost_micros,
             )
         self._report(ticket, outcome, result, recorded)
-
-    def _announce(self, ticket: Ticket) -> None:
-        """Wake an API process waiting for this request (an SDK call): a lost message costs
-        that caller one poll interval, so a Redis error here is only logged."""
-        try:
-            self._redis.publish(redis_keys.request_ended(ticket.request_id), b"")
-        except redis.RedisError as exc:
-            log.warning("could not announce the end of %s: %s", ticket.request_id, exc)
 
     def _escalate(
         self,
