@@ -18,6 +18,7 @@ from broker.config.settings import Settings
 from broker.errors import ConfigError
 
 EXECUTE = "workers.execute"
+EXECUTE_MANY = "workers.execute_many"
 
 # Longer than any attempt can take (checked at start), so Redis does not redeliver a task
 # still running.
@@ -99,13 +100,15 @@ def attempts_in_redis(client: redis.Redis, queues: Iterable[str]) -> set[tuple[s
     for message in raw:
         try:
             envelope = json.loads(message)
-            if envelope.get("headers", {}).get("task") != EXECUTE:
+            task = envelope.get("headers", {}).get("task")
+            if task not in (EXECUTE, EXECUTE_MANY):
                 continue
             body = envelope["body"]
             if envelope.get("properties", {}).get("body_encoding") == "base64":
                 body = base64.b64decode(body)
             kwargs = json.loads(body)[1]
-            found.add((kwargs["request_id"], int(kwargs["attempt"])))
+            tickets = kwargs["tickets"] if task == EXECUTE_MANY else [kwargs]
+            found.update((t["request_id"], int(t["attempt"])) for t in tickets)
         except (ValueError, TypeError, KeyError, IndexError):
             continue
     return found

@@ -18,6 +18,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import redis
 
@@ -51,6 +53,7 @@ class Executor:
         client: redis.Redis,
         budgets: Budgets | None = None,
         sharing: AnswerSharing | None = None,
+        calls_in_flight: int = 64,
     ) -> None:
         self._config = config
         self._sharing = sharing
@@ -61,6 +64,8 @@ class Executor:
         self._feedback = Feedback(client, config, budgets, breakers)
         self._clients: dict[str, ProviderClient] = {}
         self._lock = threading.Lock()
+        # The attempts of a several-ticket message run side by side on these threads.
+        self._calls = ThreadPoolExecutor(calls_in_flight, thread_name_prefix="attempt")
 
     def _client_for(self, provider: ProviderConfig) -> ProviderClient:
         with self._lock:
@@ -69,6 +74,19 @@ class Executor:
                 key = os.environ.get(provider.api_key_env) if provider.api_key_env else None
                 client = self._clients[provider.name] = ProviderClient(provider, key)
             return client
+
+    def run_many(self, tickets: Sequence[Ticket]) -> None:
+        """Run a message's attempts side by side and return when every one has ended (so the
+        message is acknowledged only then). Each is independent: one that raises does not stop
+        the others; the first error is raised at the end, for Celery to log."""
+        first, *rest = tickets
+        others = [self._calls.submit(self.run, ticket) for ticket in rest]
+        try:
+            self.run(first)
+        finally:
+            wait(others)
+        for future in others:
+            future.result()
 
     def run(self, ticket: Ticket) -> None:
         """Run the attempt, every log line in it carrying its ids (:func:`broker.telemetry.logs.bind`)."""
@@ -254,6 +272,7 @@ class Executor:
         )
 
     def close(self) -> None:
+        self._calls.shutdown(wait=True)
         for client in self._clients.values():
             client.close()
 

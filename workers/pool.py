@@ -36,7 +36,8 @@ def run_worker(settings: Settings, provider_name: str, concurrency: int | None =
     client = redis.Redis.from_url(settings.redis_url, max_connections=threads + 8)
     recorder = Recorder(db)
     budgets = Budgets(client, db, config, BudgetLimits(db, config))
-    executor = Executor(config, recorder, client, budgets, AnswerSharing(client, db, config))
+    sharing = AnswerSharing(client, db, config)
+    executor = Executor(config, recorder, client, budgets, sharing, calls_in_flight=threads)
     app = create_celery_app(settings)
     register_tasks(app, executor)
     try:

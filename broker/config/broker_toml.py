@@ -50,6 +50,12 @@ class ProviderConfig(_Strict):
         default=None, description="Name of the env var holding the key."
     )
     concurrency: int = Field(default=64, ge=1, le=4096, description="Calls in flight per pool.")
+    tickets_per_message: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="Most requests the scheduler packs into one Celery message to this pool.",
+    )
     rpm: int | None = Field(default=None, ge=1, description="Requests per minute, all pools.")
     tpm: int | None = Field(default=None, ge=1, description="Tokens per minute, all pools.")
     burst_s: float = Field(

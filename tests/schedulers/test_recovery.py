@@ -418,7 +418,7 @@ def test_a_dispatch_whose_task_is_nowhere_in_redis_is_queued_again_once(
         )
         for rid in (kept, lost)
     ]
-    sent, _ = dispatcher.dispatch(picks)
+    sent = [p for pick in picks for p in dispatcher.dispatch([pick])[0]]  # a message each
     assert len(sent) == 2
     assert attempts_in_redis(redis_client, ["provider.sim-openai"]) == {(kept, 1), (lost, 1)}
     # Lose one message, as a Redis that failed over without it would.
@@ -438,6 +438,41 @@ def test_a_dispatch_whose_task_is_nowhere_in_redis_is_queued_again_once(
     assert (rows[lost].status, rows[lost].failures) == (RequestStatus.QUEUED, 0)
     assert ids(redis_client, "product") == [lost]
     assert recovery.requeue_lost_tasks(older_than_s=0) == 0, "nothing twice"
+
+
+def test_every_attempt_of_a_several_ticket_message_is_found_queued_or_delivered(
+    submit, store, redis_client, settings, config
+):
+    """One round's picks for a provider travel in one ``execute_many`` message: recovery sees
+    each of its attempts, whether the message waits in the queue or a worker holds it."""
+    from schedulers.capacity import InFlight
+    from schedulers.dispatch import Dispatcher, Pick
+    from schedulers.ratelimits import RateLimits
+    from workers.celery_app import EXECUTE_MANY, UNACKED_KEY, attempts_in_redis, create_celery_app
+
+    _, rids = submit("product", 3)
+    redis_client.delete(redis_keys.team_queue("product", "medium"))
+    dispatcher = Dispatcher(
+        config,
+        store,
+        redis_client,
+        create_celery_app(settings),
+        InFlight(redis_client, config, margin=0),
+        RateLimits(redis_client, config),
+    )
+    entries = [QueueEntry(rid, "gpt-4o-mini", 8, 16, 0) for rid in rids]
+    picks = [
+        Pick("product", Priority.MEDIUM, e, "sim-openai", "gpt-4o-mini", 1.0) for e in entries
+    ]
+    assert len(dispatcher.dispatch(picks)[0]) == 3
+    (raw,) = redis_client.lrange("provider.sim-openai", 0, -1)
+    assert json.loads(raw)["headers"]["task"] == EXECUTE_MANY
+    assert attempts_in_redis(redis_client, ["provider.sim-openai"]) == {(r, 1) for r in rids}
+    redis_client.delete("provider.sim-openai")
+    delivered = json.dumps([json.loads(raw), "", "provider.sim-openai"])
+    redis_client.hset(UNACKED_KEY, "tag-many", delivered)
+    assert attempts_in_redis(redis_client, ["provider.sim-openai"]) == {(r, 1) for r in rids}
+    redis_client.hdel(UNACKED_KEY, "tag-many")
 
 
 def test_unreadable_messages_in_redis_are_ignored(redis_client):

@@ -7,6 +7,7 @@ provider is blocked for the ``retry-after`` it gave, and the fairness charge is 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterator
 
 import httpx
@@ -290,4 +291,54 @@ def test_a_ticket_from_a_stale_line_calls_nothing_and_requeues_on_the_current_mo
     assert (row.status, row.model, calls) == (RequestStatus.QUEUED, "gpt-4o", [])
     (line,) = redis_client.lrange(redis_keys.team_queue("product", "medium"), 0, -1)
     assert QueueEntry.decode(line).model == "gpt-4o"
+    assert redis_client.zcard(redis_keys.in_flight("sim-openai")) == 0
+
+
+# --- several tickets in one message ---------------------------------------------------------
+
+
+@pytest.fixture
+def slow_simulator(tmp_path) -> Iterator[str]:
+    """Every answer takes 0.3 s, so attempts running side by side overlap."""
+    child, url = start_simulator(
+        {"BROKER_SIM_LATENCY_MS": "300", "BROKER_SIM_LATENCY_SIGMA": "0"}, tmp_path
+    )
+    yield url
+    child.stop()
+
+
+def test_a_several_ticket_message_runs_its_attempts_side_by_side_and_skips_ended_ones(
+    slow_simulator, db, redis_client
+):
+    """A redelivered message holds attempts that already ended: those are claimed by nobody
+    and call nothing; the others run at once, not one after another."""
+    config = outage_config(slow_simulator)
+    tickets = submitted_tickets(db, redis_client, config, 4, take=4)
+    run_tickets(config, db, redis_client, tickets[0])  # ended before the message came again
+    before = sum(sim_requests(slow_simulator).values())
+    recorder = Recorder(db)
+    executor = Executor(config, recorder, redis_client, calls_in_flight=8)
+    running, most = [0], [0]
+    lock = threading.Lock()
+    call = executor._attempts.run
+
+    def counted(*args):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return call(*args)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    executor._attempts.run = counted
+    try:
+        executor.run_many(tickets)
+    finally:
+        executor.close()
+        recorder.close()
+    assert sum(sim_requests(slow_simulator).values()) - before == 3, "the ended one called nothing"
+    assert {request_row(db, t.request_id).status for t in tickets} == {RequestStatus.SUCCEEDED}
+    assert most[0] == 3, "the three calls were in flight together"
     assert redis_client.zcard(redis_keys.in_flight("sim-openai")) == 0
