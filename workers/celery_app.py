@@ -91,24 +91,51 @@ def attempts_in_redis(client: redis.Redis, queues: Iterable[str]) -> set[tuple[s
         *lists, unacked = pipe.execute()
     for messages in lists:
         raw.extend(messages)
+    raw.extend(envelope for envelope, _ in _delivered(unacked))
+    return {key for message in raw for key in _attempts_of(message)}
+
+
+def held_by_workers(client: redis.Redis, queue: str) -> dict[str, int]:
+    """By delivery tag, how many attempts each message delivered from ``queue`` and not yet
+    acknowledged carries (the chaos harness's proof that a killed worker held several-ticket
+    messages). A dead worker's messages stay there until kombu restores them."""
+    return {
+        tag.decode(): len(_attempts_of(envelope))
+        for tag, (envelope, routing_key) in _delivered_by_tag(client.hgetall(UNACKED_KEY))
+        if routing_key == queue
+    }
+
+
+def _delivered_by_tag(unacked: dict[bytes, bytes]) -> Iterable[tuple[bytes, tuple[bytes, str]]]:
+    for tag, entry in unacked.items():
+        for delivered in _delivered([entry]):
+            yield tag, delivered
+
+
+def _delivered(unacked: Iterable[bytes]) -> Iterable[tuple[bytes, str]]:
+    """(message, queue) of each entry of kombu's ``unacked`` hash: ``[message, exchange,
+    routing key]``; entries that cannot be read are skipped."""
     for entry in unacked:
         try:
-            raw.append(json.dumps(json.loads(entry)[0]).encode())
-        except (ValueError, TypeError, IndexError):
+            message, _, routing_key = json.loads(entry)
+            yield json.dumps(message).encode(), routing_key
+        except (ValueError, TypeError):
             continue
-    found = set()
-    for message in raw:
-        try:
-            envelope = json.loads(message)
-            task = envelope.get("headers", {}).get("task")
-            if task not in (EXECUTE, EXECUTE_MANY):
-                continue
-            body = envelope["body"]
-            if envelope.get("properties", {}).get("body_encoding") == "base64":
-                body = base64.b64decode(body)
-            kwargs = json.loads(body)[1]
-            tickets = kwargs["tickets"] if task == EXECUTE_MANY else [kwargs]
-            found.update((t["request_id"], int(t["attempt"])) for t in tickets)
-        except (ValueError, TypeError, KeyError, IndexError):
-            continue
-    return found
+
+
+def _attempts_of(message: bytes) -> list[tuple[str, int]]:
+    """(request id, attempt) of each ticket of an execute or execute_many message; [] for any
+    other message, or one that cannot be read."""
+    try:
+        envelope = json.loads(message)
+        task = envelope.get("headers", {}).get("task")
+        if task not in (EXECUTE, EXECUTE_MANY):
+            return []
+        body = envelope["body"]
+        if envelope.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        kwargs = json.loads(body)[1]
+        tickets = kwargs["tickets"] if task == EXECUTE_MANY else [kwargs]
+        return [(t["request_id"], int(t["attempt"])) for t in tickets]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return []

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 from sqlalchemy import func, select
 
 from broker.client import BrokerClient
@@ -27,6 +28,7 @@ from broker.local.processes import RedisServer, free_port
 from broker.local.stack import Stack
 from broker.states import RequestStatus
 from broker.store import Database, LedgerEntry, Request
+from workers.celery_app import held_by_workers
 
 TEAM_KEY = "ib-chaos"
 ADMIN_KEY = "ib-chaos-admin"
@@ -151,6 +153,7 @@ class ChaosStack:
         env = {f"BROKER_SIM_{k.upper()}": str(v) for k, v in (sim or {}).items()}
         self.stack = Stack(self.settings, extra_env=env)
         self.db: Database | None = None
+        self._dead_workers_messages: set[str] = set()  # delivery tags
 
     def __enter__(self) -> ChaosStack:
         self.stack.start()
@@ -222,13 +225,19 @@ class ChaosStack:
             names = ", ".join(f"{c.name} (log: {c.log_path})" for c in dead)
             raise BrokerError(f"processes died during the chaos run: {names}")
 
-    def kill_worker(self, provider: str) -> None:
-        """SIGKILL the provider's worker process and start a new one in its place."""
+    def kill_worker(self, provider: str) -> list[int]:
+        """SIGKILL the provider's worker process and start a new one in its place. Returns
+        how many attempts each message it held (delivered, not acknowledged) carried."""
         name = f"worker-{provider}"
         child = self.stack.children.pop(name)
+        with redis.Redis.from_url(self.stack.env["BROKER_REDIS_URL"]) as client:
+            held = held_by_workers(client, self.settings.config.provider(provider).queue)
+        mine = [n for tag, n in held.items() if tag not in self._dead_workers_messages]
+        self._dead_workers_messages.update(held)
         child.signal(signal.SIGKILL)
         child.stop()
         self.stack.add_worker(provider)
+        return mine
 
     def restart_redis(self, down_s: float) -> None:
         """Stop the stack's Redis and start an empty one on the same port ``down_s`` later."""

@@ -64,19 +64,27 @@ def rate_limit_storm(workdir: Path, database_url: str | None = None, n: int = 30
 def worker_kills(
     workdir: Path, database_url: str | None = None, n: int = 600, kills: int = 3
 ) -> ChaosResult:
-    """SIGKILL the primary provider's worker process ``kills`` times during the batch."""
+    """SIGKILL the primary provider's worker process ``kills`` times during the batch, each
+    time while it holds messages of several tickets (``tickets_per_message``)."""
     with ChaosStack(workdir, database_url, {"latency_ms": 200, "latency_sigma": 0.2}) as chaos:
         job = chaos.submit(n)
+        held: list[int] = []
         for _ in range(kills):
             time.sleep(3.0)
-            chaos.kill_worker("sim-openai")
+            held += chaos.kill_worker("sim-openai")
         chaos.wait(job, timeout=240)
         tally = chaos.tally(job)
         with chaos.db.session() as s:
             retried = s.scalar(
                 select(func.count()).where(Request.job_id == job, Request.attempts > 1)
             )
-    return ChaosResult(f"SIGKILL a worker {kills}x", tally, {"requests dispatched again": retried})
+    notes = {
+        "requests dispatched again": retried,
+        "messages held when killed": len(held),
+        "of them with several tickets": sum(1 for n in held if n > 1),
+        "attempts in them": sum(held),
+    }
+    return ChaosResult(f"SIGKILL a worker {kills}x", tally, notes)
 
 
 def redis_restart(workdir: Path, database_url: str | None = None, n: int = 600) -> ChaosResult:

@@ -88,6 +88,8 @@ def test_killing_a_worker_three_times_loses_and_double_charges_nothing(
     assert_nothing_lost(result)
     assert result.tally.succeeded == 600, result.tally.errors
     assert result.notes["requests dispatched again"] > 0, "the kills hit requests in flight"
+    several = result.notes["of them with several tickets"]
+    assert several > 0, "a killed worker held a message of several tickets"
 
 
 def test_redis_restarted_empty_mid_batch_loses_and_repeats_nothing(

@@ -448,7 +448,13 @@ def test_every_attempt_of_a_several_ticket_message_is_found_queued_or_delivered(
     from schedulers.capacity import InFlight
     from schedulers.dispatch import Dispatcher, Pick
     from schedulers.ratelimits import RateLimits
-    from workers.celery_app import EXECUTE_MANY, UNACKED_KEY, attempts_in_redis, create_celery_app
+    from workers.celery_app import (
+        EXECUTE_MANY,
+        UNACKED_KEY,
+        attempts_in_redis,
+        create_celery_app,
+        held_by_workers,
+    )
 
     _, rids = submit("product", 3)
     redis_client.delete(redis_keys.team_queue("product", "medium"))
@@ -472,6 +478,8 @@ def test_every_attempt_of_a_several_ticket_message_is_found_queued_or_delivered(
     delivered = json.dumps([json.loads(raw), "", "provider.sim-openai"])
     redis_client.hset(UNACKED_KEY, "tag-many", delivered)
     assert attempts_in_redis(redis_client, ["provider.sim-openai"]) == {(r, 1) for r in rids}
+    assert held_by_workers(redis_client, "provider.sim-openai") == {"tag-many": 3}
+    assert held_by_workers(redis_client, "provider.sim-anthropic") == {}
     redis_client.hdel(UNACKED_KEY, "tag-many")
 
 
