@@ -17,7 +17,12 @@ the provider pools (threads, the providers' concurrency, acks late, prefetch 1).
 - the full dispatch path: decisions/s of the production scheduler round with its dispatcher
   (journal, database UPDATE, slots and rate limits, Celery messages of several tickets) over
   ``--dispatch`` requests queued in a fresh SQLite database, 2 providers x 256 slots, no workers
-  (``scripts/bench_scheduler.py`` describes it), beside the scheduler round alone.
+  (``scripts/bench_scheduler.py`` describes it), beside the scheduler round alone;
+- a slow provider, after the rounds: a second stack whose simulator answers every call after
+  ``--slow-latency-s`` (2 s), both providers at ``--slow-concurrency`` slots (1,000), one worker
+  process each; ``--slow-requests`` (20,000) complete in how long, against the time the
+  configured concurrency allows (requests / (2 x slots) x latency; target within 1.1x), and the
+  most slots seen taken at once (0 skips it).
 
 Rounds alternate between broker and baselines; medians and the ratios are printed.
 """
@@ -29,7 +34,9 @@ import json
 import os
 import statistics
 import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -40,6 +47,7 @@ from rich.table import Table
 
 from bench_scheduler import config_with_concurrency, dispatcher_round
 
+from broker import redis_keys
 from broker.client import BrokerClient
 from broker.config.settings import Settings
 from broker.local.processes import Child, free_port, wait_until
@@ -142,12 +150,17 @@ def run_baseline(settings: Settings, queues: list[str], n: int) -> float:
 
 
 def run_broker(api_url: str, n: int) -> tuple[float, float]:
+    """(submit rows/s, end-to-end requests/s) of one batch of ``n``. Every prompt is new (a
+    fresh tag per call), so none is answered from the response cache: the spine is measured."""
+    tag = uuid.uuid4().hex[:8]
     requests = [
         {
             "custom_id": f"r{i}",
             "model": ("gpt-4o-mini", "claude-haiku-4-5")[i % 2],
             "max_tokens": 64,
-            "messages": [{"role": "user", "content": f"Classify ticket {i}: the app crashes."}],
+            "messages": [
+                {"role": "user", "content": f"[{tag}] Classify ticket {i}: the app crashes."}
+            ],
         }
         for i in range(n)
     ]
@@ -161,12 +174,58 @@ def run_broker(api_url: str, n: int) -> tuple[float, float]:
     return n / (submitted - started), n / (finished - submitted)
 
 
+def run_slow_provider(latency_s: float, concurrency: int, n: int) -> dict[str, float]:
+    """``n`` requests against a simulator answering after ``latency_s``, each provider at
+    ``concurrency`` slots: elapsed, the ideal the slots allow, and the peak slots taken."""
+    with TemporaryDirectory() as tmp:
+        settings = Settings(
+            data_dir=Path(tmp),
+            config_path=config_with_concurrency(Path(tmp), concurrency),
+            api_port=free_port(),
+            log_level="WARNING",
+        )
+        latency = {"BROKER_SIM_LATENCY_MS": str(latency_s * 1000), "BROKER_SIM_LATENCY_SIGMA": "0"}
+        with Stack(settings, extra_env=latency) as stack:
+            client = redis.Redis.from_url(stack.env["BROKER_REDIS_URL"])
+            providers = [p.name for p in settings.config.providers]
+            peak = dict.fromkeys(providers, 0)
+            done = threading.Event()
+
+            def watch() -> None:
+                while not done.wait(0.2):
+                    for p in providers:
+                        peak[p] = max(peak[p], client.zcard(redis_keys.in_flight(p)))
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            try:
+                _, per_s = run_broker(stack.api_url, n)
+            finally:
+                done.set()
+                watcher.join()
+                client.close()
+    elapsed = n / per_s
+    ideal = n / (len(providers) * concurrency) * latency_s
+    return {
+        "latency_s": latency_s,
+        "concurrency": concurrency,
+        "requests": n,
+        "elapsed_s": elapsed,
+        "ideal_s": ideal,
+        "vs_ideal": elapsed / ideal,
+        "peak_slots_taken": min(peak.values()),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--dispatch", type=int, default=10_000, help="requests per dispatch round")
+    parser.add_argument("--slow-requests", type=int, default=20_000)
+    parser.add_argument("--slow-latency-s", type=float, default=2.0)
+    parser.add_argument("--slow-concurrency", type=int, default=1000)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--baseline-worker", metavar="QUEUE", help=argparse.SUPPRESS)
     parser.add_argument("--concurrency", type=int, default=64, help=argparse.SUPPRESS)
@@ -244,6 +303,11 @@ def main() -> None:
                 for worker in workers:
                     worker.stop()
 
+    slow = None
+    if args.slow_requests:
+        console.print(f"slow provider: {args.slow_requests:,} requests ...")
+        slow = run_slow_provider(args.slow_latency_s, args.slow_concurrency, args.slow_requests)
+
     table = Table(
         title=f"Spine benchmark: {args.requests:,} requests, median of {args.rounds} "
         f"rounds, {'SQLite' if not args.database_url else args.database_url.split(':')[0]}"
@@ -264,6 +328,14 @@ def main() -> None:
     for label, baseline in (("round trip", trip), ("one way", base)):
         ratio = statistics.median(e / b for e, b in zip(e2e, baseline))
         table.add_row(f"end to end / {label} baseline", f"{ratio:.2f}x", "target >= 1.0x")
+    if slow is not None:
+        table.add_row(
+            f"slow provider ({slow['latency_s']:g} s, 2 x {slow['concurrency']:,} slots): "
+            f"{slow['requests']:,} requests",
+            f"{slow['elapsed_s']:,.1f} s",
+            f"slots allow {slow['ideal_s']:,.1f} s: {slow['vs_ideal']:.2f}x (target <= 1.1x); "
+            f"peak slots taken {slow['peak_slots_taken']:,}",
+        )
     console.print(table)
 
     cpu = Table(title="Where the CPU goes: median CPU ms per request (broker) or per task")
@@ -292,6 +364,7 @@ def main() -> None:
             "celery_round_trip_cpu_ms_per_task": sum(meters[1].values()),
             "dispatch_per_s": statistics.median(dispatch),
             "submit_rows_per_s": statistics.median(submit),
+            "slow_provider": slow,
         }
         print(json.dumps(figures, sort_keys=True))
 
