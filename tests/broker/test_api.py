@@ -246,7 +246,7 @@ def test_a_batch_at_the_limit_is_written_in_one_go(settings, db, redis_client):
     requests = [req(i) for i in range(50_000)]
     with TestClient(create_app(settings)) as client:
         resp = client.post(
-            "/v1/jobs", json={"feature": "search", "requests": requests}, headers=PRODUCT
+            "/v1/jobs", json={"feature": "classification", "requests": requests}, headers=PRODUCT
         )
         assert resp.status_code == 201, resp.text[:500]
         job_id = resp.json()["id"]
@@ -259,7 +259,7 @@ def test_a_batch_at_the_limit_is_written_in_one_go(settings, db, redis_client):
 
         over = client.post(
             "/v1/jobs",
-            json={"feature": "search", "requests": [*requests, req(50_000)]},
+            json={"feature": "classification", "requests": [*requests, req(50_000)]},
             headers=PRODUCT,
         )
         assert over.status_code == 413
