@@ -82,11 +82,11 @@ def submit(db, redis_client, config):
 
 
 def tasks(redis_client, provider: str) -> list[dict]:
-    """The keyword arguments (the ticket) of every task waiting in a provider's Celery queue."""
+    """Every ticket waiting in a provider's Celery queue (a message may carry several)."""
     out = []
     for raw in reversed(redis_client.lrange(f"provider.{provider}", 0, -1)):
-        body = json.loads(raw)
-        out.append(json.loads(base64.b64decode(body["body"]))[1])
+        kwargs = json.loads(base64.b64decode(json.loads(raw)["body"]))[1]
+        out.extend(kwargs.get("tickets", [kwargs]))
     return out
 
 
