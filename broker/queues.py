@@ -11,8 +11,9 @@ Encoded as one short line, ``"<id> <model> <input_bound> <max_out> <queued_ms> <
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -107,6 +108,15 @@ def input_token_bound(messages: list[dict]) -> int:
     byte, so the byte count bounds the text, plus framing per message and for the reply."""
     prompt_bytes = sum(len(m["content"].encode()) for m in messages)
     return prompt_bytes + FRAMING_TOKENS * (len(messages) + 1)
+
+
+def payload_input_bound(payload: Mapping[str, Any]) -> int:
+    """:func:`input_token_bound` of a stored request payload: a chat request's messages, or an
+    embedding request's texts (``input``), each text framed like a message."""
+    if "input" in payload:
+        texts = payload["input"]
+        return sum(len(t.encode()) for t in texts) + FRAMING_TOKENS * len(texts)
+    return input_token_bound(payload["messages"])
 
 
 def push(client: redis.Redis, team_id: str, entries: Iterable[tuple[Priority, QueueEntry]]) -> None:

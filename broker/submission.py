@@ -58,6 +58,26 @@ def check_webhook_url(url: str, allow_hosts: list[str]) -> None:
         raise InvalidRequest(f"webhook_url: {exc}", field="webhook_url") from exc
 
 
+def payload_of(request: RequestIn, redact: bool = False) -> dict:
+    """The request as stored and sent to the provider: a chat request's messages, ``max_tokens``
+    and ``temperature``, or an embedding request's texts (``kind: embedding``). With ``redact``
+    the text is stored with personal data replaced (:mod:`broker.telemetry.redaction`)."""
+    clean = redaction.redact if redact else (lambda text: text)
+    if request.input is not None:
+        return {
+            "kind": "embedding",
+            "input": [clean(text) for text in request.input],
+            "dimensions": request.dimensions,
+            "encoding_format": request.encoding_format or "float",
+        }
+    assert request.messages is not None  # RequestIn holds one or the other
+    return {
+        "messages": [{**m.model_dump(), "content": clean(m.content)} for m in request.messages],
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+    }
+
+
 @dataclass(frozen=True)
 class Submitter:
     db: Database
@@ -102,6 +122,9 @@ class Submitter:
                     field=f"{where}.custom_id",
                 )
             seen.add(request.custom_id)
+            if request.is_embedding:
+                self._check_embedding(request.model, where)
+                continue
             if request.model is None or self.config.route(request.model) is not None:
                 continue  # resolved per team at submission (a route's tier)
             if not self.config.has_model(request.model):
@@ -112,7 +135,27 @@ class Submitter:
                     + (f"; routes: {', '.join(routes)}" if routes else ""),
                     field=f"{where}.model",
                 )
+            if reason := self.config.wrong_kind(request.model, "chat"):
+                raise InvalidRequest(f"model at {where}: {reason}", field=f"{where}.model")
             self._check_max_tokens(request.model, request.max_tokens, where)
+
+    def _check_embedding(self, model: str | None, where: str) -> None:
+        """An embedding request names an embedding model of the catalog (routes are chat)."""
+        allowed = ", ".join(self.config.model_names("embedding")) or "none configured"
+        if model is None or not self.config.has_model(model):
+            asked = (
+                "no model"
+                if model is None
+                else f"{model!r} is a route of chat models"
+                if self.config.route(model) is not None
+                else f"unknown model {model!r}"
+            )
+            raise InvalidRequest(
+                f"{asked} at {where}; an embedding request needs an embedding model: {allowed}",
+                field=f"{where}.model",
+            )
+        if reason := self.config.wrong_kind(model, "embedding"):
+            raise InvalidRequest(f"model at {where}: {reason}", field=f"{where}.model")
 
     def _check_max_tokens(self, model: str, max_tokens: int, where: str) -> None:
         limit = self.config.model(model).max_output
@@ -173,7 +216,9 @@ class Submitter:
             return None
         ttl = min(control.ttl_s or policy.ttl_s, policy.ttl_s) if control else policy.ttl_s
         flags = ("r" if read else "") + ("w" if store else "")
-        return f"{request_key(scope, model, payload)}/{ttl}/{flags}"
+        # How the vectors are written back is not part of the answer: both share one entry.
+        asked = {k: v for k, v in payload.items() if k != "encoding_format"}
+        return f"{request_key(scope, model, asked)}/{ttl}/{flags}"
 
     def admit(self, team: TeamConfig, batch: JobCreate, key_sha256: str | None = None) -> None:
         """Refuse with 429 what a team may not submit now: over the key's submissions per
@@ -184,7 +229,8 @@ class Submitter:
             if key_sha256 is not None and self.submissions_per_minute:
                 self._admit_key(key_sha256)
             tokens = sum(
-                queues.input_token_bound([m.model_dump() for m in r.messages]) // 4 + r.max_tokens
+                queues.payload_input_bound(payload_of(r)) // 4
+                + (0 if r.is_embedding else r.max_tokens)
                 for r in batch.requests
             )
             wait = self._limits.admit(team.id, batch.feature, len(batch.requests), tokens)
@@ -267,17 +313,11 @@ class Submitter:
         for seq, request in enumerate(batch.requests):
             rid = request_id(job_id, seq)
             priority = request.priority or batch.priority
-            messages = [m.model_dump() for m in request.messages]
-            if self.redact:
-                messages = [{**m, "content": redaction.redact(m["content"])} for m in messages]
+            payload = payload_of(request, self.redact)
             model, decision = self.resolve_model(
-                team.id, batch.feature, request, messages, f"requests[{seq}]"
+                team.id, batch.feature, request, payload.get("messages", []), f"requests[{seq}]"
             )
-            payload = {
-                "messages": messages,
-                "max_tokens": request.max_tokens,
-                "temperature": request.temperature,
-            }
+            max_output = 0 if request.is_embedding else request.max_tokens
             token = self.cache_token(team.id, batch.feature, request, model, payload)
             rows.append(
                 {
@@ -303,8 +343,8 @@ class Submitter:
             entry = QueueEntry(
                 rid,
                 model,
-                queues.input_token_bound(messages),
-                request.max_tokens,
+                queues.payload_input_bound(payload),
+                max_output,
                 queued,
                 batch.feature,
                 request.trace_id or "-",

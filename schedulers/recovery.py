@@ -57,12 +57,11 @@ LOST_TASK_AFTER_S = 30.0
 
 def entry_of(row: Request, feature: str | None = None) -> QueueEntry:
     """The queue entry of a request row, as submission made it."""
-    messages = row.payload["messages"]
     return QueueEntry(
         row.id,
         row.model,
-        queues.input_token_bound(messages),
-        row.payload["max_tokens"],
+        queues.payload_input_bound(row.payload),
+        row.payload.get("max_tokens", 0),  # an embedding request has no output tokens
         int(row.created_at.timestamp() * 1000),
         feature or row.feature,
         row.trace_id or "-",

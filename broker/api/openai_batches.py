@@ -20,7 +20,7 @@ from broker.config.broker_toml import TeamConfig
 from broker.dropin import files, idempotency
 from broker.dropin import openai_batch_store as store
 from broker.dropin.openai_batches import (
-    ENDPOINT,
+    READERS,
     SURFACE,
     WINDOW,
     batch_id,
@@ -53,15 +53,10 @@ def _check(body: BatchCreate) -> None:
             f"completion_window: only '24h' is supported, not {body.completion_window!r}",
             field="completion_window",
         )
-    if body.endpoint == "/v1/embeddings":
-        raise InvalidRequest(
-            "endpoint: /v1/embeddings batches are not supported yet; use /v1/chat/completions",
-            field="endpoint",
-        )
-    if body.endpoint != ENDPOINT:
+    if body.endpoint not in READERS:
         raise InvalidRequest(
             f"endpoint: {body.endpoint!r} is not supported; the broker runs "
-            f"{ENDPOINT} batches",
+            f"{' and '.join(READERS)} batches",
             field="endpoint",
         )
     if body.metadata and len(body.metadata) > 16:

@@ -1,5 +1,6 @@
-"""OpenAI's synchronous surface: ``POST /v1/chat/completions`` (and streaming), the model
-list. Mounted under ``/v1``, so ``OpenAI(base_url=".../v1")`` finds it."""
+"""OpenAI's synchronous surface: ``POST /v1/chat/completions`` (and streaming),
+``POST /v1/embeddings``, the model list. Mounted under ``/v1``, so
+``OpenAI(base_url=".../v1")`` finds it."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from broker.api.dropin_calls import answer
 from broker.api.resources import Resources
 from broker.config.broker_toml import TeamConfig
 from broker.dropin import streams
+from broker.dropin.embeddings_wire import embeddings_request, embeddings_response
 from broker.dropin.openai_wire import chat_completion, chat_request
-from broker.errors import InvalidRequest, NotFound
+from broker.errors import NotFound
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 Team = Annotated[TeamConfig, Depends(authenticate)]
@@ -33,9 +35,13 @@ async def chat_completions(
 
 
 @router.post("/embeddings")
-def embeddings(team: Team) -> None:
-    """Not served yet: no provider adapter makes embedding calls."""
-    raise InvalidRequest("embeddings are not supported by this broker yet", field="model")
+async def embeddings(
+    body: Annotated[dict[str, Any], Body()], team: Team, resources: Resources, request: Request
+) -> Response:
+    """Embeddings through the queues (priority ``high``) on an embedding model of the catalog;
+    the vectors as floats or base64, per ``encoding_format``."""
+    asked = embeddings_request(body, custom_id="embeddings")
+    return await answer(request, team, resources, asked, "x-request-id", embeddings_response, None)
 
 
 def _models(resources) -> list[dict[str, Any]]:

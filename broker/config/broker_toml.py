@@ -14,7 +14,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from broker.config.budgets import BudgetConfig, BudgetPolicy
 from broker.config.cache import CacheConfig
@@ -33,6 +41,7 @@ class ProviderKind(StrEnum):
 
 
 WireFormat = Literal["openai", "anthropic"]
+ModelKind = Literal["chat", "embedding"]
 
 
 class _Strict(BaseModel):
@@ -90,7 +99,13 @@ class ModelConfig(_Strict):
     output_price: Decimal = Field(ge=0, description="USD per 1M output tokens.")
     cached_input_price: Decimal = Field(ge=0, description="USD per 1M cached input tokens.")
     context_window: int = Field(gt=0)
-    max_output: int = Field(gt=0)
+    max_output: int = Field(
+        default=0, ge=0, description="Most output tokens of one answer (a chat model needs it)."
+    )
+    kind: ModelKind = Field(
+        default="chat",
+        description="chat (chat completions and messages) or embedding (/v1/embeddings).",
+    )
     tier: Literal["small", "medium", "large"] = "medium"
     rpm: int | None = Field(default=None, ge=1, description="Per-model requests per minute.")
     tpm: int | None = Field(default=None, ge=1, description="Per-model tokens per minute.")
@@ -102,6 +117,12 @@ class ModelConfig(_Strict):
     def chain(self) -> list[str]:
         """This model, then its fallbacks."""
         return [self.name, *self.fallbacks]
+
+    @model_validator(mode="after")
+    def _output_limit(self) -> ModelConfig:
+        if self.kind == "chat" and self.max_output == 0:
+            raise ValueError("max_output: required for a chat model (a positive integer)")
+        return self
 
 
 def hash_api_key(api_key: str) -> str:
@@ -223,8 +244,20 @@ class BrokerConfig(_Strict):
     def has_model(self, name: str) -> bool:
         return name in self._models
 
-    def model_names(self) -> list[str]:
-        return sorted(self._models)
+    def model_names(self, kind: ModelKind | None = None) -> list[str]:
+        """The catalog's model names (only those of ``kind``, when given), sorted."""
+        return sorted(n for n, m in self._models.items() if kind is None or m.kind == kind)
+
+    def wrong_kind(self, model: str, kind: ModelKind) -> str | None:
+        """Why catalog ``model`` cannot serve a ``kind`` request; None when it can."""
+        found = self._models[model].kind
+        if found == kind:
+            return None
+        allowed = ", ".join(self.model_names(kind)) or "none configured"
+        return (
+            f"{model!r} is a model for {found} requests, not {kind} ones; "
+            f"{kind} models: {allowed}"
+        )
 
     def route(self, name: str) -> RouteConfig | None:
         """The route (virtual model) of that name, or None."""
@@ -327,6 +360,20 @@ def _check_references(config: BrokerConfig, source: str) -> None:
                     f"models[{i}].fallbacks[{j}]",
                     f"{fallback!r} is not another model in the catalog",
                 )
+            if config.model(fallback).kind != model.kind:
+                raise ConfigError(
+                    source,
+                    f"models[{i}].fallbacks[{j}]",
+                    f"{fallback!r} serves {config.model(fallback).kind} requests, "
+                    f"{model.name!r} {model.kind} ones: a chain holds models of one kind",
+                )
+        if model.kind == "embedding" and config.provider(model.provider).wire_format != "openai":
+            raise ConfigError(
+                source,
+                f"models[{i}].kind",
+                f"embedding models need a provider speaking the openai wire format "
+                f"({model.provider!r} does not)",
+            )
     unique("routes", [r.name for r in config.routes], "name")
     for i, route in enumerate(config.routes):
         if route.name in models:
@@ -335,6 +382,10 @@ def _check_references(config: BrokerConfig, source: str) -> None:
             if tier not in models:
                 raise ConfigError(
                     source, f"routes[{i}].tiers[{j}]", f"{tier!r} is not a model in the catalog"
+                )
+            if config.model(tier).kind != "chat":
+                raise ConfigError(
+                    source, f"routes[{i}].tiers[{j}]", f"{tier!r} is not a chat model"
                 )
     for i, provider in enumerate(config.providers):
         if provider.kind is ProviderKind.SIMULATED and provider.wire is None:

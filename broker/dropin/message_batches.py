@@ -89,6 +89,8 @@ def _model_error(config: BrokerConfig, request: RequestIn, where: str) -> dict[s
         known = ", ".join(config.model_names())
         text = f"{where}model: unknown model {model!r}; known models: {known}"
         return _invalid(request.custom_id, "not_found_error", text)
+    if reason := config.wrong_kind(model, "chat"):
+        return _invalid(request.custom_id, "invalid_request_error", f"{where}model: {reason}")
     limit = config.model(model).max_output
     if request.max_tokens > limit:
         text = f"{where}max_tokens: {request.max_tokens} is over {model}'s limit of {limit}"

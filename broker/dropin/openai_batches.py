@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from broker.dropin.embeddings_wire import embeddings_request, embeddings_response, is_embedding
 from broker.dropin.openai_wire import chat_completion, chat_request
 from broker.errors import InvalidRequest
 from broker.schemas.http import RequestIn
@@ -25,6 +26,11 @@ from broker.store import Job, Request
 
 SURFACE = "openai"
 ENDPOINT = "/v1/chat/completions"
+#: Endpoint → the reader of its lines' bodies.
+READERS: dict[str, Callable[..., RequestIn]] = {
+    ENDPOINT: chat_request,
+    "/v1/embeddings": embeddings_request,
+}
 WINDOW = "24h"
 WINDOW_S = 24 * 3600
 MESSAGE_MAX = 1000
@@ -81,7 +87,8 @@ def parse_lines(
     endpoint: str,
     check: Callable[[RequestIn], None] = lambda _: None,
 ) -> Parsed:
-    """Each ``(line number, line)`` as a request, or as an error naming the line and field.
+    """Each ``(line number, line)`` as a request of ``endpoint`` (one of :data:`READERS`), or
+    as an error naming the line and field.
 
     ``check`` raises :class:`InvalidRequest` for a request the broker would refuse (an
     unknown model, ``max_tokens`` over the model's limit): that line fails, not the batch.
@@ -114,7 +121,7 @@ def parse_lines(
                     f"url: {item.get('url')!r} is not the batch's endpoint {endpoint!r}",
                     field="url",
                 )
-            request = chat_request(item.get("body"), custom_id, where="body.")
+            request = READERS[endpoint](item.get("body"), custom_id, where="body.")
             check(request)
         except InvalidRequest as exc:
             code = "duplicate_custom_id" if "unique within" in exc.message else "invalid_request"
@@ -225,10 +232,11 @@ def output_line(row: Request) -> dict[str, Any] | None:
     """The output-file line of a succeeded request; None for any other."""
     if row.status != RequestStatus.SUCCEEDED:
         return None
+    body = embeddings_response(row) if is_embedding(row) else chat_completion(row)
     return {
         "id": _line_id(row.id),
         "custom_id": row.custom_id,
-        "response": {"status_code": 200, "request_id": row.id, "body": chat_completion(row)},
+        "response": {"status_code": 200, "request_id": row.id, "body": body},
         "error": None,
     }
 

@@ -6,7 +6,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from broker.states import JobStatus, Priority, RequestStatus
 
@@ -46,6 +54,9 @@ class Message(_Model):
     content: str = Field(max_length=2_000_000)
 
 
+EmbeddingText = Annotated[str, Field(min_length=1, max_length=100_000)]
+
+
 class CacheControl(_Model):
     """Per-request control of the response cache, in the spirit of HTTP's Cache-Control:
     ``read: false`` is ``no-cache`` (ask the provider; with ``store`` still true, the fresh
@@ -69,7 +80,25 @@ class RequestIn(_Model):
     """One request of a batch."""
 
     custom_id: NulFree = Field(min_length=1, max_length=256, description="Unique within the batch.")
-    messages: list[Message] = Field(min_length=1)
+    input: list[EmbeddingText] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="An embedding request's texts (instead of messages), for an embedding model.",
+    )
+    messages: list[Message] | None = Field(
+        default=None,
+        min_length=1,
+        validate_default=True,
+        description="A chat request's conversation (required unless input is given).",
+    )
+    dimensions: int | None = Field(
+        default=None, ge=1, le=4096, description="Embedding length (embedding requests only)."
+    )
+    encoding_format: Literal["float", "base64"] | None = Field(
+        default=None,
+        description="How the OpenAI surface writes the vectors (embedding requests only).",
+    )
     model: NulFree | None = Field(
         default=None,
         min_length=1,
@@ -90,6 +119,27 @@ class RequestIn(_Model):
     cache: CacheControl | None = Field(
         default=None, description="Per-request cache control; the team's policy by default."
     )
+
+    @field_validator("messages")
+    @classmethod
+    def _one_kind(cls, messages: list[Message] | None, info: ValidationInfo) -> Any:
+        """Named on ``messages`` (``input`` is validated first): the field most requests miss."""
+        embedding = info.data.get("input") is not None
+        if messages is None and not embedding and "input" in info.data:
+            raise ValueError("Field required (or input, for an embedding request)")
+        if messages is not None and embedding:
+            raise ValueError("give messages (a chat request) or input (an embedding one), not both")
+        return messages
+
+    @model_validator(mode="after")
+    def _embedding_fields(self) -> RequestIn:
+        if self.input is None and (self.dimensions or self.encoding_format):
+            raise ValueError("dimensions and encoding_format are for embedding requests (input)")
+        return self
+
+    @property
+    def is_embedding(self) -> bool:
+        return self.input is not None
 
 
 class JobCreate(_Model):

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import delete
 
+from broker.config.broker_toml import load_config
 from broker.local.processes import free_port, start_api
 from broker.local.stack import settings_env
 from broker.store import TeamSetting
@@ -75,7 +76,8 @@ def test_an_invalid_config_stops_a_process_at_start_with_file_key_and_reason(tmp
     env = {**os.environ, "BROKER_CONFIG_PATH": str(config), "BROKER_DATA_DIR": str(tmp_path)}
     done = subprocess.run([*CLI, *command], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
-    assert f"{config}: models[6].provider: unknown provider 'nope'" in done.stderr
+    first = next(i for i, m in enumerate(load_config().models) if m.provider == "sim-anthropic")
+    assert f"{config}: models[{first}].provider: unknown provider 'nope'" in done.stderr
     assert "Traceback" not in done.stderr
 
 

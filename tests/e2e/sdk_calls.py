@@ -31,6 +31,10 @@ def main(api_url: str, key: str) -> None:
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == done.choices[0].message.content and chunks[-1].usage is not None
     assert "auto" in {m.id for m in oa.models.list()}
+    vectors = oa.embeddings.create(
+        model="text-embedding-3-small", input=[f"old {tag}", "sdk"], encoding_format="float"
+    )
+    assert [len(d.embedding) for d in vectors.data] == [1536, 1536], vectors.usage
 
     an = anthropic.Anthropic(
         base_url=api_url, api_key=key, max_retries=0, _strict_response_validation=True

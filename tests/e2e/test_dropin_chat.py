@@ -27,6 +27,7 @@ pytestmark = pytest.mark.e2e
 PRODUCT, CONTENT = "ib-dev-product", "ib-dev-content"
 OLDEST = ("openai==1.55.3", "anthropic==0.41.0", "distro")  # distro: old openai imports it
 CALLS = Path(__file__).with_name("sdk_calls.py")
+EMBED = "text-embedding-3-small"
 
 
 def oa(stack: Stack, key: str = PRODUCT, **kw) -> openai.OpenAI:
@@ -134,6 +135,36 @@ def test_sdk_errors_keep_their_classes(stack: Stack):
             model="no-such-model", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
         )
     assert "claude-haiku-4-5" in unknown.value.message  # the known models are listed
+
+
+def test_embeddings_go_through_the_queues_as_floats_and_as_the_sdks_default_base64(stack: Stack):
+    texts = [unique("What is a queue?"), unique("What is a broker?")]
+    with oa(stack, default_headers={"x-broker-feature": "search"}) as client:
+        raw = client.embeddings.with_raw_response.create(
+            model=EMBED, input=texts, dimensions=64, encoding_format="float"
+        )
+        floats = raw.parse()
+        with pytest.raises(openai.BadRequestError, match=f"embedding models: {EMBED}"):
+            client.embeddings.create(model="gpt-4o-mini", input="x", encoding_format="float")
+        with pytest.raises(openai.BadRequestError, match="not chat ones"):
+            client.chat.completions.create(model=EMBED, messages=[{"role": "user", "content": "x"}])
+    assert floats.object == "list" and floats.model == EMBED
+    assert [d.index for d in floats.data] == [0, 1]
+    assert [len(d.embedding) for d in floats.data] == [64, 64]
+    assert floats.usage.prompt_tokens == floats.usage.total_tokens > 0
+    # The SDK's default asks for base64 and decodes it after validating: its strict mode refuses
+    # the string against its own List[float] type (against OpenAI too), so this client is not.
+    loose = openai.OpenAI(base_url=f"{stack.api_url}/v1", api_key=PRODUCT, max_retries=0)
+    with loose:
+        decoded = loose.embeddings.create(model=EMBED, input=texts, dimensions=64)
+    for got, want in zip(decoded.data, floats.data, strict=True):
+        assert max(abs(a - b) for a, b in zip(got.embedding, want.embedding, strict=True)) < 1e-6
+    with Database(stack.settings.database_url_or_default).session() as session:
+        row = session.get(Request, raw.headers["x-request-id"])
+        assert (row.team_id, row.feature, row.priority) == ("product", "search", "high")
+        assert row.status == "succeeded" and row.model_used == EMBED
+        assert row.output_tokens == 0 and row.input_tokens == floats.usage.prompt_tokens
+        assert row.payload["input"] == texts
 
 
 def test_models_lists_the_catalog_and_the_routes(stack: Stack):

@@ -3,12 +3,14 @@ a real stack: upload, batch, poll, read output and error files, list, cancel, de
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
 
 import openai
 import pytest
+from openai.types import CreateEmbeddingResponse
 
 from broker.local.stack import Stack
 
@@ -97,6 +99,44 @@ def test_a_batch_runs_its_good_lines_and_reports_the_bad_ones(stack: Stack):
             oa(stack, CONTENT).files.retrieve(file.id)
 
 
+def test_an_embeddings_batch_writes_embedding_bodies(stack: Stack):
+    tag = uuid.uuid4().hex[:8]
+    url, model = "/v1/embeddings", "text-embedding-3-small"
+
+    def embed(custom_id: str, body: dict) -> str:
+        return json.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": body})
+
+    lines = [
+        embed("f", {"model": model, "input": [f"one {tag}", f"two {tag}"], "dimensions": 32}),
+        embed("b", {"model": model, "input": f"three {tag}", "encoding_format": "base64"}),
+        embed("x", {"model": "gpt-4o-mini", "input": f"four {tag}"}),
+    ]
+    with oa(stack) as client:
+        batch = client.batches.create(
+            input_file_id=upload(client, lines).id, endpoint=url, completion_window="24h"
+        )
+        assert batch.endpoint == url
+        batch = wait(client, batch.id)
+        assert batch.status == "completed"
+        assert (batch.request_counts.completed, batch.request_counts.failed) == (2, 1)
+        out = client.files.content(batch.output_file_id).text.splitlines()
+        errors = client.files.content(batch.error_file_id).text.splitlines()
+    lines_out = {o["custom_id"]: o for o in map(json.loads, out)}
+    assert all(o["response"]["status_code"] == 200 for o in lines_out.values())
+    assert all(o["error"] is None for o in lines_out.values())
+    floats = CreateEmbeddingResponse.model_validate(lines_out["f"]["response"]["body"], strict=True)
+    assert [len(d.embedding) for d in floats.data] == [32, 32]
+    assert floats.usage.prompt_tokens > 0 and floats.model == model
+    [encoded] = lines_out["b"]["response"]["body"]["data"]  # base64, as that line asked
+    assert (encoded["object"], encoded["index"]) == ("embedding", 0)
+    assert len(base64.b64decode(encoded["embedding"])) == 4 * 1536
+    [error] = [json.loads(e) for e in errors]
+    assert error["custom_id"] == "x" and error["response"]["status_code"] == 400
+    assert "embedding models: text-embedding-3-small" in (
+        error["response"]["body"]["error"]["message"]
+    )
+
+
 def test_a_file_with_no_good_line_makes_a_failed_batch(stack: Stack):
     with oa(stack) as client:
         file = upload(client, ["nope", line("x", "hi", model="no-such-model")])
@@ -109,9 +149,9 @@ def test_a_file_with_no_good_line_makes_a_failed_batch(stack: Stack):
 def test_bad_creates_are_400s(stack: Stack):
     with oa(stack) as client:
         file = upload(client, [line("a", "hi")])
-        with pytest.raises(openai.BadRequestError, match="embeddings"):
+        with pytest.raises(openai.BadRequestError, match="/v1/chat/completions and /v1/embed"):
             client.batches.create(
-                input_file_id=file.id, endpoint="/v1/embeddings", completion_window="24h"
+                input_file_id=file.id, endpoint="/v1/completions", completion_window="24h"
             )
         with pytest.raises(openai.BadRequestError, match="purpose"):
             client.files.create(file=("a.jsonl", b"{}\n"), purpose="fine-tune")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -93,11 +93,13 @@ class Completion:
 
 @dataclass(frozen=True)
 class HttpCall:
-    """A request an adapter wants made: a path relative to the provider's base URL."""
+    """A request an adapter wants made: a path relative to the provider's base URL, and the
+    reader of its 2xx body when it is not the adapter's ``parse`` (another endpoint's)."""
 
     path: str
     headers: dict[str, str]
     json: dict[str, Any]
+    reader: Callable[[int, httpx.Headers, bytes], Completion] | None = None
 
     def __repr__(self) -> str:
         # The dataclass default would print the API key from the auth header.

@@ -116,7 +116,7 @@ class ProviderClient:
         )
         if 200 <= status < 300:
             try:
-                completion = self.adapter.parse(status, headers, body)
+                completion = (call.reader or self.adapter.parse)(status, headers, body)
             except ProviderError as exc:
                 self._own(exc)
                 raise

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from workers.providers.base import parse_retry_after
 from workers.simulator import replay
 from workers.simulator.anthropic_format import AnthropicFormat
+from workers.simulator.embeddings import EmbeddingsFormat
 from workers.simulator.faults import FaultPlan, malformed_body
 from workers.simulator.limits import SlidingWindow, WindowState
 from workers.simulator.openai_format import OpenAIFormat
@@ -93,9 +94,12 @@ class Simulator:
                 raise adapter.status_error(outage.status or adapter.default_outage_status)
             if settings.quota_exhausted and (quota := adapter.quota_error()) is not None:
                 raise quota
-            completion = self._recorded(parsed) or complete(
-                parsed.digest, parsed.input_tokens, parsed.max_tokens, parsed.stop
-            )
+            if parsed.embedding is not None:  # vectors, rendered by the format: no text
+                completion = Completion("", parsed.input_tokens, 0, False, None)
+            else:
+                completion = self._recorded(parsed) or complete(
+                    parsed.digest, parsed.input_tokens, parsed.max_tokens, parsed.stop
+                )
             now = time.monotonic()
             window = self.windows[wire]
             refusal = window.try_admit(now, completion.total_tokens, settings.rpm, settings.tpm)
@@ -158,9 +162,13 @@ def create_app(settings: SimulatorSettings | None = None) -> Starlette:
     """A fresh simulator app; ``settings`` default to the ``BROKER_SIM_*`` environment."""
     sim = Simulator(settings if settings is not None else SimulatorSettings())
     openai_format, anthropic_format = OpenAIFormat(), AnthropicFormat()
+    embeddings_format = EmbeddingsFormat()
 
     async def chat_completions(request: Request) -> Response:
         return await sim.handle(openai_format, request)
+
+    async def embeddings(request: Request) -> Response:
+        return await sim.handle(embeddings_format, request)
 
     async def messages(request: Request) -> Response:
         return await sim.handle(anthropic_format, request)
@@ -190,6 +198,7 @@ def create_app(settings: SimulatorSettings | None = None) -> Starlette:
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/messages", messages, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/_sim/stats", stats, methods=["GET", "DELETE"]),

@@ -39,6 +39,15 @@ class SimError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class EmbeddingAsk:
+    """What an embeddings request asks for: its inputs (texts or token arrays), in order."""
+
+    inputs: tuple[str | list[int], ...]
+    dimensions: int
+    base64: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedRequest:
     model: str
     max_tokens: int | None
@@ -48,6 +57,7 @@ class ParsedRequest:
     stream: bool = False
     include_usage: bool = False
     last_user: str | None = None  # the final user turn's text, for recorded answers
+    embedding: EmbeddingAsk | None = None  # an embeddings request: vectors, no text
 
 
 class WireAdapter(Protocol):

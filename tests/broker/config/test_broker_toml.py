@@ -25,6 +25,7 @@ PRICES = {
     "claude-sonnet-4-5": ("3.00", "15.00", "0.30"),
     "claude-haiku-4-5": ("1.00", "5.00", "0.10"),
     "gemini-2.5-flash": ("0.30", "2.50", "0.03"),
+    "text-embedding-3-small": ("0.02", "0", "0"),  # an embedding model: input tokens only
 }
 
 
@@ -36,7 +37,9 @@ def prices(config, model: str) -> tuple[Decimal, Decimal, Decimal]:
 def test_the_packaged_default_loads_with_list_prices():
     config = load_config()
     assert config == load_config(DEFAULT_CONFIG)
-    assert len(config.models) == 8
+    assert len(config.models) == 9
+    assert config.model_names("embedding") == ["text-embedding-3-small"]
+    assert "text-embedding-3-small" not in config.model_names("chat")
     assert config.model_names() == sorted(PRICES)
     for name, (inp, out, cached) in PRICES.items():
         assert prices(config, name) == (Decimal(inp), Decimal(out), Decimal(cached)), name
@@ -78,7 +81,7 @@ BROKEN = [
     (
         "unknown-provider",
         edit(DEFAULT_CONFIG, 'provider = "sim-anthropic"', 'provider = "sim-gemini"'),
-        "models[6].provider",
+        "models[7].provider",
         "unknown provider 'sim-gemini' (known: sim-anthropic, sim-openai)",
     ),
     (
@@ -113,6 +116,40 @@ BROKEN = [
         ),
         "models[1].fallbacks[0]",
         "'x' is not another model in the catalog",
+    ),
+    (
+        "chat-model-without-max-output",
+        edit(DEFAULT_CONFIG, "max_output = 16384\ntier = \"large\"", 'tier = "large"'),
+        "models[0]",
+        "max_output: required for a chat model",
+    ),
+    (
+        "embedding-model-falling-back-to-a-chat-model",
+        edit(
+            DEFAULT_CONFIG, 'kind = "embedding"\n', 'kind = "embedding"\nfallbacks = ["gpt-4o"]\n'
+        ),
+        "models[6].fallbacks[0]",
+        "'gpt-4o' serves chat requests, 'text-embedding-3-small' embedding ones",
+    ),
+    (
+        "embedding-model-on-an-anthropic-wire",
+        edit(
+            DEFAULT_CONFIG,
+            'kind = "embedding"\nprovider = "sim-openai"',
+            'kind = "embedding"\nprovider = "sim-anthropic"',
+        ),
+        "models[6].kind",
+        "embedding models need a provider speaking the openai wire format",
+    ),
+    (
+        "route-tier-that-embeds",
+        edit(
+            DEFAULT_CONFIG,
+            'tiers = ["gpt-4o-mini", "gpt-4o"]',
+            'tiers = ["gpt-4o-mini", "text-embedding-3-small"]',
+        ),
+        "routes[0].tiers[1]",
+        "'text-embedding-3-small' is not a chat model",
     ),
     (
         "wrong-type",

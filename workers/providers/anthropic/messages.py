@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from broker.config.broker_toml import ModelConfig
-from broker.errors import MalformedResponse
+from broker.errors import MalformedResponse, ProviderRejected
 from workers.providers.anthropic import api
 from workers.providers.base import (
     BodyError,
@@ -32,6 +32,12 @@ def build(model: ModelConfig, payload: dict, api_key: str | None) -> HttpCall:
     - ``temperature`` is clamped to [0, 1.0], Anthropic's range, so a request written for
       OpenAI's 0–2 scale is served at the hottest setting instead of being rejected with a 400.
     """
+    if payload.get("kind") == "embedding":  # broker.toml refuses such a catalog; be sure
+        raise ProviderRejected(
+            "the anthropic wire format has no embeddings endpoint; put embedding models on a "
+            "provider speaking the openai wire format",
+            provider="anthropic",
+        )
     system = [m["content"] for m in payload["messages"] if m["role"] == "system"]
     body: dict[str, Any] = {
         "model": model.provider_model_id,

@@ -1,14 +1,25 @@
-"""OpenAI-compatible Chat Completions (OpenAI, Groq, Together, vLLM, Ollama, OpenRouter, ...).
+"""OpenAI-compatible Chat Completions and Embeddings (OpenAI, Groq, Together, vLLM, Ollama,
+OpenRouter, ...).
 
-``api`` holds the endpoint and headers, ``chat`` the request mapping and response parsing,
-``errors`` the error classification; this module assembles them into the registry's adapter.
+``api`` holds the endpoints and headers, ``chat`` and ``embeddings`` the request mapping and
+response parsing of each, ``errors`` the error classification; this module assembles them into
+the registry's adapter. A stored payload with ``kind: embedding`` goes to the embeddings
+endpoint, and its :class:`HttpCall` names the embeddings reader.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workers.providers.openai import chat, errors
+from broker.config.broker_toml import ModelConfig
+from workers.providers.base import HttpCall
+from workers.providers.openai import chat, embeddings, errors
+
+
+def build(model: ModelConfig, payload: dict, api_key: str | None) -> HttpCall:
+    if payload.get("kind") == "embedding":
+        return embeddings.build(model, payload, api_key)
+    return chat.build(model, payload, api_key)
 
 
 @dataclass(frozen=True)
@@ -16,7 +27,7 @@ class OpenAIAdapter:
     """Stateless: one shared instance serves every OpenAI-format provider."""
 
     name: str = "openai"
-    build = staticmethod(chat.build)
+    build = staticmethod(build)
     parse = staticmethod(chat.parse)
     classify = staticmethod(errors.classify)
 

@@ -1,8 +1,9 @@
-"""Where and how to call an OpenAI-compatible Chat Completions endpoint."""
+"""Where and how to call OpenAI-compatible Chat Completions and Embeddings endpoints."""
 
 from __future__ import annotations
 
 PATH = "/v1/chat/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
 #: Headers carrying the provider's request id, most specific first.
 REQUEST_ID_HEADERS = ("x-request-id",)
 
