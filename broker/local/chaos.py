@@ -225,16 +225,24 @@ class ChaosStack:
             names = ", ".join(f"{c.name} (log: {c.log_path})" for c in dead)
             raise BrokerError(f"processes died during the chaos run: {names}")
 
-    def kill_worker(self, provider: str) -> list[int]:
+    def kill_worker(self, provider: str, wait_for_several_s: float = 0.0) -> list[int]:
         """SIGKILL the provider's worker process and start a new one in its place. Returns
-        how many attempts each message it held (delivered, not acknowledged) carried."""
+        how many attempts each message it held (delivered, not acknowledged) carried. With
+        ``wait_for_several_s``, first wait up to that long for it to hold a message of several
+        tickets, so the kill lands on one."""
         name = f"worker-{provider}"
-        child = self.stack.children.pop(name)
+        queue = self.settings.config.provider(provider).queue
         with redis.Redis.from_url(self.stack.env["BROKER_REDIS_URL"]) as client:
-            held = held_by_workers(client, self.settings.config.provider(provider).queue)
-        mine = [n for tag, n in held.items() if tag not in self._dead_workers_messages]
+            deadline = time.monotonic() + wait_for_several_s
+            while True:
+                held = held_by_workers(client, queue)
+                mine = [n for tag, n in held.items() if tag not in self._dead_workers_messages]
+                if time.monotonic() >= deadline or any(n > 1 for n in mine):
+                    break
+                time.sleep(0.01)
+            child = self.stack.children.pop(name)
+            child.signal(signal.SIGKILL)
         self._dead_workers_messages.update(held)
-        child.signal(signal.SIGKILL)
         child.stop()
         self.stack.add_worker(provider)
         return mine

@@ -71,7 +71,7 @@ def worker_kills(
         held: list[int] = []
         for _ in range(kills):
             time.sleep(3.0)
-            held += chaos.kill_worker("sim-openai")
+            held += chaos.kill_worker("sim-openai", wait_for_several_s=10.0)
         chaos.wait(job, timeout=240)
         tally = chaos.tally(job)
         with chaos.db.session() as s:

@@ -15,6 +15,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from broker.states import JobStatus, Priority, RequestStatus
 
@@ -126,7 +127,10 @@ class RequestIn(_Model):
         """Named on ``messages`` (``input`` is validated first): the field most requests miss."""
         embedding = info.data.get("input") is not None
         if messages is None and not embedding and "input" in info.data:
-            raise ValueError("Field required (or input, for an embedding request)")
+            # "missing", as when the field was simply required: the message a client expects
+            raise PydanticCustomError(
+                "missing", "Field required (or input, for an embedding request)"
+            )
         if messages is not None and embedding:
             raise ValueError("give messages (a chat request) or input (an embedding one), not both")
         return messages
