@@ -18,6 +18,9 @@ the provider pools (threads, the providers' concurrency, acks late, prefetch 1).
   (journal, database UPDATE, slots and rate limits, Celery messages of several tickets) over
   ``--dispatch`` requests queued in a fresh SQLite database, 2 providers x 256 slots, no workers
   (``scripts/bench_scheduler.py`` describes it), beside the scheduler round alone;
+- the lever off, beside it: a second stack (SQLite) whose providers take one ticket per Celery
+  message (``tickets_per_message = 1``), run in each round right after the first
+  (``--no-single`` skips it);
 - a slow provider, after the rounds: a second stack whose simulator answers every call after
   ``--slow-latency-s`` (2 s), both providers at ``--slow-concurrency`` slots (1,000), one worker
   process each; ``--slow-requests`` (20,000) complete in how long, against the time the
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import threading
@@ -49,6 +53,7 @@ from bench_scheduler import config_with_concurrency, dispatcher_round
 
 from broker import redis_keys
 from broker.client import BrokerClient
+from broker.config.broker_toml import DEFAULT_CONFIG, load_config
 from broker.config.settings import Settings
 from broker.local.processes import Child, free_port, wait_until
 from broker.local.stack import Stack
@@ -174,6 +179,17 @@ def run_broker(api_url: str, n: int) -> tuple[float, float]:
     return n / (submitted - started), n / (finished - submitted)
 
 
+def single_ticket_config(tmp: Path) -> Path:
+    """The packaged ``broker.toml`` with one ticket per Celery message for every provider."""
+    text, count = re.subn(
+        r"(?m)^(concurrency\s*=\s*\d+.*)$", r"\1\ntickets_per_message = 1", DEFAULT_CONFIG.read_text()
+    )
+    path = tmp / "single.toml"
+    path.write_text(text)
+    assert all(p.tickets_per_message == 1 for p in load_config(path).providers) and count
+    return path
+
+
 def run_slow_provider(latency_s: float, concurrency: int, n: int) -> dict[str, float]:
     """``n`` requests against a simulator answering after ``latency_s``, each provider at
     ``concurrency`` slots: elapsed, the ideal the slots allow, and the peak slots taken."""
@@ -223,6 +239,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--dispatch", type=int, default=10_000, help="requests per dispatch round")
+    parser.add_argument("--no-single", action="store_true", help="skip the one-ticket stack")
     parser.add_argument("--slow-requests", type=int, default=20_000)
     parser.add_argument("--slow-latency-s", type=float, default=2.0)
     parser.add_argument("--slow-concurrency", type=int, default=1000)
@@ -242,6 +259,16 @@ def main() -> None:
             database_url=args.database_url,
             log_level="WARNING",
         )
+        single = None
+        if not args.no_single:
+            single = Stack(
+                Settings(
+                    data_dir=Path(tmp) / "single",
+                    config_path=single_ticket_config(Path(tmp)),
+                    api_port=free_port(),
+                    log_level="WARNING",
+                )
+            ).start()
         with Stack(settings) as stack:
             bench_settings = Settings(redis_url=stack.env["BROKER_REDIS_URL"])
             env = {**os.environ, "BROKER_REDIS_URL": bench_settings.redis_url}
@@ -269,7 +296,9 @@ def main() -> None:
                 run_baseline(bench_settings, queues, 500)  # warm up every side
                 run_round_trip_baseline(bench_settings, queues, 500)
                 run_broker(stack.api_url, 500)
-                submit, e2e, base, trip, dispatch = [], [], [], [], []
+                if single is not None:
+                    run_broker(single.api_url, 500)
+                submit, e2e, base, trip, dispatch, one = [], [], [], [], [], []
                 slots_config = config_with_concurrency(Path(tmp), 256)
                 redis_db_3 = f"{bench_settings.redis_url.rsplit('/', 1)[0]}/3"
                 n = args.requests
@@ -278,6 +307,12 @@ def main() -> None:
                 cpu_base = CpuMeter({**{w.name: w.proc.pid for w in workers}, **redis_pid})
                 cpu_broker = CpuMeter(
                     {**{c.name: c.proc.pid for c in stack.children.values()}, **redis_pid}
+                )
+                cpu_single = CpuMeter(
+                    {c.name: c.proc.pid for c in single.children.values()}
+                    | {"redis": single.redis_server.child.proc.pid}
+                    if single is not None
+                    else {}
                 )
                 for round_ in range(1, args.rounds + 1):
                     trip.append(
@@ -291,6 +326,8 @@ def main() -> None:
                     s, e = cpu_broker.measure(n, lambda: run_broker(stack.api_url, n))
                     submit.append(s)
                     e2e.append(e)
+                    if single is not None:
+                        one.append(cpu_single.measure(n, lambda: run_broker(single.api_url, n))[1])
                     dispatch.append(
                         dispatcher_round(Path(tmp), redis_db_3, slots_config, args.dispatch, round_)
                     )
@@ -298,10 +335,13 @@ def main() -> None:
                         f"round {round_}: submit {s:,.0f} rows/s, end to end {e:,.0f} req/s, "
                         f"bare Celery round trip {trip[-1]:,.0f} tasks/s, "
                         f"one way {base[-1]:,.0f} tasks/s, dispatch {dispatch[-1]:,.0f}/s"
+                        + (f", one ticket per message {one[-1]:,.0f} req/s" if one else "")
                     )
             finally:
                 for worker in workers:
                     worker.stop()
+                if single is not None:
+                    single.stop()
 
     slow = None
     if args.slow_requests:
@@ -321,13 +361,19 @@ def main() -> None:
         ("baseline: bare Celery no-op, round trip", trip, "tasks/s"),
         ("baseline: bare Celery no-op, one way", base, "tasks/s"),
         ("full dispatch path", dispatch, "decisions/s"),
+        ("end to end, one ticket per message (the lever off)", one, "req/s"),
     ):
+        if not values:
+            continue
         table.add_row(
             name, f"{statistics.median(values):,.0f} {unit}", ", ".join(f"{v:,.0f}" for v in values)
         )
     for label, baseline in (("round trip", trip), ("one way", base)):
         ratio = statistics.median(e / b for e, b in zip(e2e, baseline))
         table.add_row(f"end to end / {label} baseline", f"{ratio:.2f}x", "target >= 1.0x")
+    if one:
+        ratio = statistics.median(e / b for e, b in zip(e2e, one))
+        table.add_row("several tickets per message / one", f"{ratio:.2f}x", "")
     if slow is not None:
         table.add_row(
             f"slow provider ({slow['latency_s']:g} s, 2 x {slow['concurrency']:,} slots): "
@@ -341,9 +387,10 @@ def main() -> None:
     cpu = Table(title="Where the CPU goes: median CPU ms per request (broker) or per task")
     cpu.add_column("process")
     cpu.add_column("broker, end to end", justify="right")
+    cpu.add_column("one ticket per message", justify="right")
     cpu.add_column("baseline, round trip", justify="right")
     cpu.add_column("baseline, one way", justify="right")
-    meters = [m.medians() for m in (cpu_broker, cpu_trip, cpu_base)]
+    meters = [m.medians() for m in (cpu_broker, cpu_single, cpu_trip, cpu_base)]
     for name in dict.fromkeys(name for m in meters for name in m):
         cpu.add_row(name, *(f"{m[name]:.2f}" if name in m else "" for m in meters))
     cpu.add_row("total", *(f"{sum(m.values()):.2f}" for m in meters), style="bold")
@@ -361,7 +408,9 @@ def main() -> None:
             "e2e_vs_celery_one_way": statistics.median(e / b for e, b in zip(e2e, base)),
             "cpu_ms_per_request": sum(v for k, v in broker_cpu.items() if k != "bench client"),
             "cpu_ms_per_request_by_process": broker_cpu,
-            "celery_round_trip_cpu_ms_per_task": sum(meters[1].values()),
+            "celery_round_trip_cpu_ms_per_task": sum(meters[2].values()),
+            "one_ticket_per_message_e2e_per_s": statistics.median(one) if one else None,
+            "one_ticket_per_message_cpu_ms_per_request": sum(meters[1].values()) or None,
             "dispatch_per_s": statistics.median(dispatch),
             "submit_rows_per_s": statistics.median(submit),
             "slow_provider": slow,
