@@ -78,6 +78,10 @@ def payload_of(request: RequestIn, redact: bool = False) -> dict:
     }
 
 
+#: Rows per INSERT of a batch's requests (one transaction either way).
+INSERT_SLICE = 2_000
+
+
 @dataclass(frozen=True)
 class Submitter:
     db: Database
@@ -356,7 +360,10 @@ class Submitter:
             with self.db.session() as session:
                 session.add(job)
                 session.flush()
-                session.execute(insert(Request.__table__), rows)
+                for start in range(0, len(rows), INSERT_SLICE):
+                    # In slices: the driver's parameters (each payload as JSON text) exist for
+                    # one slice at a time, not for the whole batch at once.
+                    session.execute(insert(Request.__table__), rows[start : start + INSERT_SLICE])
                 if hits:
                     count_hits(session, job_id, hits)
                     session.refresh(job)  # the counters (and the end, if all were known)

@@ -13,7 +13,8 @@ response cache never answers):
 - backlog: the same again while another team's batch of ``--backlog`` requests drains (calls
   made after it drained are not counted, and the table says how many were).
 
-Sync calls give p50/p95/p99; streamed calls give the time to the first content chunk. The
+Sync calls give p50/p95/p99; a streamed call after every fourth (interleaved, so both meet the
+same backlog) gives the time to the first content chunk. The
 "added" figures are a percentile of the broker's latencies minus the same percentile of the
 direct ones, measured in the same run. Targets: p50 <= 10 ms, p99 <= 30 ms added.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 import uuid
@@ -45,25 +47,34 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def timed_calls(client: openai.OpenAI, n: int, stream: bool, until=None) -> list[float]:
-    """Milliseconds per call (or to the first content chunk when streaming)."""
-    out = []
-    for _ in range(n):
+def timed_call(client: openai.OpenAI, stream: bool) -> float:
+    """Milliseconds for one call with a fresh prompt (to the first content chunk when
+    streaming)."""
+    messages = [{"role": "user", "content": f"Ping {uuid.uuid4().hex}"}]
+    start = time.perf_counter()
+    if not stream:
+        client.chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=16)
+        return (time.perf_counter() - start) * 1000
+    first = None
+    for chunk in client.chat.completions.create(
+        model="gpt-4o-mini", messages=messages, max_tokens=16, stream=True
+    ):
+        if first is None and chunk.choices and chunk.choices[0].delta.content:
+            first = (time.perf_counter() - start) * 1000
+    return first if first is not None else float("nan")
+
+
+def timed_calls(client: openai.OpenAI, n: int, until=None) -> tuple[list[float], list[float]]:
+    """(sync ms, streamed first-token ms): ``n`` sync calls, with a streamed one after every
+    fourth, interleaved so both see the same conditions; stops early once ``until()``."""
+    sync, ttft = [], []
+    for i in range(n):
         if until is not None and until():
             break
-        messages = [{"role": "user", "content": f"Ping {uuid.uuid4().hex}"}]
-        start = time.perf_counter()
-        if stream:
-            for chunk in client.chat.completions.create(
-                model="gpt-4o-mini", messages=messages, max_tokens=16, stream=True
-            ):
-                if chunk.choices and chunk.choices[0].delta.content:
-                    out.append((time.perf_counter() - start) * 1000)
-                    break
-            continue
-        client.chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=16)
-        out.append((time.perf_counter() - start) * 1000)
-    return out
+        sync.append(timed_call(client, stream=False))
+        if i % 4 == 3:
+            ttft.append(timed_call(client, stream=True))
+    return sync, ttft
 
 
 def figures(sync: list[float], ttft: list[float]) -> dict[str, float]:
@@ -71,7 +82,7 @@ def figures(sync: list[float], ttft: list[float]) -> dict[str, float]:
         "p50_ms": percentile(sync, 50),
         "p95_ms": percentile(sync, 95),
         "p99_ms": percentile(sync, 99),
-        "ttft_ms_p50": statistics.median(ttft),
+        "ttft_ms_p50": statistics.median(ttft) if ttft else float("nan"),
         "calls": len(sync),
     }
 
@@ -123,17 +134,10 @@ def main() -> None:
                 base_url=f"{stack.api_url}/v1", api_key=BROKER_KEY, max_retries=0
             )
             for client in (direct_client, broker_client):  # warm up connections and caches
-                timed_calls(client, 20, False)
-                timed_calls(client, 5, True)
+                timed_calls(client, 20)
             console.print(f"timing {args.calls} calls each: direct, then the broker idle")
-            direct = figures(
-                timed_calls(direct_client, args.calls, False),
-                timed_calls(direct_client, args.calls // 4, True),
-            )
-            idle = figures(
-                timed_calls(broker_client, args.calls, False),
-                timed_calls(broker_client, args.calls // 4, True),
-            )
+            direct = figures(*timed_calls(direct_client, args.calls))
+            idle = figures(*timed_calls(broker_client, args.calls))
             console.print(f"submitting another team's batch of {args.backlog:,} requests")
             with BrokerClient(stack.api_url, BACKLOG_KEY, timeout=120) as batches:
                 job = batches.submit_batch(
@@ -143,10 +147,9 @@ def main() -> None:
                 def drained() -> bool:
                     return job.refresh().data.counts.pending == 0
 
-                sync = timed_calls(broker_client, args.calls, False, until=drained)
-                ttft = timed_calls(broker_client, args.calls // 4, True, until=drained)
+                sync, ttft = timed_calls(broker_client, args.calls, until=drained)
                 left = job.refresh().data.counts.pending
-            backlog = figures(sync or [float("nan")], ttft or [float("nan")])
+            backlog = figures(sync or [float("nan")], ttft)
 
     result = {
         "direct": {k: round(v, 2) for k, v in direct.items()},
@@ -154,9 +157,6 @@ def main() -> None:
         "backlog": {**added(backlog, direct), "backlog_requests": args.backlog},
     }
     result["backlog"]["backlog_pending_at_end"] = left
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-        return
     table = Table(title="Interactive latency added by the broker (ms; SDK to simulator = direct)")
     for column in ("", "calls", "p50", "p95", "p99", "TTFT p50"):
         table.add_column(column, justify="right" if column else "left")
@@ -181,6 +181,14 @@ def main() -> None:
         f"the backlog still had {left:,} of {args.backlog:,} requests pending when the last "
         "call was timed (calls are only counted while it drains)"
     )
+    if args.json:  # NaN (nothing measured) is not JSON: null
+        print(json.dumps(_nulls(result), sort_keys=True))
+
+
+def _nulls(value):
+    if isinstance(value, dict):
+        return {k: _nulls(v) for k, v in value.items()}
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 if __name__ == "__main__":
