@@ -17,6 +17,7 @@ carry their cache token (key, TTL, read/store) on their row and queue entry, for
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -224,18 +225,23 @@ class Submitter:
         asked = {k: v for k, v in payload.items() if k != "encoding_format"}
         return f"{request_key(scope, model, asked)}/{ttl}/{flags}"
 
-    def admit(self, team: TeamConfig, batch: JobCreate, key_sha256: str | None = None) -> None:
+    def admit(
+        self,
+        team: TeamConfig,
+        batch: JobCreate,
+        payloads: Sequence[dict],
+        key_sha256: str | None = None,
+    ) -> None:
         """Refuse with 429 what a team may not submit now: over the key's submissions per
         minute, over its runaway guard (requests or tokens per minute, the team's or the
         feature's), or, under the ``reject`` budget policy, into a budget that is already
-        spent."""
+        spent. ``payloads``: the requests' :func:`payload_of`, in order."""
         try:
             if key_sha256 is not None and self.submissions_per_minute:
                 self._admit_key(key_sha256)
             tokens = sum(
-                queues.payload_input_bound(payload_of(r)) // 4
-                + (0 if r.is_embedding else r.max_tokens)
-                for r in batch.requests
+                queues.payload_input_bound(payload) // 4 + (0 if r.is_embedding else r.max_tokens)
+                for r, payload in zip(batch.requests, payloads)
             )
             wait = self._limits.admit(team.id, batch.feature, len(batch.requests), tokens)
             if wait is not None:
@@ -287,7 +293,8 @@ class Submitter:
         counts it against that key's submissions per minute. ``surface`` and ``surface_meta``
         record the drop-in SDK surface it came through (:mod:`broker.dropin`)."""
         self.validate(batch)
-        self.admit(team, batch, key_sha256)
+        payloads = [payload_of(request, self.redact) for request in batch.requests]
+        self.admit(team, batch, payloads, key_sha256)
         job_id = new_job_id()
         now = utcnow()
         queued = int(now.timestamp() * 1000)
@@ -314,10 +321,9 @@ class Submitter:
             surface_meta=surface_meta,
         )
         rows, entries = [], []
-        for seq, request in enumerate(batch.requests):
+        for seq, (request, payload) in enumerate(zip(batch.requests, payloads)):
             rid = request_id(job_id, seq)
             priority = request.priority or batch.priority
-            payload = payload_of(request, self.redact)
             model, decision = self.resolve_model(
                 team.id, batch.feature, request, payload.get("messages", []), f"requests[{seq}]"
             )

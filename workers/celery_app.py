@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import redis
 from celery import Celery, signals
@@ -82,17 +83,15 @@ def attempts_in_redis(client: redis.Redis, queues: Iterable[str]) -> set[tuple[s
     whose message is in neither place can be told apart: its task was lost. Messages that cannot
     be read are ignored.
     """
-    raw: list[bytes] = []
     with client.pipeline(transaction=False) as pipe:
         for queue in queues:
             for name in (queue, *(f"{queue}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS)):
                 pipe.lrange(name, 0, -1)
-        pipe.hvals(UNACKED_KEY)
+        pipe.hgetall(UNACKED_KEY)
         *lists, unacked = pipe.execute()
-    for messages in lists:
-        raw.extend(messages)
-    raw.extend(envelope for envelope, _ in _delivered(unacked))
-    return {key for message in raw for key in _attempts_of(message)}
+    messages: list[bytes | dict] = [message for queued in lists for message in queued]
+    messages += [message for _, message, _ in _delivered(unacked)]
+    return {key for message in messages for key in _attempts_of(message)}
 
 
 def held_by_workers(client: redis.Redis, queue: str) -> dict[str, int]:
@@ -100,34 +99,35 @@ def held_by_workers(client: redis.Redis, queue: str) -> dict[str, int]:
     acknowledged carries (the chaos harness's proof that a killed worker held several-ticket
     messages). A dead worker's messages stay there until kombu restores them."""
     return {
-        tag.decode(): len(_attempts_of(envelope))
-        for tag, (envelope, routing_key) in _delivered_by_tag(client.hgetall(UNACKED_KEY))
+        tag.decode(): len(_attempts_of(message))
+        for tag, message, routing_key in _delivered(client.hgetall(UNACKED_KEY))
         if routing_key == queue
     }
 
 
-def _delivered_by_tag(unacked: dict[bytes, bytes]) -> Iterable[tuple[bytes, tuple[bytes, str]]]:
+def _delivered(unacked: dict[bytes, bytes]) -> Iterator[tuple[bytes, dict, str]]:
+    """(delivery tag, message, queue) of each entry of kombu's ``unacked`` hash, whose values
+    are ``[message, exchange, routing key]``; entries that cannot be read are skipped."""
     for tag, entry in unacked.items():
-        for delivered in _delivered([entry]):
-            yield tag, delivered
-
-
-def _delivered(unacked: Iterable[bytes]) -> Iterable[tuple[bytes, str]]:
-    """(message, queue) of each entry of kombu's ``unacked`` hash: ``[message, exchange,
-    routing key]``; entries that cannot be read are skipped."""
-    for entry in unacked:
         try:
             message, _, routing_key = json.loads(entry)
-            yield json.dumps(message).encode(), routing_key
         except (ValueError, TypeError):
             continue
+        yield tag, message, routing_key
 
 
-def _attempts_of(message: bytes) -> list[tuple[str, int]]:
-    """(request id, attempt) of each ticket of an execute or execute_many message; [] for any
-    other message, or one that cannot be read."""
+def _attempts_of(message: bytes | dict) -> list[tuple[str, int]]:
     try:
-        envelope = json.loads(message)
+        return [(t["request_id"], int(t["attempt"])) for t in tickets_of(message)]
+    except (ValueError, TypeError, KeyError):
+        return []
+
+
+def tickets_of(message: bytes | dict) -> list[dict[str, Any]]:
+    """The tickets (task keyword arguments) an execute or execute_many message carries, raw or
+    already decoded; [] for any other message, or one that cannot be read."""
+    try:
+        envelope = json.loads(message) if isinstance(message, bytes) else message
         task = envelope.get("headers", {}).get("task")
         if task not in (EXECUTE, EXECUTE_MANY):
             return []
@@ -135,7 +135,6 @@ def _attempts_of(message: bytes) -> list[tuple[str, int]]:
         if envelope.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
         kwargs = json.loads(body)[1]
-        tickets = kwargs["tickets"] if task == EXECUTE_MANY else [kwargs]
-        return [(t["request_id"], int(t["attempt"])) for t in tickets]
+        return list(kwargs["tickets"]) if task == EXECUTE_MANY else [kwargs]
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return []

@@ -6,9 +6,7 @@ queues. Breakers are opened the way workers open them, by recording failures.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import json
 import time
 
 import pytest
@@ -23,7 +21,7 @@ from schedulers.dispatch import Dispatcher
 from schedulers.loop import Scheduler
 from schedulers.ratelimits import RateLimits
 from workers.breakers import Breakers
-from workers.celery_app import create_celery_app
+from workers.celery_app import create_celery_app, tickets_of
 
 OPEN_S = 0.3
 PROBES = 2
@@ -83,11 +81,8 @@ def submit(db, redis_client, config):
 
 def tasks(redis_client, provider: str) -> list[dict]:
     """Every ticket waiting in a provider's Celery queue (a message may carry several)."""
-    out = []
-    for raw in reversed(redis_client.lrange(f"provider.{provider}", 0, -1)):
-        kwargs = json.loads(base64.b64decode(json.loads(raw)["body"]))[1]
-        out.extend(kwargs.get("tickets", [kwargs]))
-    return out
+    messages = reversed(redis_client.lrange(f"provider.{provider}", 0, -1))
+    return [ticket for raw in messages for ticket in tickets_of(raw)]
 
 
 def models(redis_client, provider: str) -> list[str]:

@@ -5,8 +5,6 @@ No worker runs here: what the scheduler sent is read back from the provider queu
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 
 import pytest
@@ -22,7 +20,7 @@ from schedulers.dispatch import Dispatcher
 from schedulers.loop import Scheduler
 from schedulers.ratelimits import RateLimits
 from schedulers.ticket import Ticket
-from workers.celery_app import create_celery_app
+from workers.celery_app import create_celery_app, tickets_of
 
 
 @pytest.fixture
@@ -69,11 +67,8 @@ def sent(redis_client, provider: str) -> list[tuple[str, int]]:
 
 
 def tickets(redis_client, provider: str) -> list[dict]:
-    out = []
-    for raw in reversed(redis_client.lrange(f"provider.{provider}", 0, -1)):  # LPUSH, BRPOP
-        kwargs = json.loads(base64.b64decode(json.loads(raw)["body"]))[1]
-        out.extend(kwargs.get("tickets", [kwargs]))
-    return out
+    messages = reversed(redis_client.lrange(f"provider.{provider}", 0, -1))  # LPUSH, BRPOP
+    return [ticket for raw in messages for ticket in tickets_of(raw)]
 
 
 def free(redis_client, provider: str, request_id: str) -> None:

@@ -386,20 +386,15 @@ def test_a_dispatched_request_down_its_chain_is_queued_again_at_its_position(
 # --- dispatches whose task is gone ----------------------------------------------------------
 
 
-def test_a_dispatch_whose_task_is_nowhere_in_redis_is_queued_again_once(
-    recovery, submit, store, redis_client, settings, config
-):
-    """Two requests dispatched long enough ago: one's Celery message is in its provider queue,
-    the other's was lost. Only the lost one goes back to its queue, under a new attempt number
-    later; the one whose message waits is left alone."""
+@pytest.fixture
+def dispatcher(store, redis_client, settings, config):
+    """The production dispatcher on this test's database and Redis, no slot margin."""
     from schedulers.capacity import InFlight
-    from schedulers.dispatch import Dispatcher, Pick
+    from schedulers.dispatch import Dispatcher
     from schedulers.ratelimits import RateLimits
-    from workers.celery_app import UNACKED_KEY, attempts_in_redis, create_celery_app
+    from workers.celery_app import create_celery_app
 
-    _, (kept, lost) = submit("product", 2)
-    redis_client.delete(redis_keys.team_queue("product", "medium"))
-    dispatcher = Dispatcher(
+    return Dispatcher(
         config,
         store,
         redis_client,
@@ -407,6 +402,19 @@ def test_a_dispatch_whose_task_is_nowhere_in_redis_is_queued_again_once(
         InFlight(redis_client, config, margin=0),
         RateLimits(redis_client, config),
     )
+
+
+def test_a_dispatch_whose_task_is_nowhere_in_redis_is_queued_again_once(
+    recovery, submit, store, redis_client, dispatcher
+):
+    """Two requests dispatched long enough ago: one's Celery message is in its provider queue,
+    the other's was lost. Only the lost one goes back to its queue, under a new attempt number
+    later; the one whose message waits is left alone."""
+    from schedulers.dispatch import Pick
+    from workers.celery_app import UNACKED_KEY, attempts_in_redis
+
+    _, (kept, lost) = submit("product", 2)
+    redis_client.delete(redis_keys.team_queue("product", "medium"))
     picks = [
         Pick(
             "product",
@@ -441,31 +449,15 @@ def test_a_dispatch_whose_task_is_nowhere_in_redis_is_queued_again_once(
 
 
 def test_every_attempt_of_a_several_ticket_message_is_found_queued_or_delivered(
-    submit, store, redis_client, settings, config
+    submit, redis_client, dispatcher
 ):
     """One round's picks for a provider travel in one ``execute_many`` message: recovery sees
     each of its attempts, whether the message waits in the queue or a worker holds it."""
-    from schedulers.capacity import InFlight
-    from schedulers.dispatch import Dispatcher, Pick
-    from schedulers.ratelimits import RateLimits
-    from workers.celery_app import (
-        EXECUTE_MANY,
-        UNACKED_KEY,
-        attempts_in_redis,
-        create_celery_app,
-        held_by_workers,
-    )
+    from schedulers.dispatch import Pick
+    from workers.celery_app import EXECUTE_MANY, UNACKED_KEY, attempts_in_redis, held_by_workers
 
     _, rids = submit("product", 3)
     redis_client.delete(redis_keys.team_queue("product", "medium"))
-    dispatcher = Dispatcher(
-        config,
-        store,
-        redis_client,
-        create_celery_app(settings),
-        InFlight(redis_client, config, margin=0),
-        RateLimits(redis_client, config),
-    )
     entries = [QueueEntry(rid, "gpt-4o-mini", 8, 16, 0) for rid in rids]
     picks = [
         Pick("product", Priority.MEDIUM, e, "sim-openai", "gpt-4o-mini", 1.0) for e in entries
