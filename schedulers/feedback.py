@@ -1,4 +1,5 @@
-"""What a worker tells the scheduler's shared state when an attempt ends: one Redis round trip.
+"""What a worker tells the scheduler's shared state when an attempt ends: one Redis round trip
+(shared with other attempts' when the worker batches them, :mod:`broker.pipelines`).
 
 It frees the in-flight slot (waking the scheduler), corrects the team's fairness charge with
 the service actually received, gives back the unused part of the token estimate, settles the
@@ -16,6 +17,7 @@ import redis
 
 from broker import redis_keys
 from broker.config.broker_toml import BrokerConfig
+from broker.pipelines import Pipelines
 from broker.telemetry import metrics
 from schedulers.alerts import Alerts
 from schedulers.budgets import Budgets
@@ -34,8 +36,10 @@ class Feedback:
         config: BrokerConfig,
         budgets: Budgets | None = None,
         breakers: Breakers | None = None,
+        pipelines: Pipelines | None = None,
     ) -> None:
         self._redis = client
+        self._pipelines = pipelines or Pipelines(client)
         self._breakers = breakers
         self._limits = RateLimits(client, config)
         self._meter = ServiceMeter(config)
@@ -69,7 +73,8 @@ class Feedback:
         scopes = []
         if self._budgets is not None and recorded:
             scopes = self._budgets.scopes(ticket.team, entry.feature, entry.trace)
-        with self._redis.pipeline(transaction=False) as pipe:
+
+        def fill(pipe: redis.client.Pipeline) -> None:
             release(pipe, ticket.provider, ticket.request_id)
             record_service(pipe, ticket.team, ticket.service, actual)
             self._limits.refund_tokens(pipe, ticket.provider, ticket.model, unused)
@@ -92,7 +97,8 @@ class Feedback:
                 self._budgets.settle(pipe, ticket.request_id, ticket.attempt, cost_micros, scopes)
                 for scope in scopes:
                     pipe.hget(scope.key, "spent")
-            replies = pipe.execute()
+
+        replies = self._pipelines.run(fill)
         if scopes and cost_micros:
             for scope, spent in zip(scopes, replies[-len(scopes) :]):
                 self._alerts.budget_level(scope, int(spent or 0))
@@ -107,7 +113,8 @@ class Feedback:
     ) -> None:
         """The request went back to its queue: its charge and reservation are taken back; a 429
         holds the provider (or model) back for its ``retry-after``."""
-        with self._redis.pipeline(transaction=False) as pipe:
+
+        def fill(pipe: redis.client.Pipeline) -> None:
             release(pipe, ticket.provider, ticket.request_id)
             record_service(pipe, ticket.team, ticket.service, 0.0)
             if rate_limited:
@@ -115,7 +122,8 @@ class Feedback:
             self._healthy(pipe, ticket, healthy)
             if self._budgets is not None:
                 self._budgets.release(pipe, ticket.request_id)
-            pipe.execute()
+
+        self._pipelines.run(fill)
 
     def _healthy(self, pipe: redis.client.Pipeline, ticket: Ticket, healthy: bool) -> None:
         if healthy and self._breakers is not None:
@@ -123,6 +131,4 @@ class Feedback:
 
     def release(self, ticket: Ticket) -> None:
         """Only free the slot: the attempt never ran (stale, cancelled) or was not recorded."""
-        with self._redis.pipeline(transaction=False) as pipe:
-            release(pipe, ticket.provider, ticket.request_id)
-            pipe.execute()
+        self._pipelines.run(lambda pipe: release(pipe, ticket.provider, ticket.request_id))

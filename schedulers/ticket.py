@@ -8,7 +8,7 @@ dispatch (to correct it with the actual usage).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from broker.queues import QueueEntry
@@ -35,7 +35,8 @@ class Ticket:
         return Priority(self.priority)
 
     def as_kwargs(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not dataclasses.asdict: it deep-copies every field, a tenth of a dispatch round's CPU.
+        return {name: getattr(self, name) for name in _FIELDS}
 
     def encode(self) -> str:
         """One line for the dispatch journal (written before the attempt number is known: a
@@ -57,3 +58,6 @@ class Ticket:
         text = raw.decode() if isinstance(raw, bytes) else raw
         attempt, team, priority, provider, model, service, entry = text.split(" ", 6)
         return cls(request_id, int(attempt), team, priority, provider, model, entry, float(service))
+
+
+_FIELDS = tuple(f.name for f in fields(Ticket))

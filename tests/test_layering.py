@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "broker.money",
             "broker.states",
             "broker.redis_keys",
+            "broker.pipelines",
             "broker.config",
             "broker.schemas",
             "broker.webhooks",

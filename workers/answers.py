@@ -14,11 +14,12 @@ import time
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from broker.cache.exact import CachedAnswer, ExactCache
-from broker.cache.flights import Flights, flight_ttl_s
+from broker.cache.exact import CachedAnswer, put_on
+from broker.cache.flights import Flights, flight_ttl_s, waiters_of
 from broker.cache.semantic.serving import SemanticCache
 from broker.config.broker_toml import BrokerConfig
 from broker.ids import job_of_request
+from broker.pipelines import Pipelines
 from broker.store import Database
 from broker.store.cache_hits import Hit, complete_queued
 from broker.store.transitions import Claimed, Outcome
@@ -29,8 +30,14 @@ log = logging.getLogger(__name__)
 
 
 class AnswerSharing:
-    def __init__(self, client: redis.Redis, db: Database, config: BrokerConfig) -> None:
-        self._cache = ExactCache(client)
+    def __init__(
+        self,
+        client: redis.Redis,
+        db: Database,
+        config: BrokerConfig,
+        pipelines: Pipelines | None = None,
+    ) -> None:
+        self._pipelines = pipelines or Pipelines(client)
         self._flights = Flights(client, flight_ttl_s(config))
         self._db = db
         self._redis = client
@@ -57,15 +64,20 @@ class AnswerSharing:
             cost_micros=outcome.cost_micros,
             stored_at=time.time(),
         )
-        try:
+
+        def fill(pipe: redis.client.Pipeline) -> None:  # one transaction: answer kept, flight landed
+            self._flights.land_on(pipe, key)  # first: its first reply is the waiters
             if entry.cache_store:
-                self._cache.put(answer, entry.cache_ttl_s, claimed.team_id, claimed.feature)
+                put_on(pipe, answer, entry.cache_ttl_s, claimed.team_id, claimed.feature)
+
+        try:
+            waiters = waiters_of(self._pipelines.run(fill, transaction=True)[0])
+            if entry.cache_store:
                 policy = self._config.cache.policy(claimed.team_id, claimed.feature)
                 if policy.mode == "semantic":
                     self._semantic.learn(claimed.request_id)
-            waiters = self._flights.land(key)
         except redis.RedisError as exc:
-            log.warning("single-flight for %s unavailable: %s", claimed.request_id, exc)
+            log.warning("cache and single-flight for %s unavailable: %s", claimed.request_id, exc)
             return 0
         if not waiters:
             return 0

@@ -33,6 +33,7 @@ import redis
 
 from broker import redis_keys
 from broker.config.broker_toml import BrokerConfig
+from broker.pipelines import Pipelines
 from schedulers.ratelimits import model_scope, provider_scope
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,11 @@ class BreakerState:
 
 
 class Breakers:
-    def __init__(self, client: redis.Redis, config: BrokerConfig) -> None:
+    def __init__(
+        self, client: redis.Redis, config: BrokerConfig, pipelines: Pipelines | None = None
+    ) -> None:
         self._redis = client
+        self._pipelines = pipelines or Pipelines(client)  # for admit, a worker's hot path
         self._script = client.register_script(_SCRIPT)
         b = config.breakers
         self._settings: list[object] = [
@@ -106,8 +110,9 @@ class Breakers:
         """None when a call of ``model`` on ``provider`` may go now, else the open scope that
         refuses (a half-open scope lets calls through: the scheduler rations its probes).
         Fails open."""
+        scopes = [provider_scope(provider), model_scope(model)]
         try:
-            reply = self._run("admit", [provider_scope(provider), model_scope(model)])
+            (reply,) = self._pipelines.run(lambda pipe: self._run("admit", scopes, pipe=pipe))
         except redis.RedisError as exc:
             self._warn(exc)
             return None

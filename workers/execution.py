@@ -26,6 +26,7 @@ import redis
 from broker import queues
 from broker.config.broker_toml import BrokerConfig, ProviderConfig
 from broker.errors import ProviderRateLimited
+from broker.pipelines import Pipelines
 from broker.store.cascades import Escalation
 from broker.store.transitions import Claimed, HandBack, Outcome
 from broker.telemetry import logs
@@ -54,14 +55,15 @@ class Executor:
         budgets: Budgets | None = None,
         sharing: AnswerSharing | None = None,
         calls_in_flight: int = 64,
+        pipelines: Pipelines | None = None,
     ) -> None:
         self._config = config
         self._sharing = sharing
         self._recorder = recorder
         self._redis = client
-        breakers = Breakers(client, config)
+        breakers = Breakers(client, config, pipelines)
         self._attempts = Attempts(config, breakers)
-        self._feedback = Feedback(client, config, budgets, breakers)
+        self._feedback = Feedback(client, config, budgets, breakers, pipelines)
         self._clients: dict[str, ProviderClient] = {}
         self._lock = threading.Lock()
         # The attempts of a several-ticket message run side by side on these threads.

@@ -12,6 +12,7 @@ import redis
 
 from broker.config.settings import Settings
 from broker.errors import ConfigError
+from broker.pipelines import BatchedPipelines
 from broker.store import Database
 from schedulers.budgets import BudgetLimits, Budgets
 from workers.answers import AnswerSharing
@@ -36,8 +37,11 @@ def run_worker(settings: Settings, provider_name: str, concurrency: int | None =
     client = redis.Redis.from_url(settings.redis_url, max_connections=threads + 8)
     recorder = Recorder(db)
     budgets = Budgets(client, db, config, BudgetLimits(db, config))
-    sharing = AnswerSharing(client, db, config)
-    executor = Executor(config, recorder, client, budgets, sharing, calls_in_flight=threads)
+    pipelines = BatchedPipelines(client)  # the pool's threads' Redis writes, batched
+    sharing = AnswerSharing(client, db, config, pipelines)
+    executor = Executor(
+        config, recorder, client, budgets, sharing, calls_in_flight=threads, pipelines=pipelines
+    )
     app = create_celery_app(settings)
     register_tasks(app, executor)
     try:
@@ -56,6 +60,7 @@ def run_worker(settings: Settings, provider_name: str, concurrency: int | None =
         )
     finally:
         executor.close()
+        pipelines.close()
         recorder.close()
         client.close()
         db.dispose()

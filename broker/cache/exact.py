@@ -102,6 +102,16 @@ def request_key(scope: str, model: str, payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def put_on(
+    pipe: redis.client.Pipeline, answer: CachedAnswer, ttl_s: int, team: str, feature: str
+) -> None:
+    """Queue :meth:`ExactCache.put` on ``pipe`` (for a caller that has more to send with it)."""
+    index = redis_keys.cache_index(team, feature)
+    pipe.set(redis_keys.cache_entry(answer.key), answer.encode(), ex=ttl_s)
+    pipe.sadd(index, answer.key)
+    pipe.expire(index, _INDEX_TTL_S)
+
+
 class ExactCache:
     """Answers by key in Redis, shared by every process."""
 
@@ -127,12 +137,9 @@ class ExactCache:
     def put(self, answer: CachedAnswer, ttl_s: int, team: str, feature: str) -> bool:
         """Keep ``answer`` for ``ttl_s`` seconds, listed under the team and feature that paid
         for it (what purging by team or feature removes). False if Redis refused."""
-        index = redis_keys.cache_index(team, feature)
         try:
             with self._redis.pipeline(transaction=False) as pipe:
-                pipe.set(redis_keys.cache_entry(answer.key), answer.encode(), ex=ttl_s)
-                pipe.sadd(index, answer.key)
-                pipe.expire(index, _INDEX_TTL_S)
+                put_on(pipe, answer, ttl_s, team, feature)
                 pipe.execute()
         except redis.RedisError as exc:
             log.warning("cache unavailable, answer %s not kept: %s", answer.key[:12], exc)

@@ -52,6 +52,11 @@ def _decode(raw: bytes | str) -> Waiter:
     return team, priority, entry
 
 
+def waiters_of(raw: Sequence[bytes]) -> list[Waiter]:
+    """The waiters in the reply of :meth:`Flights.land_on`'s first command."""
+    return [_decode(line) for line in raw]
+
+
 class Flights:
     def __init__(self, client: redis.Redis, ttl_s: float) -> None:
         self._redis = client
@@ -90,6 +95,13 @@ class Flights:
         """The flight of ``key`` ended with an answer now in the cache: its waiters, taken."""
         return self._end(key)
 
+    def land_on(self, pipe: redis.client.Pipeline, key: str) -> None:
+        """Queue :meth:`land` on ``pipe`` (a transaction): its first reply is the waiters,
+        read by :func:`waiters_of`."""
+        pipe.lrange(redis_keys.flight_waiters(key), 0, -1)
+        pipe.delete(redis_keys.flight_waiters(key), redis_keys.flight(key))
+        pipe.srem(redis_keys.flights_waiting(), key)
+
     def release(self, key: str, leader: str | None = None) -> int:
         """The flight of ``key`` ended without an answer: its waiters back at the head of their
         queues, in the order they came; returns how many. With ``leader``, only if that request
@@ -108,11 +120,9 @@ class Flights:
 
     def _end(self, key: str) -> list[Waiter]:
         with self._redis.pipeline(transaction=True) as pipe:
-            pipe.lrange(redis_keys.flight_waiters(key), 0, -1)
-            pipe.delete(redis_keys.flight_waiters(key), redis_keys.flight(key))
-            pipe.srem(redis_keys.flights_waiting(), key)
+            self.land_on(pipe, key)
             raw, *_ = pipe.execute()
-        return [_decode(line) for line in raw]
+        return waiters_of(raw)
 
     def sweep(self) -> int:
         """Put back the waiters of flights that expired (their leader's worker died, or Redis

@@ -1,0 +1,93 @@
+"""Redis round trips: each caller gets its own replies whether its fill went alone or with
+many others' in one MULTI/EXEC; a failing command or fill fails its caller only."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+
+from broker.pipelines import BatchedPipelines, Pipelines
+
+DOUBLE = "return tonumber(ARGV[1]) * 2"
+
+
+@pytest.fixture(params=["direct", "batched"])
+def pipelines(request, redis_client: redis.Redis):
+    made = Pipelines(redis_client) if request.param == "direct" else BatchedPipelines(redis_client)
+    yield made
+    made.close()
+
+
+def test_a_fill_gets_its_own_replies(pipelines: Pipelines, redis_client: redis.Redis) -> None:
+    def fill(pipe) -> None:
+        pipe.incr("n")
+        pipe.incr("n")
+        pipe.get("n")
+
+    assert pipelines.run(fill) == [1, 2, b"2"]
+
+
+def test_many_threads_each_get_their_own_replies_and_scripts_run(
+    pipelines: Pipelines, redis_client: redis.Redis
+) -> None:
+    double = redis_client.register_script(DOUBLE)
+    start = threading.Barrier(32)
+
+    def one(i: int) -> list:
+        start.wait()
+
+        def fill(pipe) -> None:
+            pipe.rpush(f"list:{i}", i)
+            double(args=[i], client=pipe)
+            pipe.incr("total")
+
+        return pipelines.run(fill)
+
+    with ThreadPoolExecutor(32) as pool:
+        replies = list(pool.map(one, range(32)))
+    assert [r[:2] for r in replies] == [[1, 2 * i] for i in range(32)]
+    assert sorted(r[2] for r in replies) == list(range(1, 33))  # each INCR counted once
+
+
+def test_a_command_error_fails_its_caller_only(pipelines: Pipelines, redis_client) -> None:
+    redis_client.set("text", "not a number")
+    start = threading.Barrier(2)
+
+    def bad(pipe) -> None:
+        pipe.incr("text")
+
+    def good(pipe) -> None:
+        pipe.incr("n")
+
+    def run(fill):
+        start.wait()
+        return pipelines.run(fill)
+
+    with ThreadPoolExecutor(2) as pool:
+        failing, passing = pool.submit(run, bad), pool.submit(run, good)
+        with pytest.raises(redis.ResponseError, match="not an integer"):
+            failing.result()
+        assert passing.result() == [1]
+
+
+def test_a_fill_that_raises_fails_alone(pipelines: Pipelines) -> None:
+    def broken(pipe) -> None:
+        pipe.incr("n")
+        raise ValueError("bad fill")
+
+    with pytest.raises(ValueError, match="bad fill"):
+        pipelines.run(broken)
+    assert pipelines.run(lambda pipe: pipe.get("n")) == [None]  # its INCR was never sent
+
+
+def test_redis_down_raises_to_the_caller() -> None:
+    down = redis.Redis(port=1, socket_connect_timeout=0.2)
+    batched = BatchedPipelines(down)
+    try:
+        with pytest.raises(redis.ConnectionError):
+            batched.run(lambda pipe: pipe.incr("n"))
+    finally:
+        batched.close()
