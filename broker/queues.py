@@ -10,6 +10,7 @@ Encoded as one short line, ``"<id> <model> <input_bound> <max_out> <queued_ms> <
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -112,11 +113,17 @@ def input_token_bound(messages: list[dict]) -> int:
 
 def payload_input_bound(payload: Mapping[str, Any]) -> int:
     """:func:`input_token_bound` of a stored request payload: a chat request's messages, or an
-    embedding request's texts (``input``), each text framed like a message."""
+    embedding request's texts (``input``), each text framed like a message. A ``json_schema``
+    response format counts as one more message: providers put the schema in the prompt."""
     if "input" in payload:
         texts = payload["input"]
         return sum(len(t.encode()) for t in texts) + FRAMING_TOKENS * len(texts)
-    return input_token_bound(payload["messages"])
+    bound = input_token_bound(payload["messages"])
+    form = payload.get("response_format")
+    if form and form.get("type") == "json_schema":
+        schema = json.dumps(form["json_schema"], separators=(",", ":"), ensure_ascii=False)
+        bound += len(schema.encode()) + FRAMING_TOKENS
+    return bound
 
 
 def push(client: redis.Redis, team_id: str, entries: Iterable[tuple[Priority, QueueEntry]]) -> None:

@@ -45,6 +45,8 @@ from broker.webhooks import ssrf
 from schedulers.budgets import BudgetLimits, Budgets
 from schedulers.ratelimits import RateLimits
 from schedulers.tiers.choose import TierChooser, TierDecision
+from workers.providers import adapter_for
+from workers.providers.base import Unsupported
 
 
 def check_webhook_url(url: str, allow_hosts: list[str]) -> None:
@@ -61,8 +63,11 @@ def check_webhook_url(url: str, allow_hosts: list[str]) -> None:
 
 def payload_of(request: RequestIn, redact: bool = False) -> dict:
     """The request as stored and sent to the provider: a chat request's messages, ``max_tokens``
-    and ``temperature``, or an embedding request's texts (``kind: embedding``). With ``redact``
-    the text is stored with personal data replaced (:mod:`broker.telemetry.redaction`)."""
+    and ``temperature``, and those of ``top_p``, ``stop``, ``seed``, ``top_k`` and
+    ``response_format`` that are set (absent ones are left out, so a request without them keeps
+    the payload, and the cache key, it always had); or an embedding request's texts
+    (``kind: embedding``). With ``redact`` the text is stored with personal data replaced
+    (:mod:`broker.telemetry.redaction`); stop sequences and schemas are kept as given."""
     clean = redaction.redact if redact else (lambda text: text)
     if request.input is not None:
         return {
@@ -76,7 +81,20 @@ def payload_of(request: RequestIn, redact: bool = False) -> dict:
         "messages": [{**m.model_dump(), "content": clean(m.content)} for m in request.messages],
         "max_tokens": request.max_tokens,
         "temperature": request.temperature,
+        **request.chat_parameters(),
     }
+
+
+def unhonoured(config: BrokerConfig, model: str, request: RequestIn) -> Unsupported | None:
+    """A parameter of ``request`` that ``model``'s provider cannot honour (``top_k`` on an
+    OpenAI-format model, a ``json_object`` format on an Anthropic one), or None. Refused at
+    submission for the model a request runs on; a model further down its chain refuses it
+    when called (the request then fails naming it, rather than answer another question)."""
+    parameters = request.chat_parameters()
+    if not parameters:
+        return None
+    wire = config.provider_for_model(model).wire_format
+    return adapter_for(wire).unsupported(parameters)
 
 
 #: Rows per INSERT of a batch's requests (one transaction either way).
@@ -143,6 +161,14 @@ class Submitter:
             if reason := self.config.wrong_kind(request.model, "chat"):
                 raise InvalidRequest(f"model at {where}: {reason}", field=f"{where}.model")
             self._check_max_tokens(request.model, request.max_tokens, where)
+            self._check_parameters(request.model, request, where)
+
+    def _check_parameters(self, model: str, request: RequestIn, where: str) -> None:
+        if (refused := unhonoured(self.config, model, request)) is not None:
+            raise InvalidRequest(
+                f"{refused.param} at {where} cannot go to model {model!r}: {refused.reason}",
+                field=f"{where}.{refused.param}",
+            )
 
     def _check_embedding(self, model: str | None, where: str) -> None:
         """An embedding request names an embedding model of the catalog (routes are chat)."""
@@ -193,6 +219,7 @@ class Submitter:
             route, team_id, feature, messages, request.max_tokens, request.metadata
         )
         self._check_max_tokens(decision.model, request.max_tokens, where)
+        self._check_parameters(decision.model, request, where)
         return decision.model, decision
 
     def __post_init__(self) -> None:

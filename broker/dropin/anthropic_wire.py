@@ -2,7 +2,14 @@
 
 :func:`message_request` reads a ``POST /v1/messages`` body (or a message batch request's
 ``params``) into a :class:`RequestIn`: the top-level ``system`` becomes the first message;
-:func:`message` writes a finished request as the ``message`` object the SDK validates.
+``temperature``, ``top_p`` and ``top_k`` carry over, ``stop_sequences`` becomes ``stop`` and
+``output_config.format`` (structured outputs) a ``json_schema`` response format; tools,
+thinking and MCP servers are refused. :func:`message` writes a finished request as the
+``message`` object the SDK validates.
+
+``stop_sequence``, the sequence that ended an answer, is not recorded with it: when the
+provider stopped at one and the request gave exactly one, that is the one; with several it is
+null (which the SDK accepts), never a guess.
 """
 
 from __future__ import annotations
@@ -16,7 +23,12 @@ from broker.errors import InvalidRequest
 from broker.schemas.http import RequestIn
 from broker.store import Request
 
-UNSUPPORTED = ("tools", "tool_choice", "stop_sequences", "top_p", "top_k", "thinking", "mcp_servers")
+UNSUPPORTED = ("tools", "tool_choice", "thinking", "mcp_servers")
+#: Carried over to the :class:`RequestIn` as they are, when given.
+PASSED = ("temperature", "top_p", "top_k")
+#: What ``output_config.format`` is called as a ``json_schema`` response format (OpenAI's needs
+#: a name; Anthropic's has none).
+FORMAT_NAME = "output"
 
 
 def message_request(body: Any, custom_id: str, where: str = "") -> RequestIn:
@@ -48,9 +60,45 @@ def message_request(body: Any, custom_id: str, where: str = "") -> RequestIn:
         "max_tokens": body["max_tokens"],
         "metadata": dict(body["metadata"]) if isinstance(body.get("metadata"), Mapping) else None,
     }
-    if body.get("temperature") is not None:
-        fields["temperature"] = body["temperature"]
-    return parse_request(fields, where)
+    for name in PASSED:
+        if body.get(name) is not None:
+            fields[name] = body[name]
+    if body.get("stop_sequences") is not None:
+        fields["stop"] = body["stop_sequences"]
+    if (form := output_format(body.get("output_config"), where)) is not None:
+        fields["response_format"] = form
+    try:
+        return parse_request(fields, where)
+    except InvalidRequest as exc:  # name the field as the caller wrote it
+        if exc.field and exc.field.startswith(f"{where}stop"):
+            field = f"{where}stop_sequences" + exc.field.removeprefix(f"{where}stop")
+            raise InvalidRequest(exc.message.replace(exc.field, field, 1), field=field) from exc
+        raise
+
+
+def output_format(config: Any, where: str) -> dict[str, Any] | None:
+    """``output_config.format`` (``{"type": "json_schema", "schema": {...}}``) as the broker's
+    ``json_schema`` response format, or None when there is none. Other ``output_config`` keys
+    (``effort``) are left alone, as before."""
+    if config is None:
+        return None
+    at = f"{where}output_config"
+    if not isinstance(config, Mapping):
+        raise InvalidRequest(f"{at}: must be an object", field=at)
+    form = config.get("format")
+    if form is None:
+        return None
+    if not isinstance(form, Mapping) or form.get("type") != "json_schema":
+        raise InvalidRequest(
+            f'{at}.format: {{"type": "json_schema", "schema": {{...}}}} is the format supported',
+            field=f"{at}.format",
+        )
+    if not isinstance(form.get("schema"), Mapping):
+        raise InvalidRequest(
+            f"{at}.format.schema: a JSON Schema object is required", field=f"{at}.format.schema"
+        )
+    schema = {"name": FORMAT_NAME, "schema": dict(form["schema"])}
+    return {"type": "json_schema", "json_schema": schema}
 
 
 def message_id(row: Request) -> str:
@@ -66,6 +114,14 @@ def usage_of(row: Request) -> dict[str, Any]:
     }
 
 
+def stop_sequence_of(row: Request) -> str | None:
+    """The stop sequence that ended the answer, as far as the record tells (module doc)."""
+    if anthropic_stop(row.finish_reason) != "stop_sequence":
+        return None
+    stops = (row.payload or {}).get("stop") or []
+    return stops[0] if len(stops) == 1 else None
+
+
 def message(row: Request) -> dict[str, Any]:
     """A succeeded request as a Messages ``message`` object."""
     return {
@@ -75,7 +131,7 @@ def message(row: Request) -> dict[str, Any]:
         "model": row.model_used or row.model,
         "content": [{"type": "text", "text": row.output or ""}],
         "stop_reason": anthropic_stop(row.finish_reason),
-        "stop_sequence": None,
+        "stop_sequence": stop_sequence_of(row),
         "usage": usage_of(row),
         "x_broker": broker_facts(row),
     }

@@ -121,7 +121,11 @@ class Interactive:
         )
         # Not counted against the key's submissions_per_minute, a limit on creating batches:
         # an interactive call is bounded by budgets, trace ceilings and provider limits.
-        job = await run_in_threadpool(self.submitter.submit, team, batch)
+        try:
+            job = await run_in_threadpool(self.submitter.submit, team, batch)
+        except InvalidRequest as exc:  # one request, not a batch: named as the caller wrote it
+            field = (exc.field or "").removeprefix("requests[0].") or None
+            raise type(exc)(exc.message.replace(" at requests[0]", ""), field=field) from exc
         rid = request_id(job.id, 0)
         event = self.listener.register(rid)
         try:

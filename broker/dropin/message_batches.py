@@ -33,6 +33,7 @@ from broker.errors import InvalidRequest, NotFound
 from broker.schemas.http import RequestIn
 from broker.states import JobStatus, RequestStatus
 from broker.store import Job, Request
+from broker.submission import unhonoured
 
 SURFACE = "anthropic"
 PREFIX = "msgbatch_"
@@ -94,6 +95,9 @@ def _model_error(config: BrokerConfig, request: RequestIn, where: str) -> dict[s
     limit = config.model(model).max_output
     if request.max_tokens > limit:
         text = f"{where}max_tokens: {request.max_tokens} is over {model}'s limit of {limit}"
+        return _invalid(request.custom_id, "invalid_request_error", text)
+    if (refused := unhonoured(config, model, request)) is not None:
+        text = f"{where}{refused.param}: cannot go to model {model!r}: {refused.reason}"
         return _invalid(request.custom_id, "invalid_request_error", text)
     return None
 

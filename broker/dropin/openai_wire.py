@@ -1,9 +1,13 @@
 """OpenAI Chat Completions ⇄ the broker's request and result.
 
 :func:`chat_request` reads a ``POST /v1/chat/completions`` body (or a batch line's ``body``)
-into a :class:`RequestIn`; :func:`chat_completion` writes a finished request as the
-``chat.completion`` object the SDK validates (DROPIN_REFERENCE.md §5), with the broker's own
-facts (request id, cost, cache, route) under ``x_broker``, an extra field the SDK keeps.
+into a :class:`RequestIn`: messages, ``max_tokens`` (or ``max_completion_tokens``),
+``temperature``, ``top_p``, ``stop``, ``seed``, ``response_format`` (and ``top_k``, see
+:data:`PASSED`) carry over and are checked there (a 400 naming the field); tools, logprobs,
+penalties and the rest of :data:`UNSUPPORTED` are refused. :func:`chat_completion` writes a
+finished request as the ``chat.completion`` object the SDK validates (DROPIN_REFERENCE.md §5),
+with the broker's own facts (request id, cost, cache, route) under ``x_broker``, an extra field
+the SDK keeps.
 """
 
 from __future__ import annotations
@@ -25,10 +29,6 @@ UNSUPPORTED = (
     "functions",
     "tool_choice",
     "function_call",
-    "response_format",
-    "top_p",
-    "stop",
-    "seed",
     "logit_bias",
     "logprobs",
     "top_logprobs",
@@ -40,6 +40,10 @@ UNSUPPORTED = (
     "web_search_options",
 )
 IGNORED = ("user", "store", "parallel_tool_calls", "service_tier", "stream", "stream_options")
+#: Carried over to the :class:`RequestIn` as they are, when given (``stop``: a string or a list).
+#: ``top_k`` is no OpenAI parameter, but SDK code for OpenAI-compatible servers passes it (in
+#: ``extra_body``): a model that takes it gets it, an OpenAI-format one refuses it by name.
+PASSED = ("temperature", "top_p", "stop", "seed", "response_format", "top_k")
 
 
 def chat_request(body: Any, custom_id: str, where: str = "") -> RequestIn:
@@ -74,8 +78,9 @@ def chat_request(body: Any, custom_id: str, where: str = "") -> RequestIn:
         "max_tokens": max_tokens,
         "metadata": metadata,
     }
-    if body.get("temperature") is not None:
-        fields["temperature"] = body["temperature"]
+    for name in PASSED:
+        if body.get(name) is not None:
+            fields[name] = body[name]
     if body.get("user") and not (metadata or {}).get("user_id"):
         fields["metadata"] = {**(metadata or {}), "user_id": body["user"]}
     return parse_request(fields, where)

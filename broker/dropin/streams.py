@@ -64,6 +64,7 @@ def anthropic_events(row: Request) -> Iterator[bytes]:
         **anthropic_wire.message(row),
         "content": [],
         "stop_reason": None,
+        "stop_sequence": None,
         "usage": {**usage, "output_tokens": 1},
     }
     yield _sse({"type": "message_start", "message": start}, "message_start")
@@ -77,7 +78,10 @@ def anthropic_events(row: Request) -> Iterator[bytes]:
     yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
     end = {
         "type": "message_delta",
-        "delta": {"stop_reason": anthropic_stop(row.finish_reason), "stop_sequence": None},
+        "delta": {
+            "stop_reason": anthropic_stop(row.finish_reason),
+            "stop_sequence": anthropic_wire.stop_sequence_of(row),
+        },
         "usage": {"output_tokens": usage["output_tokens"]},
     }
     yield _sse(end, "message_delta")

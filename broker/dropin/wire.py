@@ -1,10 +1,14 @@
 """What the OpenAI and Anthropic surfaces share: content text, finish reasons, refusals of
 parameters the broker cannot honour.
 
-The broker's request carries messages, ``max_tokens`` and ``temperature`` (what its cache key
-and budget reservation are built from). A parameter that would change the answer and that we
-cannot pass on (``top_p``, ``stop``, ``tools``, ``n > 1``, images...) is refused with a 400 that
-names it, never silently dropped: an answer to a different question is worse than an error.
+The broker's request carries messages, ``max_tokens``, ``temperature`` and, when given,
+``top_p``, ``stop``, ``seed``, ``top_k`` and ``response_format`` (what its cache key and budget
+reservation are built from, and what the provider adapters pass on). A parameter that would
+change the answer and that we cannot pass on (``tools``, ``logprobs``, penalties, ``n > 1``,
+images...) is refused with a 400 that names it, never silently dropped: an answer to a
+different question is worse than an error. So is one the model's provider cannot honour
+(``top_k`` on an OpenAI-format model, a ``json_object`` format on an Anthropic one): the
+submission refuses it for the model asked for, the adapter for a model down its chain.
 """
 
 from __future__ import annotations
@@ -63,7 +67,9 @@ def feature_of(headers: Mapping[str, str], metadata: Mapping[str, Any] | None) -
     return str(feature)
 
 
-# Provider finish reasons, both ways (the worker keeps what the provider said).
+# Provider finish reasons, both ways (the worker keeps what the provider said). OpenAI says
+# "stop" for a natural end and a stop sequence alike, so its answers reach the Anthropic
+# surface as "end_turn" either way; Anthropic's "stop_sequence" reaches OpenAI's as "stop".
 TO_OPENAI = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -95,7 +101,12 @@ def anthropic_stop(reason: str | None) -> str:
     return TO_ANTHROPIC.get(reason or "", "end_turn")
 
 
-BAD_REQUEST_CODES = {"invalid_request", "context_length_exceeded", "context_window_exceeded"}
+BAD_REQUEST_CODES = {
+    "invalid_request",
+    "context_length_exceeded",
+    "context_window_exceeded",
+    "provider_rejected",  # the provider (or its adapter) refused the request itself: no retry
+}
 RATE_LIMIT_CODES = {"rate_limited", "rate_limit_exceeded", "rate_limit"}
 
 

@@ -77,6 +77,69 @@ class CacheInfo(BaseModel):
     cost_avoided_micros: int = Field(description="What that answer had cost.")
 
 
+INT64 = 2**63
+"""``seed`` is a signed 64-bit integer at the providers that take one."""
+
+CHAT_PARAMETERS = ("top_p", "stop", "seed", "top_k", "response_format")
+"""Sampling and output parameters of a chat request, in the payload only when set."""
+
+
+class JsonSchemaFormat(_Model):
+    """``response_format.json_schema``: the JSON Schema the answer must follow (OpenAI's
+    structured outputs; the Anthropic adapter sends it as ``output_config.format``)."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    name: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The format's name: letters, digits, '_' and '-', up to 64.",
+    )
+    description: str | None = Field(default=None, max_length=10_000)
+    schema_: dict[str, Any] | None = Field(
+        default=None, alias="schema", description="A JSON Schema object."
+    )
+    strict: bool | None = Field(default=None, description="Enforce the schema exactly.")
+
+
+class ResponseFormat(_Model):
+    """What form the answer takes: free ``text`` (the default), any JSON object
+    (``json_object``), or JSON following ``json_schema``."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = Field(
+        default=None, description="Required with type json_schema, and only then."
+    )
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise PydanticCustomError(
+                "response_format",
+                'type json_schema needs json_schema: {"name": ..., "schema": {...}}',
+            )
+        if self.type != "json_schema" and self.json_schema is not None:
+            raise PydanticCustomError(
+                "response_format",
+                "json_schema goes with type json_schema, not {type}",
+                {"type": self.type},
+            )
+        return self
+
+
+def _stop_list(value: Any) -> Any:
+    """``stop`` as a list: one string is a list of one, and an empty list is no stop at all."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and not value:
+        return None
+    return value
+
+
+StopSequence = Annotated[str, Field(min_length=1, max_length=1_000)]
+
+
 class RequestIn(_Model):
     """One request of a batch."""
 
@@ -109,6 +172,32 @@ class RequestIn(_Model):
     )
     max_tokens: int = Field(default=256, ge=1, le=1_000_000)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Nucleus sampling: the probability mass kept."
+    )
+    stop: Annotated[list[StopSequence] | None, BeforeValidator(_stop_list)] = Field(
+        default=None,
+        max_length=4,
+        description="Up to 4 sequences (or one string) the answer ends before "
+        "(Anthropic's stop_sequences).",
+    )
+    seed: int | None = Field(
+        default=None,
+        ge=-INT64,
+        lt=INT64,
+        description="Best-effort determinism (OpenAI-format providers; others have none).",
+    )
+    top_k: int | None = Field(
+        default=None,
+        ge=1,
+        description="Sample from the k likeliest tokens (Anthropic-format providers only; "
+        "an OpenAI-format model refuses it).",
+    )
+    response_format: ResponseFormat | None = Field(
+        default=None,
+        description='{"type": "text"}, {"type": "json_object"}, or {"type": "json_schema", '
+        '"json_schema": {"name", "schema", "strict"}}.',
+    )
     priority: Priority | None = Field(default=None, description="Defaults to the job's priority.")
     trace_id: str | None = Field(
         default=None,
@@ -139,7 +228,30 @@ class RequestIn(_Model):
     def _embedding_fields(self) -> RequestIn:
         if self.input is None and (self.dimensions or self.encoding_format):
             raise ValueError("dimensions and encoding_format are for embedding requests (input)")
+        if self.input is not None:
+            chat_only = [name for name in CHAT_PARAMETERS if getattr(self, name) is not None]
+            if chat_only:
+                raise ValueError(
+                    f"{', '.join(chat_only)}: for chat requests (messages), not embedding "
+                    "requests (input); leave it out"
+                )
         return self
+
+    def chat_parameters(self) -> dict[str, Any]:
+        """The sampling and output parameters that are set, as the payload stores them: ``stop``
+        a list, ``response_format`` without its defaults; ``{"type": "text"}``, the default
+        form, left out like an absent one (the same answer, so the same cache key)."""
+        found: dict[str, Any] = {}
+        for name in CHAT_PARAMETERS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, ResponseFormat):
+                if value.type == "text":
+                    continue
+                value = value.model_dump(exclude_none=True, by_alias=True)
+            found[name] = value
+        return found
 
     @property
     def is_embedding(self) -> bool:

@@ -104,7 +104,9 @@ class Request(Base):
     team_id: Mapped[str] = mapped_column(String(64))
     feature: Mapped[str] = mapped_column(String(64))
     custom_id: Mapped[str] = mapped_column(String(256))
-    payload: Mapped[dict[str, Any]] = mapped_column(JSON, doc="messages, max_tokens, temperature")
+    payload: Mapped[dict[str, Any]] = mapped_column(
+        JSON, doc="messages, max_tokens, temperature, the sampling parameters set; or input"
+    )
     model: Mapped[str] = mapped_column(
         String(128), doc="The model asked for, or the tier its route chose."
     )

@@ -112,6 +112,24 @@ def test_missing_or_wrong_key_is_401(api, headers, expected):
             "less than or equal",
         ),
         (
+            {"feature": "chatbot", "requests": [req(1, stop=["a", "b", "c", "d", "e"])]},
+            422,
+            "requests[0].stop",
+            "at most 4 items",
+        ),
+        (
+            {"feature": "chatbot", "requests": [req(1, response_format={"type": "json_schema"})]},
+            422,
+            "requests[0].response_format",
+            "type json_schema needs json_schema",
+        ),
+        (
+            {"feature": "chatbot", "requests": [req(1, top_k=5)]},
+            400,
+            "requests[0].top_k",
+            "cannot go to model 'gpt-4o-mini'",
+        ),
+        (
             {"feature": "chatbot", "requests": [{"custom_id": "x", "model": "gpt-4o-mini"}]},
             422,
             "requests[0].messages",

@@ -30,6 +30,13 @@ def main(api_url: str, key: str) -> None:
     )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == done.choices[0].message.content and chunks[-1].usage is not None
+    cut = oa.chat.completions.create(
+        model="gpt-4o-mini", messages=ask, max_tokens=30, stop=["."], top_p=0.5
+    )
+    assert cut.choices[0].finish_reason == "stop", cut
+    assert done.choices[0].message.content.startswith(cut.choices[0].message.content), cut
+    seeded = oa.chat.completions.create(model="gpt-4o-mini", messages=ask, max_tokens=30, seed=1)
+    assert seeded.choices[0].message.content, seeded
     assert "auto" in {m.id for m in oa.models.list()}
     vectors = oa.embeddings.create(
         model="text-embedding-3-small", input=[f"old {tag}", "sdk"], encoding_format="float"
@@ -45,6 +52,14 @@ def main(api_url: str, key: str) -> None:
         messages=[{"role": "user", "content": f"Hello from an old SDK {tag}"}],
     )
     assert msg.content[0].text, msg
+    stopped = an.messages.create(
+        model="claude-haiku-4-5",
+        max_tokens=30,
+        messages=[{"role": "user", "content": f"Hello from an old SDK {tag}"}],
+        stop_sequences=["."],
+        top_k=5,
+    )
+    assert (stopped.stop_reason, stopped.stop_sequence) == ("stop_sequence", "."), stopped
     with an.messages.stream(
         model="claude-haiku-4-5",
         max_tokens=30,

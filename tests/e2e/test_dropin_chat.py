@@ -6,6 +6,7 @@ private directory for one subprocess (without a network that test skips and says
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -127,14 +128,77 @@ def test_sdk_errors_keep_their_classes(stack: Stack):
         )
     with oa(stack) as client, pytest.raises(openai.BadRequestError) as refused:
         client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], top_p=0.5
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], logprobs=True
         )
-    assert "top_p" in refused.value.message
+    assert "logprobs" in refused.value.message
     with an(stack) as client, pytest.raises(anthropic.BadRequestError) as unknown:
         client.messages.create(
             model="no-such-model", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
         )
     assert "claude-haiku-4-5" in unknown.value.message  # the known models are listed
+
+
+def test_openai_stop_seed_top_p_and_json_formats_reach_the_provider(stack: Stack):
+    ask = [{"role": "user", "content": unique("Describe a river in JSON.")}]
+    with oa(stack) as client:
+        full = client.chat.completions.create(model="gpt-4o-mini", messages=ask, max_tokens=40)
+        cut = client.chat.completions.create(
+            model="gpt-4o-mini", messages=ask, max_tokens=40, stop=["."]
+        )
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=ask, max_tokens=40, seed=7, top_p=0.5
+        )
+        seeded = raw.parse()
+        as_json = client.chat.completions.create(
+            model="gpt-4o-mini", messages=ask, response_format={"type": "json_object"}
+        )
+        with pytest.raises(openai.BadRequestError) as no_top_k:
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=ask, extra_body={"top_k": 5}
+            )
+        with pytest.raises(openai.BadRequestError) as no_json_object:
+            client.chat.completions.create(
+                model="claude-haiku-4-5", messages=ask, response_format={"type": "json_object"}
+            )
+    text = full.choices[0].message.content
+    assert "." in text  # the simulated answer's sentences end in one
+    assert cut.choices[0].message.content == text[: text.find(".")].rstrip()
+    assert cut.choices[0].finish_reason == "stop"
+    assert cut.model_extra["x_broker"]["cache"] is None  # another question: not the cached one
+    assert seeded.choices[0].message.content and seeded.model_extra["x_broker"]["cache"] is None
+    assert isinstance(json.loads(as_json.choices[0].message.content), dict)
+    assert as_json.choices[0].finish_reason == "stop"
+    assert no_top_k.value.param == "top_k"  # one request: no requests[0] in the name
+    assert no_top_k.value.body["message"].startswith("top_k cannot go to model 'gpt-4o-mini'")
+    assert "json_object cannot be honoured" in no_json_object.value.message
+    with Database(stack.settings.database_url_or_default).session() as session:
+        payload = session.get(Request, raw.headers["x-request-id"]).payload
+    assert (payload["seed"], payload["top_p"]) == (7, 0.5)
+
+
+def test_anthropic_stop_sequences_and_top_k_sync_and_streamed(stack: Stack):
+    ask = [{"role": "user", "content": unique("Tell me about rivers.")}]
+    with an(stack) as client:
+        full = client.messages.create(model="claude-haiku-4-5", max_tokens=40, messages=ask)
+        # the newest SDK no longer lists top_k (the API still takes it): sent as an extra
+        cut = client.messages.create(
+            model="claude-haiku-4-5",
+            max_tokens=40,
+            messages=ask,
+            stop_sequences=["."],
+            extra_body={"top_k": 5},
+        )
+        with client.messages.stream(
+            model="claude-haiku-4-5", max_tokens=40, messages=ask, stop_sequences=["."]
+        ) as stream:
+            streamed = "".join(stream.text_stream)
+            final = stream.get_final_message()
+    text = full.content[0].text
+    assert full.stop_sequence is None
+    assert cut.content[0].text == text[: text.find(".")].rstrip()
+    assert (cut.stop_reason, cut.stop_sequence) == ("stop_sequence", ".")
+    assert streamed == cut.content[0].text
+    assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", ".")
 
 
 def test_embeddings_go_through_the_queues_as_floats_and_as_the_sdks_default_base64(stack: Stack):

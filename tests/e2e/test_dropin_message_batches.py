@@ -50,25 +50,35 @@ def test_create_poll_and_results_with_invalid_requests_errored(stack: Stack):
             requests=[
                 req("ok-1", "Say one"),
                 req("ok-2", "Say two", model="gpt-4o-mini", system="Be brief."),
+                req("ok-stop", "Say three", stop_sequences=["."], top_k=5, top_p=0.5),
                 req("bad-field", "Use a tool", tools=[{"name": "t", "input_schema": {}}]),
+                req("bad-top-k", "Sample", model="gpt-4o-mini", top_k=5),
                 req("bad-model", "Hello", model="claude-does-not-exist-9"),
                 req("streamed", "Stream me", stream=True),
             ]
         )
         assert batch.id.startswith("msgbatch_") and batch.type == "message_batch"
         assert batch.processing_status in ("in_progress", "ended")
-        assert sum(batch.request_counts.model_dump().values()) == 5
+        assert sum(batch.request_counts.model_dump().values()) == 7
         assert (batch.expires_at - batch.created_at).total_seconds() == 24 * 3600
 
         ended = wait_ended(client.messages.batches, batch.id)
         assert ended.processing_status == "ended" and ended.ended_at is not None
         counts = ended.request_counts
-        assert (counts.processing, counts.succeeded, counts.errored) == (0, 2, 3)
+        assert (counts.processing, counts.succeeded, counts.errored) == (0, 3, 4)
         assert ended.results_url == f"{stack.api_url}/v1/messages/batches/{batch.id}/results"
 
         results = {r.custom_id: r.result for r in client.messages.batches.results(batch.id)}
-    assert set(results) == {"ok-1", "ok-2", "bad-field", "bad-model", "streamed"}
-    for cid in ("ok-1", "ok-2"):
+    assert set(results) == {
+        "ok-1",
+        "ok-2",
+        "ok-stop",
+        "bad-field",
+        "bad-top-k",
+        "bad-model",
+        "streamed",
+    }
+    for cid in ("ok-1", "ok-2", "ok-stop"):
         assert results[cid].type == "succeeded"
         message = results[cid].message
         assert message.role == "assistant" and message.content[0].text
@@ -78,12 +88,17 @@ def test_create_poll_and_results_with_invalid_requests_errored(stack: Stack):
     assert results["bad-field"].error.error.type == "invalid_request_error"
     assert "tools" in results["bad-field"].error.error.message
     assert "stream" in results["streamed"].error.error.message
+    stopped = results["ok-stop"].message
+    assert (stopped.stop_reason, stopped.stop_sequence) == ("stop_sequence", ".")
+    assert "." not in stopped.content[0].text
+    assert results["bad-top-k"].error.error.type == "invalid_request_error"
+    assert "top_k: cannot go to model 'gpt-4o-mini'" in results["bad-top-k"].error.error.message
 
     db = Database(stack.settings.database_url_or_default)
     with db.session() as session:
         job = session.get(Job, "job_" + batch.id.removeprefix("msgbatch_"))
-        assert (job.surface, job.feature, job.n_total) == ("anthropic", "chatbot", 2)
-        assert len(job.surface_meta["errors"]) == 3
+        assert (job.surface, job.feature, job.n_total) == ("anthropic", "chatbot", 3)
+        assert len(job.surface_meta["errors"]) == 4
     db.dispose()
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from broker.config.broker_toml import load_config, parse_config
+from broker.schemas.http import RequestIn
 from broker.store.transitions import Claimed, Outcome
+from broker.submission import payload_of
 from workers.cascade import review
 from workers.validators import judge
 
@@ -110,3 +112,23 @@ def test_each_check_turns_down_what_it_should(text, finish, prompt, check):
 )
 def test_good_answers_pass(text, prompt):
     assert judge(text, "stop", {"messages": [{"content": prompt}]}, CHECKS).accept
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"type": "json_object"},
+        {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object"}}},
+    ],
+)
+def test_the_json_check_reads_the_stored_response_format(form):
+    request = RequestIn(
+        custom_id="r",
+        messages=[{"role": "user", "content": "Name a river."}],  # no "JSON" in words
+        response_format=form,
+    )
+    payload = payload_of(request)
+    assert judge("The Nile", "stop", payload, ["json"]).check == "json"
+    assert judge('{"river": "Nile"}', "stop", payload, ["json"]).accept
+    plain = payload_of(request.model_copy(update={"response_format": None}))
+    assert judge("The Nile", "stop", plain, ["json"]).accept  # text asked for: no check

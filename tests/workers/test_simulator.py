@@ -208,6 +208,97 @@ def test_stop_sequence_cuts_the_text(url):
     assert cut.usage.output_tokens == len(cut.content[0].text.split())
 
 
+def test_openai_stop_cuts_the_text_with_finish_reason_stop(url):
+    full = chat(oai(url), "Cut me").choices[0].message.content
+    word = full.split()[3]
+    cut = chat(oai(url), "Cut me", stop=["never-there", word])
+    assert cut.choices[0].finish_reason == "stop"
+    assert cut.choices[0].message.content == full[: full.find(word)].rstrip()
+    assert cut.usage.completion_tokens == len(cut.choices[0].message.content.split())
+    assert chat(oai(url), "Cut me", stop=word).choices[0].message.content == (
+        cut.choices[0].message.content
+    )
+    with pytest.raises(openai.BadRequestError) as caught:
+        chat(oai(url), "Cut me", stop=["a", "b", "c", "d", "e"])
+    assert caught.value.param == "stop" and caught.value.code == "array_above_max_length"
+
+
+def test_openai_json_formats_answer_with_json(url):
+    plain = chat(oai(url), "Describe a river as JSON.").choices[0].message.content
+    as_object = chat(oai(url), "Describe a river as JSON.", response_format={"type": "json_object"})
+    assert isinstance(json.loads(as_object.choices[0].message.content), dict)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(plain)  # unchanged without a format
+    with pytest.raises(openai.BadRequestError, match="must contain the word 'json'"):
+        chat(oai(url), "Describe a river.", response_format={"type": "json_object"})
+
+    from pydantic import BaseModel
+
+    class River(BaseModel):
+        name: str
+        length_km: int
+        countries: list[str]
+        navigable: bool
+
+    parsed = oai(url).chat.completions.parse(
+        model=OPENAI_MODEL,
+        messages=[{"role": "user", "content": "Describe a river."}],
+        response_format=River,
+    )
+    river = parsed.choices[0].message.parsed  # the SDK validated it against the schema
+    assert isinstance(river, River) and river.name and river.countries
+    with pytest.raises(openai.BadRequestError) as caught:
+        chat(oai(url), response_format={"type": "json_schema"})
+    assert caught.value.param == "response_format.json_schema"
+    with pytest.raises(openai.BadRequestError) as caught:
+        chat(oai(url), response_format={"type": "xml"})
+    assert caught.value.param == "response_format.type"
+
+
+def test_openai_seed_and_top_p(url):
+    def text(**kw) -> str:
+        return chat(oai(url), "Seeded", **kw).choices[0].message.content
+
+    assert text(seed=1) == text(seed=1) != text(seed=2)
+    assert text(top_p=0.3) == text()  # sampling is not simulated: the same answer
+    with pytest.raises(openai.BadRequestError) as caught:
+        chat(oai(url), top_p=1.5)
+    assert caught.value.param == "top_p" and caught.value.code == "decimal_above_max_value"
+    with pytest.raises(openai.BadRequestError) as caught:
+        chat(oai(url), seed="one")
+    assert caught.value.param == "seed"
+    with pytest.raises(openai.BadRequestError, match="Unrecognized request argument.*top_k"):
+        chat(oai(url), extra_body={"top_k": 5})
+
+
+def test_anthropic_sampling_parameters_and_json_output(url):
+    # The newest SDK no longer lists top_p and top_k; the API (2023-06-01) still takes them.
+    plain = message(ant(url), "Sample me").content[0].text
+    sampled = message(ant(url), "Sample me", extra_body={"top_p": 0.5, "top_k": 20})
+    assert sampled.content[0].text == plain
+    for bad, words in (
+        ({"top_k": -1}, "top_k: Input should be greater than or equal to 0"),
+        ({"top_p": 1.2}, "top_p: Input should be less than or equal to 1"),
+        ({"seed": 3}, "seed: Extra inputs are not permitted"),
+        ({"stop": ["x"]}, "stop: Extra inputs are not permitted"),
+    ):
+        with pytest.raises(anthropic.BadRequestError) as caught:
+            message(ant(url), extra_body=bad)
+        assert caught.value.body["error"]["message"] == words
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "length_km": {"type": "integer"}},
+        "required": ["name", "length_km"],
+        "additionalProperties": False,
+    }
+    shaped = message(
+        ant(url), "A river", output_config={"format": {"type": "json_schema", "schema": schema}}
+    )
+    answer = json.loads(shaped.content[0].text)
+    assert isinstance(answer["name"], str) and isinstance(answer["length_km"], int)
+    assert shaped.stop_reason == "end_turn"
+
+
 # --- 2. determinism ----------------------------------------------------------------------------
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "Completion",
     "HttpCall",
     "RateSignal",
+    "Unsupported",
     "WireAdapter",
     "cache_savings",
     "completion_cost",
@@ -107,13 +108,35 @@ class HttpCall:
         return f"HttpCall(path={self.path!r}, headers={shown!r}, json=<{len(self.json)} keys>)"
 
 
+@dataclass(frozen=True, slots=True)
+class Unsupported:
+    """A parameter of the stored request that this wire format cannot honour, and why.
+
+    Never dropped silently: an answer to a different question is worse than an error.
+    Submission refuses such a request for the model it names (a 400), and ``build`` raises
+    it as ``ProviderRejected`` for one that reaches the model anyway (down a fallback chain):
+    not retried, not a provider failure, and the request fails naming the parameter.
+    """
+
+    param: str
+    reason: str
+
+    def rejected(self, provider: str) -> ProviderRejected:
+        return ProviderRejected(f"{self.param}: {self.reason}", provider=provider)
+
+
 class WireAdapter(Protocol):
     """The contract each wire-format folder implements; no I/O, no provider-name branches."""
 
     name: str
 
+    def unsupported(self, payload: dict) -> Unsupported | None:
+        """The first parameter of ``payload`` this wire format cannot honour, or None."""
+        ...
+
     def build(self, model: ModelConfig, payload: dict, api_key: str | None) -> HttpCall:
-        """Map the broker's stored request onto this wire format."""
+        """Map the broker's stored request onto this wire format; raise ``ProviderRejected``
+        for what :meth:`unsupported` names."""
         ...
 
     def parse(self, status: int, headers: httpx.Headers, body: bytes) -> Completion:

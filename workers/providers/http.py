@@ -89,7 +89,11 @@ class ProviderClient:
 
     def complete(self, model: ModelConfig, payload: dict) -> Completion:
         """One attempt: a :class:`Completion`, or a classified ``ProviderError``."""
-        call = self.adapter.build(model, payload, self.__api_key)
+        try:
+            call = self.adapter.build(model, payload, self.__api_key)
+        except ProviderError as exc:  # a parameter this wire format cannot honour: no call
+            self._own(exc)
+            raise
         started = time.monotonic()
         try:
             response = self._client.post(call.path, headers=call.headers, json=call.json)

@@ -3,10 +3,16 @@
 Validation messages imitate the real API's ``field: reason`` wording, and the required
 ``anthropic-version`` header is enforced, so an adapter that forgets it fails here first.
 Streaming is not simulated for this format (a clear 400 says so).
+
+``top_p`` and ``top_k`` are checked and have no visible effect; ``stop_sequences`` cut the
+answer (``stop_reason: stop_sequence`` with the sequence in ``stop_sequence``);
+``output_config.format`` makes it a JSON object following the schema. OpenAI's names for
+these (``stop``, ``seed``, ``response_format``) are refused as extra inputs, as the API does.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -31,6 +37,8 @@ _STATUS_TYPES = {
     529: "overloaded_error",
 }
 _STATUS_MESSAGES = {500: "Internal server error", 529: "Overloaded", 429: "Rate limited"}
+#: Parameters of other APIs an adapter might send here by mistake: refused as the API does.
+_EXTRA = ("stop", "seed", "response_format", "max_completion_tokens")
 _KINDS = {
     str: "a valid string",
     int: "a valid integer",
@@ -54,6 +62,37 @@ def _field(data: dict, name: str, kind: type, *, required: bool = False) -> Any:
     if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
         raise _invalid(f"{name}: Input should be {_KINDS[kind]}")
     return value
+
+
+def _unit_number(data: dict, name: str) -> float | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _invalid(f"{name}: Input should be a valid number")
+    if value < 0:
+        raise _invalid(f"{name}: Input should be greater than or equal to 0")
+    if value > 1:
+        raise _invalid(f"{name}: Input should be less than or equal to 1")
+    return value
+
+
+def _output_schema(data: dict) -> dict | None:
+    """``output_config.format`` (structured outputs): the schema the answer follows, or None."""
+    config = _field(data, "output_config", dict)
+    if config is None or config.get("format") is None:
+        return None
+    form = config["format"]
+    if not isinstance(form, dict):
+        raise _invalid("output_config.format: Input should be a valid dictionary")
+    if form.get("type") != "json_schema":
+        raise _invalid("output_config.format.type: Input should be 'json_schema'")
+    schema = form.get("schema")
+    if schema is None:
+        raise _invalid("output_config.format.schema: Field required")
+    if not isinstance(schema, dict):
+        raise _invalid("output_config.format.schema: Input should be a valid dictionary")
+    return schema
 
 
 def _system_text(system: object) -> str | None:
@@ -119,6 +158,9 @@ class AnthropicFormat:
         if not headers.get("anthropic-version"):
             raise _invalid("anthropic-version: header is required")
         data = decode_object(body)
+        for name in _EXTRA:
+            if name in data:
+                raise _invalid(f"{name}: Extra inputs are not permitted")
         model = _field(data, "model", str, required=True)
         max_tokens = _field(data, "max_tokens", int, required=True)
         if max_tokens < 1:
@@ -135,15 +177,23 @@ class AnthropicFormat:
         stop = _field(data, "stop_sequences", list)
         if stop is not None and not all(isinstance(s, str) for s in stop):
             raise _invalid("stop_sequences: Input should be a list of strings")
+        _unit_number(data, "top_p")  # sampling: no visible effect on the simulated answer
+        top_k = _field(data, "top_k", int)
+        if top_k is not None and top_k < 0:
+            raise _invalid("top_k: Input should be greater than or equal to 0")
+        json_schema = _output_schema(data)
         if _field(data, "stream", bool):
             raise _invalid("stream: streaming is not supported by the simulated provider")
         texts = ([system] if system else []) + [content_text(m["content"]) for m in messages]
+        if json_schema is not None:  # the API puts the schema in the prompt, and bills it
+            texts.append(json.dumps(json_schema, sort_keys=True))
         return ParsedRequest(
             model=model,
             max_tokens=max_tokens,
             digest=prompt_digest(model, {"system": system, "messages": messages}),
             input_tokens=count_input_tokens(texts),
             stop=stop,
+            json_schema=json_schema,
             last_user=_last_user(messages),
         )
 

@@ -28,6 +28,7 @@ from workers.simulator.limits import SlidingWindow, WindowState
 from workers.simulator.openai_format import OpenAIFormat
 from workers.simulator.settings import SimulatorSettings, Wire
 from workers.simulator.stats import Stats
+from workers.simulator.structured import complete_json
 from workers.simulator.text import Completion, complete
 from workers.simulator.wire import ParsedRequest, SimError, WireAdapter
 
@@ -96,6 +97,14 @@ class Simulator:
                 raise quota
             if parsed.embedding is not None:  # vectors, rendered by the format: no text
                 completion = Completion("", parsed.input_tokens, 0, False, None)
+            elif parsed.json_schema is not None:  # JSON asked for: no recorded prose
+                completion = complete_json(
+                    parsed.digest,
+                    parsed.input_tokens,
+                    parsed.max_tokens,
+                    parsed.stop,
+                    parsed.json_schema,
+                )
             else:
                 completion = self._recorded(parsed) or complete(
                     parsed.digest, parsed.input_tokens, parsed.max_tokens, parsed.stop

@@ -2,6 +2,12 @@
 
 Shapes follow WIRE_FORMATS.md and the official SDK's types field for field, because the point of
 the simulator is that our adapters cannot tell it from the real API.
+
+``top_p`` is checked and has no visible effect; ``stop`` (up to 4) cuts the answer before the
+first sequence (``finish_reason: stop``); ``seed`` picks a deterministic answer of its own;
+``response_format`` ``json_object`` or ``json_schema`` makes the answer a JSON object
+(:mod:`workers.simulator.structured`). Anthropic's ``top_k`` is refused as an unrecognized
+argument, as the API does.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 
@@ -40,6 +47,9 @@ _STATUS_MESSAGES = {
     504: "Gateway timeout.",
 }
 _STREAM_WORDS_PER_CHUNK = 4
+_SCHEMA_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+#: Parameters of other APIs an adapter might send here by mistake: refused as the API does.
+_UNRECOGNIZED = ("top_k", "stop_sequences")
 
 
 def _fingerprint(model: str) -> str:
@@ -65,7 +75,15 @@ def _stop(data: dict) -> list[str] | None:
         return None
     if isinstance(stop, str):
         return [stop]
-    if isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop):
+    if isinstance(stop, list) and len(stop) > 4:
+        raise SimError(
+            400,
+            "Invalid 'stop': array too long. Expected an array with maximum length 4, but got "
+            f"an array with length {len(stop)} instead.",
+            param="stop",
+            code="array_above_max_length",
+        )
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
         return stop
     raise SimError(
         400,
@@ -73,6 +91,77 @@ def _stop(data: dict) -> list[str] | None:
         param="stop",
         code="invalid_type",
     )
+
+
+def _unit_number(data: dict, field: str) -> float | None:
+    """A number in [0, 1] (``top_p``), refused in the API's words otherwise."""
+    value = check_type(data, field, (int, float), "a number")
+    if value is None or 0 <= value <= 1:
+        return value
+    above = value > 1
+    raise SimError(
+        400,
+        f"Invalid '{field}': decimal {'above maximum' if above else 'below minimum'} value. "
+        f"Expected a value {'<= 1' if above else '>= 0'}, but got {value} instead.",
+        param=field,
+        code="decimal_above_max_value" if above else "decimal_below_min_value",
+    )
+
+
+def _response_format(data: dict, messages: list[dict]) -> dict | None:
+    """The schema a JSON answer follows (``{}``: any object), or None for text.
+
+    Checked as the API does, including its rule that ``json_object`` needs the word "json"
+    somewhere in the messages (it guards against a model emitting white space forever)."""
+    form = check_type(data, "response_format", dict, "an object")
+    if form is None:
+        return None
+    kind = form.get("type")
+    if kind not in ("text", "json_object", "json_schema"):
+        raise SimError(
+            400,
+            f"Invalid value: {kind!r}. Supported values are: 'json_object', 'json_schema', "
+            "and 'text'.",
+            param="response_format.type",
+            code="invalid_value",
+        )
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        if not any("json" in content_text(m.get("content")).lower() for m in messages):
+            raise SimError(
+                400,
+                "'messages' must contain the word 'json' in some form, to use "
+                "'response_format' of type 'json_object'.",
+                param="messages",
+            )
+        return {}
+    spec = form.get("json_schema")
+    if not isinstance(spec, dict):
+        raise SimError(
+            400,
+            "Missing required parameter: 'response_format.json_schema'.",
+            param="response_format.json_schema",
+            code="missing_required_parameter",
+        )
+    name = spec.get("name")
+    if not isinstance(name, str) or not _SCHEMA_NAME.fullmatch(name):
+        raise SimError(
+            400,
+            "Invalid 'response_format.json_schema.name': expected a string of letters, "
+            "digits, underscores and dashes, at most 64 long.",
+            param="response_format.json_schema.name",
+            code="invalid_value" if isinstance(name, str) else "missing_required_parameter",
+        )
+    schema = spec.get("schema")
+    if schema is not None and not isinstance(schema, dict):
+        raise SimError(
+            400,
+            "Invalid type for 'response_format.json_schema.schema': expected an object.",
+            param="response_format.json_schema.schema",
+            code="invalid_type",
+        )
+    return schema or {}
 
 
 def _messages(data: dict) -> list[dict]:
@@ -139,6 +228,9 @@ class OpenAIFormat:
             raise SimError(
                 400, "Invalid 'model': empty string.", param="model", code="invalid_value"
             )
+        for name in _UNRECOGNIZED:
+            if name in data:
+                raise SimError(400, f"Unrecognized request argument supplied: {name}")
         messages = _messages(data)
         max_tokens = _positive_int(data, "max_completion_tokens")
         if max_tokens is None:
@@ -152,6 +244,9 @@ class OpenAIFormat:
                 param="temperature",
                 code="decimal_above_max_value",
             )
+        _unit_number(data, "top_p")  # sampling: no visible effect on the simulated answer
+        seed = check_type(data, "seed", int, "an integer")
+        json_schema = _response_format(data, messages)
         stream = bool(check_type(data, "stream", bool, "a boolean"))
         options = check_type(data, "stream_options", dict, "an object")
         if options is not None and not stream:
@@ -162,12 +257,17 @@ class OpenAIFormat:
                 code="invalid_value",
             )
         texts = [content_text(m.get("content")) for m in messages]
+        if json_schema:  # the API puts the schema in the prompt, and bills it
+            texts.append(json.dumps(json_schema, sort_keys=True))
+        # A seed picks its own (still deterministic) answer; without one, the prompt alone.
+        prompt = messages if seed is None else {"messages": messages, "seed": seed}
         return ParsedRequest(
             model=model,
             max_tokens=max_tokens,
-            digest=prompt_digest(model, messages),
+            digest=prompt_digest(model, prompt),
             input_tokens=count_input_tokens(texts),
             stop=_stop(data),
+            json_schema=json_schema,
             stream=stream,
             include_usage=bool(options and options.get("include_usage")),
             last_user=_last_user(messages),

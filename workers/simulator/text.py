@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-_VOCABULARY = [
+VOCABULARY = [
     "the",
     "a",
     "model",
@@ -77,7 +77,7 @@ _VOCABULARY = [
     "retry",
     "error",
 ]
-assert len(_VOCABULARY) == 64, len(_VOCABULARY)  # one hash byte picks a word: byte & 63
+assert len(VOCABULARY) == 64, len(VOCABULARY)  # one hash byte picks a word: byte & 63
 
 MIN_OUTPUT_TOKENS = 16
 OUTPUT_TOKEN_SPREAD = 241  # natural lengths fall in [16, 256]
@@ -140,7 +140,7 @@ def _words(digest: bytes) -> list[str]:
     """
     count = MIN_OUTPUT_TOKENS + int.from_bytes(digest[:4], "big") % OUTPUT_TOKEN_SPREAD
     stream = hashlib.shake_128(digest).digest(2 * count)
-    words = [_VOCABULARY[b & 63] for b in stream[:count]]
+    words = [VOCABULARY[b & 63] for b in stream[:count]]
     start, lengths = 0, iter(stream[count:])
     while start < count:
         end = min(start + 6 + next(lengths) % 8, count)
@@ -164,16 +164,20 @@ def complete(
     capped = max_tokens is not None and max_tokens < len(words)
     if capped:
         words = words[:max_tokens]
-    text = " ".join(words)
+    text, found = cut_at_stop(" ".join(words), stop)
+    if found is not None:
+        return Completion(text, input_tokens, len(text.split()), False, found)
+    return Completion(text, input_tokens, len(words), capped, None)
+
+
+def cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, str | None]:
+    """``text`` up to the earliest stop sequence in it (trailing space dropped), and that
+    sequence; ``text`` and None when none occurs."""
     found: str | None = None
     for sequence in stop or ():
         at = text.find(sequence) if sequence else -1
         if at != -1 and (found is None or at < text.find(found)):
             found = sequence
-    if found is not None:
-        text = text[: text.find(found)].rstrip()
-        capped = False
-        output_tokens = len(text.split())
-    else:
-        output_tokens = len(words)
-    return Completion(text, input_tokens, output_tokens, capped, found)
+    if found is None:
+        return text, None
+    return text[: text.find(found)].rstrip(), found

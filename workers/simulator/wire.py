@@ -54,6 +54,7 @@ class ParsedRequest:
     digest: bytes  # hash of model + prompt, the seed of the answer
     input_tokens: int
     stop: list[str] | None = None
+    json_schema: dict | None = None  # a JSON answer: this schema's, or any object ({})
     stream: bool = False
     include_usage: bool = False
     last_user: str | None = None  # the final user turn's text, for recorded answers

@@ -49,22 +49,31 @@ def test_good_and_bad_lines_are_told_apart_naming_the_line():
             line("a", "again"),
             line("c", url="/v1/embeddings"),
             line("d", model="nope"),
-            line("e", top_p=0.5),
+            line("e", logprobs=True),
             b"[1, 2]\n",
             line("f", max_tokens=7),
+            line("g", top_p=0.5, stop="##", seed=3, response_format={"type": "json_object"}),
+            line("h", stop=["a", "b", "c", "d", "e"]),
         ),
         URL,
         check,
     )
-    assert [r.custom_id for r in parsed.requests] == ["a", "f"]
+    assert [r.custom_id for r in parsed.requests] == ["a", "f", "g"]
     assert parsed.requests[1].max_tokens == 7
+    assert parsed.requests[2].chat_parameters() == {
+        "top_p": 0.5,
+        "stop": ["##"],
+        "seed": 3,
+        "response_format": {"type": "json_object"},
+    }
     by_line = {e["line"]: e for e in parsed.errors}
-    assert sorted(by_line) == [2, 3, 4, 5, 6, 7]
+    assert sorted(by_line) == [2, 3, 4, 5, 6, 7, 10]
     assert by_line[2]["code"] == "invalid_json_line" and by_line[2]["custom_id"] is None
     assert by_line[3]["code"] == "duplicate_custom_id"
     assert by_line[4]["param"] == "url"
     assert "unknown model 'nope'" in by_line[5]["message"] and by_line[5]["custom_id"] == "d"
-    assert by_line[6]["param"] == "body.top_p"
+    assert by_line[6]["param"] == "body.logprobs"
+    assert by_line[10]["param"] == "body.stop" and "at most 4" in by_line[10]["message"]
     assert all(e["message"].startswith(f"line {n}:") for n, e in by_line.items())
 
 

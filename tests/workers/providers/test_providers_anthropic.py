@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
+from broker.errors import ProviderRejected
 from workers.providers import Completion, adapter_for, completion_cost
 
 adapter = adapter_for("anthropic")
@@ -66,6 +68,63 @@ def test_build_without_system_messages_omits_system(haiku) -> None:
 def test_build_clamps_temperature_to_one(haiku, payload) -> None:
     assert adapter.build(haiku, {**payload, "temperature": 1.7}, None).json["temperature"] == 1.0
     assert adapter.build(haiku, {**payload, "temperature": 1.0}, None).json["temperature"] == 1.0
+
+
+def test_build_maps_sampling_parameters_and_stop_sequences(haiku, payload) -> None:
+    asked = {**payload, "top_p": 0.9, "top_k": 40, "stop": ["END", "##"], "seed": 7}
+    body = adapter.build(haiku, asked, None).json
+    assert body == {
+        "model": "claude-haiku-4-5-20251001",
+        "max_tokens": 64,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "top_k": 40,
+        "stop_sequences": ["END", "##"],
+    }  # no seed: Messages has none
+
+
+def test_build_leaves_out_the_default_temperature_beside_top_p(haiku, payload) -> None:
+    # newer Claude models refuse temperature and top_p together; 1.0 is the default anyway
+    for temperature in (1.0, 1.7):  # 1.7 clamps to 1.0
+        body = adapter.build(haiku, {**payload, "temperature": temperature, "top_p": 0.5}, None)
+        assert "temperature" not in body.json and body.json["top_p"] == 0.5
+    both = adapter.build(haiku, {**payload, "temperature": 0.3, "top_p": 0.5}, None).json
+    assert (both["temperature"], both["top_p"]) == (0.3, 0.5)  # both asked for: both sent
+    assert adapter.build(haiku, {**payload, "temperature": 1.0}, None).json["temperature"] == 1.0
+
+
+def test_build_sends_a_json_schema_as_output_config_format(haiku, payload) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    form = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": True}}
+    body = adapter.build(haiku, {**payload, "response_format": form}, None).json
+    assert body["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    assert "response_format" not in body
+
+
+@pytest.mark.parametrize(
+    ("form", "words"),
+    [
+        ({"type": "json_object"}, "response_format: type json_object cannot be honoured"),
+        (
+            {"type": "json_schema", "json_schema": {"name": "x"}},
+            "response_format: json_schema without a schema cannot be honoured",
+        ),
+    ],
+)
+def test_build_refuses_a_json_format_it_cannot_honour(haiku, payload, form, words) -> None:
+    asked = {**payload, "response_format": form}
+    assert adapter.unsupported(asked).param == "response_format"
+    with pytest.raises(ProviderRejected, match=words):
+        adapter.build(haiku, asked, None)
+    assert adapter.unsupported(payload) is None
+
+
+def test_parse_stop_sequence(anthropic_example: dict) -> None:
+    body = anthropic_example
+    body.update(stop_reason="stop_sequence", stop_sequence="##")
+    assert adapter.parse(200, headers(), dumps(body)).finish_reason == "stop_sequence"
 
 
 def test_parse_documented_example(anthropic_example_text: str) -> None:

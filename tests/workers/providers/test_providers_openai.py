@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
-from workers.providers import Completion, adapter_for, completion_cost
+from broker.config.broker_toml import load_config
+from broker.errors import ProviderRejected
+from workers.fallback import Fail, after_error
+from workers.providers import Completion, ProviderClient, adapter_for, completion_cost
 
 adapter = adapter_for("openai")
 
@@ -38,6 +42,55 @@ def test_build_without_key_sends_no_authorization(mini, payload) -> None:
 
 def test_build_keeps_openai_temperature_range(mini, payload) -> None:
     assert adapter.build(mini, {**payload, "temperature": 1.7}, None).json["temperature"] == 1.7
+
+
+def test_build_passes_sampling_and_format_parameters(mini, payload) -> None:
+    form = {
+        "type": "json_schema",
+        "json_schema": {"name": "river", "schema": {"type": "object"}, "strict": True},
+    }
+    asked = {**payload, "top_p": 0.9, "stop": ["END", "##"], "seed": 7, "response_format": form}
+    body = adapter.build(mini, asked, None).json
+    assert body == {
+        "model": "gpt-4o-mini-2024-07-18",
+        "messages": payload["messages"],
+        "max_tokens": 64,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "stop": ["END", "##"],
+        "seed": 7,
+        "response_format": form,
+    }
+    json_object = {**payload, "response_format": {"type": "json_object"}}
+    assert adapter.build(mini, json_object, None).json["response_format"] == {"type": "json_object"}
+
+
+def test_top_k_is_refused_naming_it_never_dropped(mini, payload) -> None:
+    asked = {**payload, "top_k": 40}
+    refused = adapter.unsupported(asked)
+    assert refused is not None and refused.param == "top_k"
+    with pytest.raises(ProviderRejected, match="top_k: the OpenAI Chat Completions API has no"):
+        adapter.build(mini, asked, None)
+    assert adapter.unsupported(payload) is None
+
+
+def test_a_refused_parameter_fails_the_request_without_a_call_or_a_retry(
+    mini, payload, openai_provider
+) -> None:
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(500)
+
+    client = ProviderClient(openai_provider, None, transport=httpx.MockTransport(handler))
+    with pytest.raises(ProviderRejected) as info:
+        client.complete(mini, {**payload, "top_k": 40})
+    assert calls == [] and info.value.provider == "sim-openai"
+    config = load_config()
+    decision = after_error(config, "gpt-4o-mini", "gpt-4o-mini", info.value, 0)
+    assert isinstance(decision, Fail) and decision.code == "provider_rejected"
+    assert "top_k" in decision.message
 
 
 def test_parse_documented_example(openai_example_text: str) -> None:

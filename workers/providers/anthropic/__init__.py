@@ -1,7 +1,9 @@
 """Anthropic Messages API.
 
 ``api`` holds the endpoint and headers, ``messages`` the request mapping (system messages move
-to the top level; temperature is clamped to 1.0, Anthropic's maximum) and response parsing,
+to the top level; temperature is clamped to 1.0, Anthropic's maximum; ``stop`` becomes
+``stop_sequences``, a ``json_schema`` response format ``output_config.format``; ``seed`` is
+dropped, ``json_object`` refused) and response parsing,
 ``errors`` the error classification; this module assembles them into the registry's adapter.
 """
 
@@ -17,6 +19,7 @@ class AnthropicAdapter:
     """Stateless: one shared instance serves every Anthropic-format provider."""
 
     name: str = "anthropic"
+    unsupported = staticmethod(messages.unsupported)
     build = staticmethod(messages.build)
     parse = staticmethod(messages.parse)
     classify = staticmethod(errors.classify)

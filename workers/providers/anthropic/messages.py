@@ -7,12 +7,13 @@ from typing import Any
 import httpx
 
 from broker.config.broker_toml import ModelConfig
-from broker.errors import MalformedResponse, ProviderRejected
+from broker.errors import MalformedResponse
 from workers.providers.anthropic import api
 from workers.providers.base import (
     BodyError,
     Completion,
     HttpCall,
+    Unsupported,
     decode_json_object,
     field,
     request_id,
@@ -23,6 +24,32 @@ from workers.providers.base import (
 MAX_TEMPERATURE = 1.0
 
 
+def unsupported(payload: dict) -> Unsupported | None:
+    """What Messages cannot honour: an embedding request (broker.toml refuses such a catalog;
+    be sure), and ``response_format`` ``json_object`` (or ``json_schema`` without a schema):
+    Messages constrains output only to a given schema, and "any JSON object" is not one."""
+    if payload.get("kind") == "embedding":
+        return Unsupported(
+            "input",
+            "the anthropic wire format has no embeddings endpoint; put embedding models on a "
+            "provider speaking the openai wire format",
+        )
+    form = payload.get("response_format") or {}
+    if form.get("type") == "json_object" or (
+        form.get("type") == "json_schema" and not form["json_schema"].get("schema")
+    ):
+        what = "json_schema without a schema"
+        if form["type"] == "json_object":
+            what = "type json_object"
+        return Unsupported(
+            "response_format",
+            f"{what} cannot be honoured by the Anthropic Messages API (it constrains output "
+            "only to a given schema); give json_schema a schema (sent as output_config.format) "
+            "or ask for a model of an OpenAI-format provider",
+        )
+    return None
+
+
 def build(model: ModelConfig, payload: dict, api_key: str | None) -> HttpCall:
     """Map the broker's OpenAI-shaped request onto Messages.
 
@@ -31,13 +58,19 @@ def build(model: ModelConfig, payload: dict, api_key: str | None) -> HttpCall:
       (consecutive same-role messages are accepted by the API).
     - ``temperature`` is clamped to [0, 1.0], Anthropic's range, so a request written for
       OpenAI's 0–2 scale is served at the hottest setting instead of being rejected with a 400.
+      With ``top_p`` given, a temperature of 1.0 (the API's default, and what a request that
+      names no temperature stores) is left out: newer Claude models refuse both at once, and
+      leaving out the default asks the same question. Both given on purpose are both sent.
+    - ``top_p`` and ``top_k`` pass as they are; ``stop`` becomes ``stop_sequences``.
+    - ``response_format`` ``json_schema`` becomes ``output_config.format`` (structured
+      outputs: the answer is JSON following the schema; its name and ``strict`` have no
+      counterpart, the schema is always enforced); ``text`` is the default and sends nothing;
+      ``json_object`` is refused (:func:`unsupported`).
+    - ``seed`` is dropped: Messages has no seed, and OpenAI's is only best-effort
+      determinism, so the answer asked for is the same without it.
     """
-    if payload.get("kind") == "embedding":  # broker.toml refuses such a catalog; be sure
-        raise ProviderRejected(
-            "the anthropic wire format has no embeddings endpoint; put embedding models on a "
-            "provider speaking the openai wire format",
-            provider="anthropic",
-        )
+    if (refused := unsupported(payload)) is not None:
+        raise refused.rejected("anthropic")
     system = [m["content"] for m in payload["messages"] if m["role"] == "system"]
     body: dict[str, Any] = {
         "model": model.provider_model_id,
@@ -51,7 +84,18 @@ def build(model: ModelConfig, payload: dict, api_key: str | None) -> HttpCall:
     if system:
         body["system"] = "\n\n".join(system)
     if payload.get("temperature") is not None:
-        body["temperature"] = min(max(float(payload["temperature"]), 0.0), MAX_TEMPERATURE)
+        temperature = min(max(float(payload["temperature"]), 0.0), MAX_TEMPERATURE)
+        if payload.get("top_p") is None or temperature != MAX_TEMPERATURE:
+            body["temperature"] = temperature
+    for name in ("top_p", "top_k"):
+        if payload.get(name) is not None:
+            body[name] = payload[name]
+    if payload.get("stop"):
+        body["stop_sequences"] = list(payload["stop"])
+    form = payload.get("response_format") or {}
+    if form.get("type") == "json_schema":
+        schema = form["json_schema"]["schema"]
+        body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     return HttpCall(path=api.PATH, headers=api.headers(api_key), json=body)
 
 

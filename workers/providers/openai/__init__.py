@@ -12,8 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from broker.config.broker_toml import ModelConfig
-from workers.providers.base import HttpCall
+from workers.providers.base import HttpCall, Unsupported
 from workers.providers.openai import chat, embeddings, errors
+
+
+def unsupported(payload: dict) -> Unsupported | None:
+    if payload.get("kind") == "embedding":
+        return None  # the request's schema allows no chat parameters on an embedding request
+    return chat.unsupported(payload)
 
 
 def build(model: ModelConfig, payload: dict, api_key: str | None) -> HttpCall:
@@ -27,6 +33,7 @@ class OpenAIAdapter:
     """Stateless: one shared instance serves every OpenAI-format provider."""
 
     name: str = "openai"
+    unsupported = staticmethod(unsupported)
     build = staticmethod(build)
     parse = staticmethod(chat.parse)
     classify = staticmethod(errors.classify)

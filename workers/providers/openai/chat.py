@@ -1,4 +1,11 @@
-"""Request mapping and response parsing for OpenAI-compatible Chat Completions."""
+"""Request mapping and response parsing for OpenAI-compatible Chat Completions.
+
+The stored parameters pass one to one: ``top_p``, ``stop`` (a list of up to 4), ``seed`` (which
+OpenAI honours on a best-effort basis) and ``response_format`` (``json_object``, or
+``json_schema`` with its name, schema and ``strict``). ``top_k`` has no equivalent in this wire
+format: a request carrying it is refused (:func:`unsupported`), never sent without it, since
+sampling from the whole vocabulary is not what was asked for.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from workers.providers.base import (
     BodyError,
     Completion,
     HttpCall,
+    Unsupported,
     decode_json_object,
     field,
     request_id,
@@ -20,15 +28,35 @@ from workers.providers.base import (
 from workers.providers.openai import api
 
 
+#: Stored parameters sent as they are, when the request has them.
+PASSED = ("temperature", "top_p", "stop", "seed", "response_format")
+
+
+def unsupported(payload: dict) -> Unsupported | None:
+    """``top_k``: Chat Completions has no such parameter. Some OpenAI-compatible servers take
+    it as an extra (vLLM), OpenAI refuses it and others ignore it; the wire format cannot tell
+    which one it speaks to, so it refuses it for all rather than risk it being ignored."""
+    if payload.get("top_k") is not None:
+        return Unsupported(
+            "top_k",
+            "the OpenAI Chat Completions API has no top_k; leave it out (top_p is the nearest "
+            "control) or ask for a model of an Anthropic-format provider",
+        )
+    return None
+
+
 def build(model: ModelConfig, payload: dict, api_key: str | None) -> HttpCall:
     """The stored request maps one to one; ``model`` becomes the provider's own model id."""
+    if (refused := unsupported(payload)) is not None:
+        raise refused.rejected("openai")
     body: dict[str, Any] = {
         "model": model.provider_model_id,
         "messages": [{"role": m["role"], "content": m["content"]} for m in payload["messages"]],
         "max_tokens": payload["max_tokens"],
     }
-    if payload.get("temperature") is not None:
-        body["temperature"] = payload["temperature"]
+    for name in PASSED:
+        if payload.get(name) is not None:
+            body[name] = payload[name]
     return HttpCall(path=api.PATH, headers=api.headers(api_key), json=body)
 
 
