@@ -2,7 +2,9 @@
 
 The rows are bulk-inserted in one transaction; the queue push happens inside it, so a Redis
 failure rolls the rows back. Validation happens before anything is written: a rejected
-submission leaves no rows and no queue entries.
+submission leaves no rows and no queue entries. A batch read from an uploaded file
+(:meth:`Submitter.submit_stream`) is written a slice at a time inside that one transaction, so
+the API holds one slice of a 200 MB file, not all of it.
 
 With ``redact`` (``BROKER_REDACT``) each message's content is stored with e-mail addresses,
 phone and card numbers replaced (:mod:`broker.telemetry.redaction`); the worker sends the stored payload,
@@ -17,9 +19,10 @@ carry their cache token (key, TTL, read/store) on their row and queue entry, for
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from itertools import islice
 
 import redis
 from sqlalchemy import insert
@@ -36,7 +39,7 @@ from broker.ids import new_job_id, request_id
 from broker.money import format_usd
 from broker.queues import QueueEntry
 from broker.schemas.http import JobCreate, RequestIn
-from broker.states import JobStatus, RequestStatus
+from broker.states import JobStatus, Priority, RequestStatus
 from broker.store import Database, Job, Request
 from broker.store.cache_hits import Hit, count_hits, hit_fields
 from broker.store.models import utcnow
@@ -97,6 +100,32 @@ def unhonoured(config: BrokerConfig, model: str, request: RequestIn) -> Unsuppor
     return adapter_for(wire).unsupported(parameters)
 
 
+def tokens_of(request: RequestIn, payload: dict) -> int:
+    """What a request may use, for the submission rate limit (tokens per minute): its input's
+    bound in tokens and its ``max_tokens``."""
+    output = 0 if request.is_embedding else request.max_tokens
+    return queues.payload_input_bound(payload) // 4 + output
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A batch's requests as its source yields them (:meth:`Submitter.submit_stream`): how
+    many, the :func:`tokens_of` them all (for admission), and the requests, in order."""
+
+    count: int
+    tokens: int
+    requests: Iterable[RequestIn]
+
+
+@dataclass
+class Prepared:
+    """Part of a batch ready to write: request rows, queue entries, and the cache's hits."""
+
+    rows: list[dict]
+    entries: list[tuple[Priority, QueueEntry]]
+    hits: list[Hit]
+
+
 #: Rows per INSERT of a batch's requests (one transaction either way).
 INSERT_SLICE = 2_000
 
@@ -127,13 +156,7 @@ class Submitter:
 
     def validate(self, batch: JobCreate) -> None:
         """Refuse what cannot run, naming the request and field to fix."""
-        if not batch.requests:
-            raise InvalidRequest("the batch is empty: send at least one request", field="requests")
-        if len(batch.requests) > self.max_batch_size:
-            raise PayloadTooLarge(
-                f"the batch has {len(batch.requests)} requests; the limit is {self.max_batch_size}",
-                field="requests",
-            )
+        self._check_size(len(batch.requests))
         if batch.webhook_url:
             check_webhook_url(batch.webhook_url, self.config.webhooks.allow_private_hosts)
         seen: set[str] = set()
@@ -162,6 +185,15 @@ class Submitter:
                 raise InvalidRequest(f"model at {where}: {reason}", field=f"{where}.model")
             self._check_max_tokens(request.model, request.max_tokens, where)
             self._check_parameters(request.model, request, where)
+
+    def _check_size(self, count: int) -> None:
+        if not count:
+            raise InvalidRequest("the batch is empty: send at least one request", field="requests")
+        if count > self.max_batch_size:
+            raise PayloadTooLarge(
+                f"the batch has {count} requests; the limit is {self.max_batch_size}",
+                field="requests",
+            )
 
     def _check_parameters(self, model: str, request: RequestIn, where: str) -> None:
         if (refused := unhonoured(self.config, model, request)) is not None:
@@ -263,24 +295,26 @@ class Submitter:
         minute, over its runaway guard (requests or tokens per minute, the team's or the
         feature's), or, under the ``reject`` budget policy, into a budget that is already
         spent. ``payloads``: the requests' :func:`payload_of`, in order."""
+        tokens = sum(tokens_of(r, payload) for r, payload in zip(batch.requests, payloads))
+        self._admit(team, batch.feature, len(batch.requests), tokens, key_sha256)
+
+    def _admit(
+        self, team: TeamConfig, feature: str, count: int, tokens: int, key_sha256: str | None
+    ) -> None:
         try:
             if key_sha256 is not None and self.submissions_per_minute:
                 self._admit_key(key_sha256)
-            tokens = sum(
-                queues.payload_input_bound(payload) // 4 + (0 if r.is_embedding else r.max_tokens)
-                for r, payload in zip(batch.requests, payloads)
-            )
-            wait = self._limits.admit(team.id, batch.feature, len(batch.requests), tokens)
+            wait = self._limits.admit(team.id, feature, count, tokens)
             if wait is not None:
                 raise TooManyRequests(
-                    f"team {team.id!r} (feature {batch.feature!r}) is over its submission rate "
+                    f"team {team.id!r} (feature {feature!r}) is over its submission rate "
                     f"limit; retry in {wait:.0f} s",
                     type_="rate_limited",
                     retry_after=wait,
                 )
             if team.budget_policy != "reject":
                 return
-            scopes = self._budgets.scopes(team.id, batch.feature, None)
+            scopes = self._budgets.scopes(team.id, feature, None)
             state = self._budgets.snapshot(scopes)
         except redis.RedisError as exc:
             raise ServiceUnavailable(f"the queue (Redis) is unreachable: {exc}") from exc
@@ -322,11 +356,55 @@ class Submitter:
         self.validate(batch)
         payloads = [payload_of(request, self.redact) for request in batch.requests]
         self.admit(team, batch, payloads, key_sha256)
-        job_id = new_job_id()
+        job = self._job(team, batch, len(batch.requests), surface, surface_meta)
+        # Prepared before the transaction: cache lookups (and embeddings) hold no lock.
+        return self._write(job, team.id, [self._prepare(job, batch, batch.requests, payloads, 0)])
+
+    def submit_stream(
+        self,
+        team: TeamConfig,
+        batch: JobCreate,
+        stream: Stream,
+        key_sha256: str | None = None,
+        *,
+        surface: str | None = None,
+        surface_meta: dict | None = None,
+    ) -> Job:
+        """:meth:`submit` for a batch too large to hold (an uploaded file of up to 200 MB):
+        ``batch`` gives the job's fields, ``stream`` its requests, each already validated by
+        the caller (:meth:`validate` of a batch of one), read once, a slice at a time. Each
+        slice's rows are written before the next is read, in the one transaction, so memory
+        holds one slice, not the batch."""
+        self._check_size(stream.count)
+        if batch.webhook_url:
+            check_webhook_url(batch.webhook_url, self.config.webhooks.allow_private_hosts)
+        self._admit(team, batch.feature, stream.count, stream.tokens, key_sha256)
+        job = self._job(team, batch, stream.count, surface, surface_meta)
+
+        def parts() -> Iterator[Prepared]:
+            seq, requests = 0, iter(stream.requests)
+            while chunk := list(islice(requests, INSERT_SLICE)):
+                payloads = [payload_of(request, self.redact) for request in chunk]
+                yield self._prepare(job, batch, chunk, payloads, seq)
+                seq += len(chunk)
+            if seq != stream.count:
+                raise InvalidRequest(
+                    f"the batch held {seq} requests, not the {stream.count} it was read with"
+                )
+
+        return self._write(job, team.id, parts())
+
+    def _job(
+        self,
+        team: TeamConfig,
+        batch: JobCreate,
+        count: int,
+        surface: str | None,
+        surface_meta: dict | None,
+    ) -> Job:
         now = utcnow()
-        queued = int(now.timestamp() * 1000)
-        job = Job(
-            id=job_id,
+        return Job(
+            id=new_job_id(),
             team_id=team.id,
             feature=batch.feature,
             priority=batch.priority,
@@ -334,7 +412,7 @@ class Submitter:
             webhook_url=batch.webhook_url,
             webhook_events=list(batch.webhook_events) if batch.webhook_url else None,
             metadata_=batch.metadata,
-            n_total=len(batch.requests),
+            n_total=count,
             n_succeeded=0,
             n_failed=0,
             n_cancelled=0,
@@ -347,21 +425,34 @@ class Submitter:
             surface=surface,
             surface_meta=surface_meta,
         )
+
+    def _prepare(
+        self,
+        job: Job,
+        batch: JobCreate,
+        requests: Sequence[RequestIn],
+        payloads: Sequence[dict],
+        first_seq: int,
+    ) -> Prepared:
+        """The rows and queue entries of ``requests`` (numbered from ``first_seq``), with those
+        the cache answers now written as hits."""
+        team_id, now = job.team_id, job.created_at
+        queued = int(now.timestamp() * 1000)
         rows, entries = [], []
-        for seq, (request, payload) in enumerate(zip(batch.requests, payloads)):
-            rid = request_id(job_id, seq)
+        for seq, (request, payload) in enumerate(zip(requests, payloads), start=first_seq):
+            rid = request_id(job.id, seq)
             priority = request.priority or batch.priority
             model, decision = self.resolve_model(
-                team.id, batch.feature, request, payload.get("messages", []), f"requests[{seq}]"
+                team_id, batch.feature, request, payload.get("messages", []), f"requests[{seq}]"
             )
             max_output = 0 if request.is_embedding else request.max_tokens
-            token = self.cache_token(team.id, batch.feature, request, model, payload)
+            token = self.cache_token(team_id, batch.feature, request, model, payload)
             rows.append(
                 {
                     "id": rid,
-                    "job_id": job_id,
+                    "job_id": job.id,
                     "seq": seq,
-                    "team_id": team.id,
+                    "team_id": team_id,
                     "feature": batch.feature,
                     "custom_id": request.custom_id,
                     "payload": payload,
@@ -388,21 +479,32 @@ class Submitter:
                 cache=token or "-",
             )
             entries.append((priority, entry))
-        hits = self._answer_known(job_id, team.id, batch, rows, entries, now)
+        hits = self._answer_known(job.id, team_id, batch, rows, entries, now)
+        return Prepared(rows, entries, hits)
+
+    def _write(self, job: Job, team_id: str, parts: Iterable[Prepared]) -> Job:
+        """Insert the job and its parts' rows in one transaction, and queue what the cache did
+        not answer; a part is dropped (its payloads freed) once its rows are written."""
+        entries: list[tuple[Priority, QueueEntry]] = []
+        hits: list[Hit] = []
         try:
             with self.db.session() as session:
                 session.add(job)
                 session.flush()
-                for start in range(0, len(rows), INSERT_SLICE):
-                    # In slices: the driver's parameters (each payload as JSON text) exist for
-                    # one slice at a time, not for the whole batch at once.
-                    session.execute(insert(Request.__table__), rows[start : start + INSERT_SLICE])
+                for part in parts:
+                    for start in range(0, len(part.rows), INSERT_SLICE):
+                        # In slices: the driver's parameters (each payload as JSON text) exist
+                        # for one slice at a time, not for the whole batch at once.
+                        rows = part.rows[start : start + INSERT_SLICE]
+                        session.execute(insert(Request.__table__), rows)
+                    answered = {h.request_id for h in part.hits}
+                    entries.extend(e for e in part.entries if e[1].request_id not in answered)
+                    hits.extend(part.hits)
+                    del part
                 if hits:
-                    count_hits(session, job_id, hits)
+                    count_hits(session, job.id, hits)
                     session.refresh(job)  # the counters (and the end, if all were known)
-                    hit_ids = {h.request_id for h in hits}
-                    entries = [e for e in entries if e[1].request_id not in hit_ids]
-                queues.push(self.redis, team.id, entries)
+                queues.push(self.redis, team_id, entries)
         except redis.RedisError as exc:
             raise ServiceUnavailable(f"the queue (Redis) is unreachable: {exc}") from exc
         except SQLAlchemyError as exc:

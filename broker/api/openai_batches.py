@@ -1,8 +1,9 @@
 """``/v1/batches``: the OpenAI Batch API over broker jobs (DROPIN_REFERENCE.md §2).
 
-Creating a batch reads the uploaded file line by line; the good lines are submitted as one job
-through the same :class:`Submitter` as ``/v1/jobs`` (same limits, budgets, cache and fair
-scheduling), the bad ones are recorded on the job and reported in its error file.
+Creating a batch reads the uploaded file line by line, twice (a file of 200 MB is never held
+whole): the first pass checks each line, the second streams the good ones into one job through
+the same :class:`Submitter` as ``/v1/jobs`` (same limits, budgets, cache and fair scheduling);
+the bad ones are recorded on the job and reported in its error file.
 """
 
 from __future__ import annotations
@@ -23,15 +24,17 @@ from broker.dropin.openai_batches import (
     READERS,
     SURFACE,
     WINDOW,
+    Parsed,
     batch_id,
     batch_object,
-    parse_lines,
+    read_lines,
 )
 from broker.dropin.wire import feature_of
 from broker.errors import InvalidRequest
 from broker.schemas.http import JobCreate, NulFree, RequestIn
 from broker.store import transitions
 from broker.store.models import utcnow
+from broker.submission import Stream, payload_of, tokens_of
 
 router = APIRouter(prefix="/v1/batches", tags=["openai"])
 Team = Annotated[TeamConfig, Depends(authenticate)]
@@ -97,33 +100,37 @@ def _create(
         raise InvalidRequest(
             f"input_file_id: the content of {row.id!r} is gone", field="input_file_id"
         )
-    parsed = parse_lines(files.iter_lines(path), body.endpoint, check)
+    # Two passes over the file, never all of it in memory: the first checks every line and
+    # counts (the error file, admission); the second reads the good lines into the job.
+    bad, good, models, tokens = Parsed(), [], set(), 0
+    for number, one in read_lines(files.iter_lines(path), body.endpoint, check, bad.fail):
+        good.append(number)
+        models.add(one.model)
+        tokens += tokens_of(one, payload_of(one))
     meta = {
         "endpoint": body.endpoint,
         "input_file_id": body.input_file_id,
         "completion_window": body.completion_window,
         "metadata": body.metadata,
-        "errors": parsed.errors,
-        "model": _one_model(parsed.requests),
+        "errors": bad.errors,
+        "model": next(iter(models)) if len(models) == 1 else None,
     }
-    if not parsed.requests:
+    if not good:
         with store_errors(), resources.db.session() as session:
             meta["created"] = int(utcnow().timestamp())
             return batch_id(store.add_failed_batch(session, team.id, feature, meta).id)
     meta["created"] = int(utcnow().timestamp())
-    job = submitter.submit(
+    wanted = set(good)
+    lines = ((n, line) for n, line in files.iter_lines(path) if n in wanted)
+    job = submitter.submit_stream(
         team,
-        JobCreate(feature=feature, requests=parsed.requests, metadata=body.metadata),
+        JobCreate(feature=feature, requests=[], metadata=body.metadata),
+        Stream(len(good), tokens, (one for _, one in read_lines(lines, body.endpoint))),
         request.state.api_key_sha256,
         surface=SURFACE,
         surface_meta=meta,
     )
     return batch_id(job.id)
-
-
-def _one_model(requests: list[RequestIn]) -> str | None:
-    models = {r.model for r in requests}
-    return next(iter(models)) if len(models) == 1 else None
 
 
 def _render(resources: ApiResources, team_id: str, batch: str) -> dict:

@@ -88,20 +88,33 @@ def parse_lines(
     check: Callable[[RequestIn], None] = lambda _: None,
 ) -> Parsed:
     """Each ``(line number, line)`` as a request of ``endpoint`` (one of :data:`READERS`), or
-    as an error naming the line and field.
+    as an error naming the line and field (:func:`read_lines`, all kept)."""
+    parsed = Parsed()
+    parsed.requests = [request for _, request in read_lines(lines, endpoint, check, parsed.fail)]
+    return parsed
+
+
+def read_lines(
+    lines: Iterable[tuple[int, bytes]],
+    endpoint: str,
+    check: Callable[[RequestIn], None] = lambda _: None,
+    fail: Callable[[int, Any, str, str, str | None], None] = lambda *_: None,
+) -> Iterator[tuple[int, RequestIn]]:
+    """``(line number, request)`` of each good line, one at a time (a 200 MB file is never
+    held); each bad line goes to ``fail(line, custom_id, code, message, param)``.
 
     ``check`` raises :class:`InvalidRequest` for a request the broker would refuse (an
     unknown model, ``max_tokens`` over the model's limit): that line fails, not the batch.
     """
-    parsed, seen = Parsed(), set()
+    seen = set()
     for number, raw in lines:
         try:
             item = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
-            parsed.fail(number, None, "invalid_json_line", f"line {number}: not valid JSON", None)
+            fail(number, None, "invalid_json_line", f"line {number}: not valid JSON", None)
             continue
         if not isinstance(item, dict):
-            parsed.fail(number, None, "invalid_request", f"line {number}: not a JSON object", None)
+            fail(number, None, "invalid_request", f"line {number}: not a JSON object", None)
             continue
         custom_id = item.get("custom_id")
         try:
@@ -125,10 +138,9 @@ def parse_lines(
             check(request)
         except InvalidRequest as exc:
             code = "duplicate_custom_id" if "unique within" in exc.message else "invalid_request"
-            parsed.fail(number, custom_id, code, f"line {number}: {exc.message}", exc.field)
+            fail(number, custom_id, code, f"line {number}: {exc.message}", exc.field)
             continue
-        parsed.requests.append(request)
-    return parsed
+        yield number, request
 
 
 def unix(at: datetime | None) -> int | None:
