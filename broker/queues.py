@@ -3,9 +3,11 @@
 One list per (team, priority), oldest first. An entry carries what the scheduler needs to decide
 without touching the database: the request id, the model asked for, an upper bound of its input
 tokens, its ``max_tokens``, when it was queued (for aging), its feature and trace (for budgets).
-A request handed back after a failure also carries where in its model's chain it goes next.
-Encoded as one short line, ``"<id> <model> <input_bound> <max_out> <queued_ms> <feature>
-<trace>"`` (``-`` for no trace) and `` <chain index>`` when not 0, about 70 bytes.
+A request handed back after a failure also carries where in its model's chain it goes next;
+a cacheable one its cache token; one that named a route (``auto``) the route, whose cheaper
+tiers the ``downgrade`` budget policy may use. Encoded as one short line, ``"<id> <model>
+<input_bound> <max_out> <queued_ms> <feature> <trace>"`` (``-`` for no trace), then
+`` <chain index> <cache> <route>`` as far as needed (``-`` for none), about 70 bytes.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class QueueEntry:
     trace_id: str = "-"
     chain_index: int = 0
     cache: str = "-"  # "<key>/<ttl_s>/<r|w|rw>" (broker.submission), "-" when not cached
+    route: str = "-"  # the route the request named (its model is one of the route's tiers)
 
     @property
     def cache_key(self) -> str | None:
@@ -74,6 +77,8 @@ class QueueEntry:
             f"{self.request_id} {self.model} {self.input_bound} {self.max_output} "
             f"{self.queued_ms} {self.feature} {self.trace_id}"
         )
+        if self.route != "-":
+            return f"{line} {self.chain_index} {self.cache} {self.route}"
         if self.cache != "-":
             return f"{line} {self.chain_index} {self.cache}"
         return f"{line} {self.chain_index}" if self.chain_index else line
@@ -92,6 +97,7 @@ class QueueEntry:
             trace,
             int(rest[0]) if rest else 0,
             rest[1] if len(rest) > 1 else "-",
+            rest[2] if len(rest) > 2 else "-",
         )
 
 

@@ -477,6 +477,7 @@ class Submitter:
                 batch.feature,
                 request.trace_id or "-",
                 cache=token or "-",
+                route=decision.route if decision else "-",
             )
             entries.append((priority, entry))
         hits = self._answer_known(job.id, team_id, batch, rows, entries, now)

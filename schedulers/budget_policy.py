@@ -2,7 +2,8 @@
 
 ``reject``: it fails with ``budget_exceeded``, naming the budget, its limit and what is spent.
 ``hold``: it waits in ``waiting_budget`` (:mod:`schedulers.holding`) until the window resets or
-the limit is raised. ``downgrade``: it runs on the first model later in its chain that is
+the limit is raised. ``downgrade``: it runs on the first of :func:`downgrades` (later in its
+model's chain, then, for a request that named a route, the route's cheaper tiers) that is
 cheaper, has room and fits every budget; if none does, it is held.
 """
 
@@ -45,7 +46,7 @@ def decide(
         return Verdict("go", provider, model, amount, scopes)
     policy = config.team(team).budget_policy if config.has_team(team) else "hold"
     if policy == "downgrade":
-        for cheaper in config.model(entry.model).chain[1:]:
+        for cheaper in downgrades(config, entry):
             cost = cost_bound(config, cheaper, entry)
             target = config.model(cheaper).provider
             if (
@@ -56,3 +57,16 @@ def decide(
                 return Verdict("go", target, cheaper, cost, scopes)
     action = "reject" if policy == "reject" else "hold"
     return Verdict(action, reason=budgets.explain(over, amount))
+
+
+def downgrades(config: BrokerConfig, entry: QueueEntry) -> list[str]:
+    """The models ``entry`` may be moved to under ``downgrade``, the most capable first: the
+    rest of its model's fallback chain, then, when it named a route, the route's tiers below
+    its own, the nearest first, each with its chain. (A cascade reviews the answer as for the
+    tier the request is on, so a budget downgrade is never escalated back up.)"""
+    models = list(config.model(entry.model).chain[1:])
+    route = config.route(entry.route) if entry.route != "-" else None
+    if route is not None and entry.model in route.tiers:
+        for tier in reversed(route.tiers[: route.tiers.index(entry.model)]):
+            models += [m for m in config.model(tier).chain if m not in models]
+    return [m for m in models if m != entry.model]

@@ -20,6 +20,7 @@ from broker.config.broker_toml import BrokerConfig
 from broker.queues import QueueEntry
 from broker.states import Priority
 from broker.store import Database, transitions
+from schedulers.budget_policy import downgrades
 from schedulers.budgets import BudgetRound, Budgets, cost_bound
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,10 @@ class Holding:
             return True  # let the loop fail it with its reason
         budgets = BudgetRound(self._budgets)
         scopes = budgets.scopes(team, entry)
-        chain = self._config.model(entry.model).chain
         policy = self._config.team(team).budget_policy if self._config.has_team(team) else "hold"
-        candidates = chain if policy == "downgrade" else chain[:1]
+        candidates = [entry.model]
+        if policy == "downgrade":
+            candidates += downgrades(self._config, entry)
         cheapest = min(cost_bound(self._config, m, entry) for m in candidates)
         return budgets.over(scopes, cheapest) is None
 

@@ -67,6 +67,7 @@ def entry_of(row: Request, feature: str | None = None) -> QueueEntry:
         row.trace_id or "-",
         row.chain_index,
         row.cache or "-",
+        row.route or "-",
     )
 
 

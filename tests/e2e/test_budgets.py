@@ -233,6 +233,12 @@ window = "monthly"
 limit_usd = "0.00013"
 
 [[budgets]]
+team = "downgrader"
+feature = "translation"
+window = "monthly"
+limit_usd = "0.00013"
+
+[[budgets]]
 team = "research"
 limit_usd = "0.10"
 """,
@@ -280,6 +286,20 @@ def test_downgrade_runs_on_the_next_cheaper_model_that_fits(policies):
         (result,) = list(job.wait(timeout=60).results())
     # gpt-4o-mini's worst case ($0.000162) does not fit $0.00013; gpt-4.1-nano's ($0.000108) does.
     assert result.status == "succeeded" and result.model == "gpt-4o-mini"
+    assert result.model_used == "gpt-4.1-nano"
+
+
+def test_downgrade_takes_a_routed_request_down_its_routes_tiers(policies):
+    """auto's flagship tier (gpt-4o) has nothing cheaper in its own chain: the request runs on
+    the route's cheaper tier, on the first model of that tier's chain whose worst case fits."""
+    (one,) = batch(1, prefix="t")
+    routed = [{**one, "model": "auto", "metadata": {"tier": 1}}]
+    with BrokerClient(policies.api_url, key("downgrader")) as client:
+        job = client.submit_batch(routed, feature="translation")
+        (result,) = list(job.wait(timeout=60).results())
+    assert result.status == "succeeded", result.error
+    assert result.model == "gpt-4o" and result.route.model == "gpt-4o"
+    # gpt-4o-mini ($0.000162) and claude-haiku-4-5 do not fit $0.00013; gpt-4.1-nano does.
     assert result.model_used == "gpt-4.1-nano"
 
 

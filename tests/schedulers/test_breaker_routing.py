@@ -23,7 +23,7 @@ from schedulers.ratelimits import RateLimits
 from workers.breakers import Breakers
 from workers.celery_app import create_celery_app, tickets_of
 
-OPEN_S = 0.3
+OPEN_S = 1.5  # long enough that a round on a loaded machine does not outlive an open breaker
 PROBES = 2
 
 
