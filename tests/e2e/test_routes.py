@@ -1,8 +1,12 @@
 """Routes on real processes: a tier chosen at submission, a cascade that escalates a turned-down
-answer through the scheduler, both attempts charged and attributed."""
+answer through the scheduler, both attempts charged and attributed, and fallback inside a tier.
+(Budgets with routes: tests/e2e/test_budgets.py.)"""
 
 from __future__ import annotations
 
+import uuid
+
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -56,3 +60,35 @@ def test_a_cascade_escalates_and_charges_both_tiers(stack: Stack):
     assert sorted(model for model, _ in rows) == ["gpt-4o", "gpt-4o-mini"]  # both charged
     assert escalated.cost_micros == sum(cost for _, cost in rows)
     assert job.cost_micros == stored == ledger
+
+
+def test_a_tiers_model_failing_falls_back_down_that_tiers_chain(stack: Stack):
+    """auto's small tier (gpt-4o-mini) fails at the provider: each request keeps its route
+    decision and is answered by the next model of gpt-4o-mini's own chain, not by another
+    tier. (Last in the module: gpt-4o-mini's breaker may stay open after it.)"""
+    sim = f"{stack.env['BROKER_SIMULATOR_URL']}/_sim/config"
+    outage = {"duration_s": 600, "model": "gpt-4o-mini"}
+    tag = uuid.uuid4().hex[:8]
+    requests = [
+        {
+            "custom_id": f"f{i}",
+            "model": "auto",
+            "max_tokens": 1000,
+            "metadata": {"tier": 0},
+            "messages": [{"role": "user", "content": f"[{tag}] Say something about queue {i}."}],
+        }
+        for i in range(4)
+    ]
+    httpx.post(sim, json={"outages": [outage]}, timeout=5).raise_for_status()
+    try:
+        with BrokerClient(stack.api_url, "ib-dev-platform") as client:
+            job = client.submit_batch(requests, feature="data-extraction")
+            job.wait(timeout=120, poll_interval=0.3)
+            results = list(job.results())
+    finally:
+        httpx.post(sim, json={"outages": []}, timeout=5).raise_for_status()
+    chain = ["claude-haiku-4-5", "gpt-4.1-nano"]  # gpt-4o-mini's fallbacks (broker.toml)
+    for result in results:
+        assert result.status == "succeeded", result.error
+        assert result.model == "gpt-4o-mini" and result.route.model == "gpt-4o-mini"
+        assert result.model_used in chain and not result.route.escalated
