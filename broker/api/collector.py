@@ -1,12 +1,22 @@
 """``GET /metrics``: every series read at scrape time, from the live state in Redis and from the
-counters the scheduler and workers add to (their names and labels: :mod:`broker.telemetry.metrics`).
+counters the scheduler and workers add to (their names and labels: :mod:`broker.telemetry.metrics`),
+and, for the operators' view, what routes did, from the database.
+
+The routed series are counters over every routed request that succeeded, read with
+:func:`broker.store.route_stats.route_stats` (what ``GET /v1/reports/routes`` reports, so the two
+agree). That reading walks the routed history, so one collector makes it at most every
+:data:`ROUTES_READ_EVERY_S` seconds and serves the last one in between: Prometheus scraping
+every 15 s costs one read a minute, and a counter a minute late is still a counter.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 from urllib.parse import unquote
 
 import redis
@@ -23,6 +33,7 @@ from broker import redis_keys
 from broker.config.broker_toml import BrokerConfig
 from broker.money import MICROS_PER_USD
 from broker.states import PRIORITY_ORDER
+from broker.store.route_stats import RouteStats
 from broker.telemetry.metrics import (
     COUNTERS,
     LATENCY_BUCKETS_MS,
@@ -55,6 +66,45 @@ TEAM_LIVE = ("queue_depth", "parked", "breaker_state", "breaker_transitions") + 
     "budget_limit_usd",
 )
 
+_RTF = ("route", "team", "feature")
+#: What routes did, from the database (operators only): name → (family, help, labels).
+ROUTED = {
+    "routed_requests": (
+        _C,
+        "Succeeded requests a route decided, by the tier (model) they ended on; cache hits "
+        "included.",
+        ("route", "model", "team", "feature"),
+    ),
+    "routed_escalations": (
+        _C,
+        "Succeeded routed requests a cascade escalated to a higher tier.",
+        _RTF,
+    ),
+    "routed_cost_usd": (
+        _C,
+        "What succeeded routed requests were charged, turned-down tiers included, USD.",
+        _RTF,
+    ),
+    "routed_flagship_cost_usd": (
+        _C,
+        "What the same tokens would have cost on each route's last tier (the all-flagship "
+        "counterfactual; cache hits count 0), USD.",
+        _RTF,
+    ),
+}
+#: How often one collector reads the routed history at most; scrapes in between get the last
+#: reading.
+ROUTES_READ_EVERY_S = 60.0
+#: A team's routed features keep their own label values up to this many; past it, the ones not
+#: named in broker.toml are counted under :data:`OTHER_FEATURE`. Features are whatever the
+#: submitting jobs say, so without a cap a team could add series without end; the history only
+#: grows, so a team crosses the cap once and its labels stay put after (counters stay counters).
+ROUTE_FEATURES_PER_TEAM = 50
+#: Never a feature's name: features start with a letter or a digit.
+OTHER_FEATURE = "(other)"
+
+T = TypeVar("T")
+
 
 @dataclass(frozen=True, slots=True)
 class BudgetReading:
@@ -63,6 +113,27 @@ class BudgetReading:
     budget: str
     limit_micros: int
     remaining_micros: int
+
+
+class _AtMostEvery(Generic[T]):
+    """``read()``, called again only once ``seconds`` have passed since the last reading; the
+    last reading otherwise. A failed read keeps nothing and raises, so a scrape during an
+    outage is a 503 and the next one reads again. Safe for concurrent scrapes: one reads, the
+    others wait for its result."""
+
+    def __init__(self, read: Callable[[], T], seconds: float) -> None:
+        self._read = read
+        self._seconds = seconds
+        self._lock = threading.Lock()
+        self._last: tuple[float, T] | None = None
+
+    def __call__(self) -> T:
+        with self._lock:
+            if self._last is not None and time.monotonic() - self._last[0] < self._seconds:
+                return self._last[1]
+            value = self._read()
+            self._last = (time.monotonic(), value)
+            return value
 
 
 def _text(value: bytes | str) -> str:
@@ -79,11 +150,15 @@ def _labels(field: str, names: Sequence[str]) -> list[str] | None:
 
 class BrokerCollector(Collector):
     """Reads every series at scrape time: a few Redis round trips (two pipelines and the
-    breakers' script) plus ``budgets()``. Everything is read before anything is yielded, so a
-    Redis failure raises ``redis.RedisError`` before a line is written.
+    breakers' script) plus ``budgets()`` and, at most every ``routes_every_s``, ``routes()``.
+    Everything is read before anything is yielded, so a Redis failure raises
+    ``redis.RedisError`` (a database failure, SQLAlchemy's error) before a line is written.
 
     With ``team``, only what that team may see (:data:`TEAM_LIVE`, its own rows); ``budgets``
-    is then expected to return that team's budgets only."""
+    is then expected to return that team's budgets only. ``routes`` (every team's
+    :class:`RouteStats`, all time) feeds the :data:`ROUTED` series of the operators' view; a
+    team's view never reads it (``GET /v1/reports/routes`` gives a team its own figures), so a
+    team's key cannot make the API walk the routed history at every scrape."""
 
     def __init__(
         self,
@@ -91,12 +166,17 @@ class BrokerCollector(Collector):
         config: BrokerConfig,
         budgets: Callable[[], Sequence[BudgetReading]] | None = None,
         team: str | None = None,
+        routes: Callable[[], Sequence[RouteStats]] | None = None,
+        routes_every_s: float = ROUTES_READ_EVERY_S,
     ) -> None:
         self._redis = client
         self._config = config
         self._breakers = Breakers(client, config)
         self._budgets = budgets
         self._team = team
+        self._routes = (
+            _AtMostEvery(routes, routes_every_s) if routes is not None and team is None else None
+        )
 
     def collect(self) -> Iterator[Metric]:
         providers = [p.name for p in self._config.providers]
@@ -126,6 +206,7 @@ class BrokerCollector(Collector):
             parked.append(((team,), next(lengths)))
         breakers = self._breakers.states()
         budgets = self._budgets() if self._budgets is not None else []
+        routed = self._routes() if self._routes is not None else []
         rows = {
             "queue_depth": depths,
             "parked": parked,
@@ -140,11 +221,66 @@ class BrokerCollector(Collector):
         families = [_family(*LIVE[name], name, rows[name]) for name in LIVE]
         families += [_counter(series, raw) for series, raw in zip(COUNTERS, counters)]
         families.append(_latency(replies[-1]))
+        routed_rows = _routed_rows(fold_features(routed, named_features(self._config)))
+        families += [_family(*ROUTED[name], name, routed_rows[name]) for name in ROUTED]
         return iter(families)
 
 
 def _usd(micros: int) -> float:
     return micros / MICROS_PER_USD
+
+
+def named_features(config: BrokerConfig) -> set[str]:
+    """Every feature broker.toml names: in a budget, a team's feature limits, a cache policy,
+    a route's pins or ``default_for``. These keep their label past the per-team cap."""
+    named = {b.feature for b in config.budgets if b.feature}
+    named |= {feature for team in config.teams for feature in team.feature_limits}
+    named |= {p.feature for p in config.cache.policies if p.feature}
+    for route in config.routes:
+        named |= {t.feature for t in (*route.pins, *route.default_for) if t.feature}
+    return named
+
+
+def fold_features(
+    stats: Sequence[RouteStats], named: set[str], cap: int = ROUTE_FEATURES_PER_TEAM
+) -> list[RouteStats]:
+    """``stats`` with, for each team routing more than ``cap`` features, every feature not in
+    ``named`` merged into one :data:`OTHER_FEATURE` row per route; sorted by (route, team,
+    feature)."""
+    features: dict[str, set[str]] = {}
+    for s in stats:
+        features.setdefault(s.team, set()).add(s.feature)
+    crowded = {team for team, seen in features.items() if len(seen) > cap}
+    out: dict[tuple[str, str, str], RouteStats] = {}
+    for s in stats:
+        feature = OTHER_FEATURE if s.team in crowded and s.feature not in named else s.feature
+        into = out.setdefault((s.route, s.team, feature), RouteStats(s.route, s.team, feature))
+        into.requests += s.requests
+        for tier, n in s.by_tier.items():
+            into.by_tier[tier] = into.by_tier.get(tier, 0) + n
+        for model, n in s.by_model.items():
+            into.by_model[model] = into.by_model.get(model, 0) + n
+        into.escalated += s.escalated
+        into.cache_hits += s.cache_hits
+        into.cost_micros += s.cost_micros
+        into.flagship_cost_micros += s.flagship_cost_micros
+    return [out[key] for key in sorted(out)]
+
+
+def _routed_rows(stats: Sequence[RouteStats]) -> dict[str, list]:
+    """(label values, value) rows of each :data:`ROUTED` series."""
+    return {
+        "routed_requests": [
+            ((s.route, model, s.team, s.feature), n)
+            for s in stats
+            for model, n in s.by_model.items()
+        ],
+        "routed_escalations": [((s.route, s.team, s.feature), s.escalated) for s in stats],
+        "routed_cost_usd": [((s.route, s.team, s.feature), _usd(s.cost_micros)) for s in stats],
+        "routed_flagship_cost_usd": [
+            ((s.route, s.team, s.feature), _usd(s.flagship_cost_micros)) for s in stats
+        ],
+    }
 
 
 def _family(cls, doc: str, labels: Sequence[str], name: str, rows: Iterable) -> Metric:

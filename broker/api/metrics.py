@@ -6,9 +6,10 @@ reports the work of every scheduler and worker process, wherever they run.
 Who sees what: the metrics key (``metrics_api_key_sha256``, what Prometheus scrapes with:
 ``authorization`` in its scrape config) and the admin key see every series; a team's key sees
 its own team's queue depths, parked requests and budgets, and the breakers; no key is a 401.
-Even the operators' view holds, per team, only team ids, queue depths and budgets (limit and
-remaining per ``[[budgets]]`` id); nothing of jobs, requests, prompts or results; per provider
-and model only counts, tokens, cost and latency; never a provider API key or any other secret.
+Even the operators' view holds, per team, only team ids, queue depths, budgets (limit and
+remaining per ``[[budgets]]`` id) and routed counts and costs per route and feature; nothing of
+jobs, requests, prompts or results; per provider and model only counts, tokens, cost and
+latency; never a provider API key or any other secret.
 
 Redis (or, for the budgets, the database) unreachable at scrape time: 503 with the API's usual
 JSON error body, never a half-written page.
@@ -26,6 +27,7 @@ from broker.api.collector import BrokerCollector, BudgetReading
 from broker.api.errors import store_errors
 from broker.api.resources import ApiResources, resources_of
 from broker.schemas.http import ErrorBody
+from broker.store.route_stats import RouteStats, route_stats
 
 router = APIRouter(tags=["metrics"], responses={503: {"model": ErrorBody}})
 
@@ -43,8 +45,12 @@ def registry(resources: ApiResources, team: str | None = None) -> CollectorRegis
             if team is None or b.team == team
         ]
 
+    def routes() -> list[RouteStats]:
+        with resources.db.session() as session:
+            return route_stats(session, resources.config)
+
     built = CollectorRegistry(auto_describe=False)
-    built.register(BrokerCollector(resources.redis, resources.config, budgets, team))
+    built.register(BrokerCollector(resources.redis, resources.config, budgets, team, routes))
     return built
 
 

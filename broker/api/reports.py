@@ -1,4 +1,5 @@
-"""``/v1/reports``: spend from the cost ledger, as JSON, CSV or a PNG chart of daily spend.
+"""``/v1/reports``: spend from the cost ledger, as JSON, CSV or a PNG chart of daily spend, and
+what routes did (tier mix, escalations, cost against the all-flagship counterfactual).
 
 A team's key sees its own team only; the admin key sees every team and may narrow to one with
 ``team=``. Money leaves as integer micro-dollars (exact, for machines) and beside it as a USD
@@ -25,7 +26,7 @@ from broker.schemas.http import ErrorBody
 from broker.schemas.reports import RouteReportOut, RouteStatsOut, SpendReportOut, SpendRowOut
 from broker.store import reports
 from broker.store.reports import SpendReport, SpendRow
-from broker.store.route_stats import route_stats
+from broker.store.route_stats import daily_route_costs, route_stats
 
 router = APIRouter(
     prefix="/v1/reports",
@@ -158,13 +159,17 @@ def daily_png(
     days: Annotated[int, Query(ge=1, le=366, description="Days up to today (UTC).")] = 30,
     team: TeamParam = None,
 ) -> Response:
-    """Stacked bars of each team's spend per UTC day; an empty ledger says "no spend yet"."""
+    """Stacked bars of each team's spend per UTC day; an empty ledger says "no spend yet".
+    When routed requests cost anything in the window, a lower panel sets what they were
+    charged against the same tokens all on their routes' flagships, per day."""
     resources = resources_of(request)
     scope = caller.team_filter(resources.config, team)
     with store_errors(), resources.db.session() as session:
         series = reports.daily_spend_by_team(session, days=days, team=scope)
         avoided = reports.daily_cost_avoided(session, days=days, team=scope)
-    return Response(daily_spend_png(series, avoided=avoided), media_type="image/png")
+        routed = daily_route_costs(session, resources.config, days=days, team=scope)
+    png = daily_spend_png(series, avoided=avoided, routed=routed)
+    return Response(png, media_type="image/png")
 
 
 @router.get("/routes", response_model=RouteReportOut)
@@ -183,6 +188,7 @@ def route_report(caller: Asker, request: Request, team: TeamParam = None) -> Rou
                 feature=r.feature,
                 requests=r.requests,
                 by_tier={str(k): v for k, v in sorted(r.by_tier.items())},
+                by_model=dict(r.by_model),  # cheapest tier first
                 escalated=r.escalated,
                 escalation_rate=round(r.escalation_rate, 4),
                 cache_hits=r.cache_hits,

@@ -1,14 +1,17 @@
-"""``inference-broker report``: spend from ``/v1/reports`` as a table, CSV or JSON, and a chart.
+"""``inference-broker report``: spend from ``/v1/reports`` as a table, CSV or JSON, and a chart;
+``report routes``: what routes did (tier mix, escalations, cost against all on the flagship).
 
 It takes either kind of key: the admin key sees every team (and ``--team`` narrows), a team's
 key sees that team. The server does the grouping and checks the options, so a bad ``--by`` is
-refused with the server's one-line message, like any other HTTP error (exit 1).
+refused with the server's one-line message, like any other HTTP error (exit 1). ``report
+routes`` goes through :class:`broker.client.BrokerClient`, whose errors are the same.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -17,10 +20,11 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from broker.client import BrokerClient
 from broker.client._base import parse, raise_for_status
 from broker.client._errors import unreachable
 from broker.money import format_usd
-from broker.schemas.reports import SpendReportOut, SpendRowOut
+from broker.schemas.reports import RouteReportOut, RouteStatsOut, SpendReportOut, SpendRowOut
 
 console = Console()  # the table is the command's output: stdout
 notes = Console(stderr=True)  # where the chart went: stderr, so CSV/JSON on stdout stay clean
@@ -36,13 +40,26 @@ _NUMBERS = (
 )
 
 
-def _get(url: str, key: str | None, path: str, params: dict[str, str | int]) -> httpx.Response:
+@dataclass(frozen=True)
+class _Target:
+    """The group's ``--url``, ``--api-key`` and ``--team``, for a subcommand given none."""
+
+    url: str
+    key: str | None
+    team: str | None
+
+
+def _key(key: str | None) -> str:
     if not key:
         raise click.UsageError(
             "no key: pass --api-key, or set BROKER_ADMIN_KEY (every team) or BROKER_API_KEY "
             "(your team)"
         )
-    headers = {"Authorization": f"Bearer {key}"}
+    return key
+
+
+def _get(url: str, key: str | None, path: str, params: dict[str, str | int]) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {_key(key)}"}
     try:
         with httpx.Client(base_url=url, headers=headers, timeout=60.0) as http:
             response = http.get(path, params=params)
@@ -93,8 +110,56 @@ def print_table(report: SpendReportOut) -> None:
     console.print(table)
 
 
+def _mix(row: RouteStatsOut) -> str:
+    """``gpt-4o-mini: 1; gpt-4o: 3``: where the requests ended, cheapest tier first (tier
+    indexes from a server that does not name the models)."""
+    counts = row.by_model or {f"tier {tier}": n for tier, n in row.by_tier.items()}
+    return "; ".join(f"{name}: {n:,}" for name, n in counts.items())
+
+
+def _saved(cost_micros: int, flagship_micros: int) -> str:
+    return f"{1 - cost_micros / flagship_micros:.1%}" if flagship_micros else "-"
+
+
+def _route_cells(requests: int, escalated: int, hits: int, cost: int, flagship: int) -> list[str]:
+    rate = f" ({escalated / requests:.1%})" if requests else ""
+    return [
+        f"{requests:,}",
+        f"{escalated:,}{rate}",
+        f"{hits:,}",
+        format_usd(cost),
+        format_usd(flagship),
+        _saved(cost, flagship),
+    ]
+
+
+def print_routes(report: RouteReportOut, team: str | None) -> None:
+    """One line per route, team and feature, and a bold totals line."""
+    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+        console.width = 160
+    who = f"team {team}" if team else "every team this key sees"
+    caption = None if report.routes else "nothing routed has succeeded yet"
+    table = Table(title=f"Routes: {who}, all time", caption=caption)
+    for heading in ("route", "team", "feature", "tier mix"):
+        table.add_column(heading)
+    for heading in ("requests", "escalated", "cache hits", "charged", "all-flagship", "saved"):
+        table.add_column(heading, justify="right")
+    for r in report.routes:
+        numbers = (r.requests, r.escalated, r.cache_hits, r.cost_micros, r.flagship_cost_micros)
+        table.add_row(r.route, r.team, r.feature, _mix(r), *_route_cells(*numbers))
+    if report.routes:
+        sums = [
+            sum(getattr(r, name) for r in report.routes)
+            for name in ("requests", "escalated", "cache_hits", "cost_micros")
+        ]
+        flagship = sum(r.flagship_cost_micros for r in report.routes)
+        table.add_section()
+        table.add_row("total", "", "", "", *_route_cells(*sums, flagship), style="bold")
+    console.print(table)
+
+
 def register(main: click.Group) -> None:
-    @main.command()
+    @main.group(invoke_without_command=True)
     @click.option(
         "--by",
         "group_by",
@@ -138,7 +203,9 @@ def register(main: click.Group) -> None:
         default=None,
         help="The admin key or a team's key (env BROKER_ADMIN_KEY, then BROKER_API_KEY).",
     )
+    @click.pass_context
     def report(
+        ctx: click.Context,
         group_by: str,
         since: datetime | None,
         until: datetime | None,
@@ -149,8 +216,12 @@ def register(main: click.Group) -> None:
         url: str,
         api_key: str | None,
     ) -> None:
-        """Spend from the cost ledger, grouped and totalled; optionally a PNG chart."""
+        """Spend from the cost ledger, grouped and totalled; optionally a PNG chart.
+        `report routes`: what routes did."""
         url = url.rstrip("/")
+        if ctx.invoked_subcommand is not None:
+            ctx.obj = _Target(url, api_key, team)
+            return
         wire = "csv" if fmt == "csv" else "json"
         params: dict[str, str | int] = {"group_by": group_by, "format": wire}
         for name, value in (("since", since), ("until", until)):
@@ -173,3 +244,30 @@ def register(main: click.Group) -> None:
             except OSError as exc:
                 raise click.ClickException(f"cannot write {png}: {exc.strerror}") from exc
             notes.print(f"chart of daily spend, last {days} days: {png.resolve()}", soft_wrap=True)
+
+    @report.command("routes")
+    @click.option("--team", default=None, help="One team (admin key; a team key sees its own).")
+    @click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+    )
+    @click.option("--url", default=None, help="The broker's API (default: report's --url).")
+    @click.option("--api-key", default=None, help="The key (default: report's --api-key).")
+    @click.pass_context
+    def routes(
+        ctx: click.Context, team: str | None, fmt: str, url: str | None, api_key: str | None
+    ) -> None:
+        """Per route, team and feature: where requests ended (tier mix), how many a cascade
+        escalated, and what they cost against all on the route's flagship."""
+        parent: _Target = ctx.obj
+        team = team or parent.team
+        key = _key(api_key or parent.key)
+        with BrokerClient((url or parent.url).rstrip("/"), key, timeout=60.0) as client:
+            found = client.route_report(team=team)
+        if fmt == "json":
+            sys.stdout.write(json.dumps(found.model_dump(mode="json"), indent=2) + "\n")
+        else:
+            print_routes(found, team)

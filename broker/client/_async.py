@@ -22,11 +22,13 @@ from broker.client._base import (
     parse_result_line,
     raise_for_status,
     results_jsonl_call,
+    route_report_call,
     submit_call,
 )
 from broker.client._errors import RateLimitError
 from broker.client._progress import JobProgress
 from broker.schemas.http import JobList, JobOut, RequestIn, ResultOut, ResultsPage
+from broker.schemas.reports import RouteReportOut
 from broker.states import Priority
 
 
@@ -133,6 +135,12 @@ class AsyncBrokerClient(ClientBase):
                         yield result
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
+
+    async def route_report(self, *, team: str | None = None) -> RouteReportOut:
+        """``GET /v1/reports/routes``: per route, team and feature, the tier mix, escalations
+        and cost against the all-flagship counterfactual. A team's key gets its own team; the
+        admin key every team, or ``team``'s."""
+        return parse(await self._send(route_report_call(team)), RouteReportOut)
 
     async def health(self) -> dict[str, Any]:
         return parse_json_object(await self._send(Call("GET", "/healthz")))

@@ -109,6 +109,11 @@ def list_jobs_call(limit: int, before: str | None) -> Call:
     return Call("GET", "/v1/jobs", params=params)
 
 
+def route_report_call(team: str | None) -> Call:
+    """``GET /v1/reports/routes``; ``team`` narrows an admin key's report to one team."""
+    return Call("GET", "/v1/reports/routes", params={"team": team} if team else None)
+
+
 def results_jsonl_call(job_id: str) -> Call:
     return Call(
         "GET",

@@ -58,6 +58,9 @@ class RouteStatsOut(BaseModel):
     feature: str
     requests: int = Field(description="Succeeded requests the route decided.")
     by_tier: dict[str, int] = Field(description="Tier index (0: cheapest) → requests ending there.")
+    by_model: dict[str, int] = Field(
+        default_factory=dict, description="The same by the tier's model (what the decision says)."
+    )
     escalated: int
     escalation_rate: float
     cache_hits: int

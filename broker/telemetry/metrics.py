@@ -27,12 +27,20 @@ Series, all named ``inference_broker_<name>``:
 - counters ``cache_hits_total{kind,model}`` (requests answered from the response cache: kind
   ``exact``, ``semantic`` or ``single_flight``; model the one whose answer was reused) and
   ``cost_avoided_usd_total{model}``, added by whoever recorded the hits (:func:`count_hits`);
-- histogram ``request_latency_seconds{provider}``.
+- histogram ``request_latency_seconds{provider}``;
+- counters of what routes did, not kept here: the collector reads them from the database
+  (:data:`broker.api.collector.ROUTED`, the operators' view only):
+  ``routed_requests_total{route,model,team,feature}`` (succeeded routed requests by the tier
+  they ended on), ``routed_escalations_total{route,team,feature}``,
+  ``routed_cost_usd_total{route,team,feature}`` and
+  ``routed_flagship_cost_usd_total{route,team,feature}`` (the all-flagship counterfactual).
 
 Label values are only ever provider and model names, team ids, priorities, breaker scopes,
-budget ids and the fixed words above: the collector reads back only the labels each series
-declares, so nothing else a Redis field might hold reaches the output. Provider API keys never
-reach this module. Counters lost with Redis start again from 0 (Prometheus sees a reset).
+budget ids, route names, features (past
+:data:`~broker.api.collector.ROUTE_FEATURES_PER_TEAM` in a team, those broker.toml does not
+name count as ``(other)``) and the fixed words above: the collector reads back only the labels each series declares, so nothing else a
+Redis field might hold reaches the output. Provider API keys never reach this module. Counters
+lost with Redis start again from 0 (Prometheus sees a reset).
 """
 
 from __future__ import annotations

@@ -74,6 +74,8 @@ class FakeBroker:
             return self.create(json.loads(request.content))
         if parts == ["v1", "jobs"]:
             return self.list(int(params.get("limit", 20)), params.get("before"))
+        if parts == ["v1", "reports", "routes"]:
+            return self.route_report(params.get("team"))
         job = self.jobs.get(parts[2]) if len(parts) >= 3 else None
         if job is None:
             return error(404, "not_found", f"no job {parts[2] if len(parts) > 2 else ''}")
@@ -91,6 +93,17 @@ class FakeBroker:
         return self.results_page(job, int(params.get("after", 0)), int(params["limit"]))
 
     # -- endpoints ---------------------------------------------------------------------------
+
+    def route_report(self, team: str | None) -> httpx.Response:
+        if team not in (None, "team-a"):
+            return error(404, "not_found", f"no team '{team}' for this key")
+        row = {
+            "route": "auto", "team": "team-a", "feature": "search", "requests": 4,
+            "by_tier": {"0": 3, "1": 1}, "by_model": {"sim-small": 3, "sim-large": 1},
+            "escalated": 1, "escalation_rate": 0.25, "cache_hits": 0, "cost_micros": 400,
+            "flagship_cost_micros": 900, "saved_vs_flagship": 0.5556,
+        }  # fmt: skip
+        return httpx.Response(200, json={"routes": [row]})
 
     def create(self, body: dict[str, Any]) -> httpx.Response:
         job_id = f"job_{len(self.jobs) + 1}"
@@ -270,6 +283,29 @@ def test_get_job_list_jobs_and_health(client: BrokerClient):
     assert [j.id for j in first] == ids[::-1][:2]
     assert [j.id for j in client.list_jobs(limit=2, before=first[-1].id)] == [ids[0]]
     assert client.health()["status"] == "ok"
+
+
+def test_route_report(client: BrokerClient, fake: FakeBroker):
+    report = client.route_report()
+    (row,) = report.routes
+    assert (row.route, row.requests, row.escalated, row.flagship_cost_micros) == ("auto", 4, 1, 900)
+    assert row.by_model == {"sim-small": 3, "sim-large": 1}
+    assert "team" not in fake.seen[-1].url.params
+    assert client.route_report(team="team-a").routes == report.routes
+    assert fake.seen[-1].url.params["team"] == "team-a"
+    with pytest.raises(NotFoundError, match="no team 'team-b'"):
+        client.route_report(team="team-b")
+
+
+def test_async_route_report(fake: FakeBroker):
+    async def scenario() -> None:
+        async with AsyncBrokerClient(BASE, API_KEY, transport=httpx.MockTransport(fake)) as c:
+            (row,) = (await c.route_report(team="team-a")).routes
+            assert (row.team, row.saved_vs_flagship) == ("team-a", 0.5556)
+            with pytest.raises(NotFoundError):
+                await c.route_report(team="team-b")
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.parametrize(

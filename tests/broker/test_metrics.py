@@ -241,6 +241,7 @@ def test_no_secret_reaches_the_output(api, config, redis_client):
     text, series = scrape(api)
     assert PLANTED not in text and "sk-" not in text and KEY_ENV not in text
     allowed = {"provider", "model", "team", "priority", "scope", "budget", "outcome", "kind", "le"}
+    allowed |= {"route", "feature"}  # the routed series (tests/broker/api/test_collector.py)
     for samples in series.values():
         for labels in samples:
             assert {name for name, _ in labels} <= allowed

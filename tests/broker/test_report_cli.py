@@ -12,13 +12,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from PIL import Image
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from broker.local.processes import start_api
 from broker.local.stack import settings_env
 from broker.money import format_usd
 from broker.schemas.http import JobCreate
-from broker.store import LedgerEntry, Request
+from broker.store import Job, LedgerEntry, Request
 from broker.submission import Submitter
 
 CLI = [sys.executable, "-m", "broker.cli"]
@@ -147,4 +147,105 @@ def test_report_errors_are_one_line(running_api):
         assert done.stderr.startswith("error: ") and words in done.stderr
         assert "Traceback" not in done.stderr
     keyless = run(running_api)
+    assert keyless.returncode == 2 and "BROKER_ADMIN_KEY" in keyless.stderr
+
+
+ROUTED_FEATURE = "cli-routes"  # no other test routes it
+FLAGSHIP = 25_000 + 200_000  # gpt-4o: 10,000 tokens in at $2.50 and 20,000 out at $10 per 1M
+
+
+@pytest.fixture
+def routed_requests(db, redis_client, settings):
+    """Route ``auto`` answered for product (r0 escalated to the flagship and charged for both
+    tiers, r1 on the small tier, r2 on the flagship) and content (one on the small tier); each
+    request 10,000 tokens in and 20,000 out. The jobs are deleted afterwards."""
+    submitter = Submitter(db, redis_client, settings.config)
+    jobs = []
+    for team, tiers in (("product", [0, 0, 1]), ("content", [0])):
+        body = JobCreate(
+            feature=ROUTED_FEATURE,
+            requests=[{"custom_id": f"r{i}", "model": "auto", "metadata": {"tier": tier},
+                       "messages": [{"role": "user", "content": f"x {i}"}]}
+                      for i, tier in enumerate(tiers)],
+        )  # fmt: skip
+        jobs.append(submitter.submit(settings.config.team(team), body).id)
+    with db.session() as s:
+        for row in s.scalars(select(Request).where(Request.job_id.in_(jobs))).all():
+            decision = dict(row.route_decision)
+            escalated = row.team_id == "product" and row.custom_id == "r0"
+            if escalated:
+                decision.update(tier=1, model="gpt-4o", escalated=True)
+            s.execute(
+                update(Request).where(Request.id == row.id)
+                .values(status="succeeded", input_tokens=10_000, cached_input_tokens=0,
+                        output_tokens=20_000, cost_micros=150_000 if escalated else 100_000,
+                        route_decision=decision, finished_at=NOW)
+            )  # fmt: skip
+        s.commit()
+    yield
+    db.write(lambda s: s.execute(delete(Job).where(Job.id.in_(jobs))))
+
+
+def route_rows(stdout: str) -> dict[tuple[str, str], list[str]]:
+    """(team, feature) → cells, for each line of the routes table; the totals line as
+    ("", "total")."""
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cells) == 10 and cells[0] not in ("", "route"):
+            rows[(cells[1], cells[2]) if cells[0] != "total" else ("", "total")] = cells
+    return rows
+
+
+def test_report_routes_prints_tier_mix_escalations_and_the_flagship_counterfactual(
+    routed_requests, running_api
+):
+    done = run(running_api, "routes", admin="ib-dev-admin")
+    assert done.returncode == 0, done.stderr
+    assert "Routes: every team this key sees, all time" in done.stdout
+    rows = route_rows(done.stdout)
+    assert rows[("product", ROUTED_FEATURE)] == [
+        "auto", "product", ROUTED_FEATURE, "gpt-4o-mini: 1; gpt-4o: 2", "3", "1 (33.3%)", "0",
+        format_usd(350_000), format_usd(3 * FLAGSHIP), "48.1%",
+    ]  # fmt: skip
+    assert rows[("content", ROUTED_FEATURE)][3:] == [
+        "gpt-4o-mini: 1", "1", "0 (0.0%)", "0", format_usd(100_000), format_usd(FLAGSHIP), "55.6%",
+    ]  # fmt: skip
+    total = rows[("", "total")]
+    groups = [cells for key, cells in rows.items() if key != ("", "total")]
+    assert int(total[4].replace(",", "")) == sum(int(c[4].replace(",", "")) for c in groups)
+
+    own = route_rows(run(running_api, "routes", team="ib-dev-content").stdout)
+    assert {team for team, _ in own if team} == {"content"}, "a team's key sees its own"
+    narrowed = run(running_api, "--team", "product", "routes", admin="ib-dev-admin")
+    assert "Routes: team product" in narrowed.stdout, "report's --team carries to routes"
+    assert {team for team, _ in route_rows(narrowed.stdout) if team} == {"product"}
+
+
+def test_report_routes_as_json(routed_requests, running_api):
+    done = run(running_api, "routes", "--format", "json", "--team", "product",
+               admin="ib-dev-admin")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    routes = json.loads(done.stdout)["routes"]
+    (mine,) = [r for r in routes if r["feature"] == ROUTED_FEATURE]
+    assert {r["team"] for r in routes} == {"product"}
+    assert mine["by_model"] == {"gpt-4o-mini": 1, "gpt-4o": 2} and mine["by_tier"] == {
+        "0": 1, "1": 2,
+    }  # fmt: skip
+    assert (mine["escalated"], mine["cost_micros"], mine["flagship_cost_micros"]) == (
+        1, 350_000, 3 * FLAGSHIP,
+    )  # fmt: skip
+
+
+def test_report_routes_errors_are_one_line(running_api):
+    for done, words in [
+        (run(running_api, "routes", "--team", "content", team="ib-dev-product"),
+         "no team 'content' for this key"),
+        (run(running_api, "routes", admin="ib-dev-wrong"), "unknown API key"),
+        (run("http://127.0.0.1:9", "routes", admin="ib-dev-admin"), "cannot reach the broker"),
+    ]:  # fmt: skip
+        assert done.returncode == 1, done.stdout
+        assert done.stderr.startswith("error: ") and words in done.stderr
+        assert "Traceback" not in done.stderr
+    keyless = run(running_api, "routes")
     assert keyless.returncode == 2 and "BROKER_ADMIN_KEY" in keyless.stderr
