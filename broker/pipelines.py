@@ -15,7 +15,6 @@ when batched (the whole round trip is one transaction).
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -24,8 +23,6 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
-
-log = logging.getLogger(__name__)
 
 Fill = Callable[[Pipeline], None]
 
@@ -84,7 +81,12 @@ class BatchedPipelines(Pipelines):
                     stop = True
                     break
                 batch.append(item)
-            self._send(batch)
+            try:
+                self._send(batch)
+            except Exception as exc:  # never leave a caller waiting on a dead thread
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
             if stop:
                 return
 

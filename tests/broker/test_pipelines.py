@@ -91,3 +91,27 @@ def test_redis_down_raises_to_the_caller() -> None:
             batched.run(lambda pipe: pipe.incr("n"))
     finally:
         batched.close()
+
+
+def test_a_broken_round_trip_fails_its_callers_and_the_thread_serves_on(redis_client) -> None:
+    class Flaky(redis.Redis):
+        broken = True
+
+        def pipeline(self, transaction=True, shard_hint=None):
+            if transaction and Flaky.broken:
+                Flaky.broken = False
+                raise RuntimeError("no pipeline today")
+            return super().pipeline(transaction, shard_hint)
+
+    client = Flaky(connection_pool=redis_client.connection_pool)
+    batched = BatchedPipelines(client)
+    waiting = ThreadPoolExecutor(1)  # a caller left waiting fails the test, not hangs it
+    try:
+        first = waiting.submit(batched.run, lambda pipe: pipe.incr("n"))
+        with pytest.raises(RuntimeError, match="no pipeline today"):
+            first.result(timeout=10)
+        second = waiting.submit(batched.run, lambda pipe: pipe.incr("n"))
+        assert second.result(timeout=10) == [1]  # not a dead thread
+    finally:
+        waiting.shutdown(wait=False, cancel_futures=True)
+        batched.close()
