@@ -99,7 +99,8 @@ class HandBack:
 
 
 def mark_dispatched(session: Session, request_ids: Sequence[str]) -> list[Dispatched]:
-    """queued → dispatched for those still queued; starts their jobs. Returns the winners."""
+    """queued → dispatched for those still queued; starts their jobs. Returns the winners, in
+    the order of ``request_ids`` (PostgreSQL's RETURNING has none of its own)."""
     if not request_ids:
         return []
     now = utcnow()
@@ -116,6 +117,8 @@ def mark_dispatched(session: Session, request_ids: Sequence[str]) -> list[Dispat
             .where(_J.c.id.in_(job_ids), _J.c.status == JobStatus.QUEUED)
             .values(status=JobStatus.RUNNING, started_at=now)
         )
+    place = {rid: i for i, rid in enumerate(request_ids)}
+    rows.sort(key=lambda row: place[row.id])
     return [Dispatched(row.id, row.job_id, row.attempts) for row in rows]
 
 

@@ -162,6 +162,12 @@ def test_mark_dispatched_twice_dispatches_once(db, submit):
     assert job.status == JobStatus.RUNNING and job.started_at is not None
 
 
+def test_mark_dispatched_answers_in_the_order_asked(db, submit):
+    _, ids = submit(6)
+    asked = ids[::-2] + ids[::2]  # not the order the rows were written in
+    assert [d.request_id for d in dispatch(db, asked)] == asked
+
+
 def test_claim_needs_the_current_attempt_and_a_dispatched_request(db, submit):
     _, (a, b) = submit(2)
     assert claim(db, [(a, 1)]) == {}, "still queued: nothing to claim"
