@@ -38,7 +38,6 @@ class Feedback:
         breakers: Breakers | None = None,
         pipelines: Pipelines | None = None,
     ) -> None:
-        self._redis = client
         self._pipelines = pipelines or Pipelines(client)
         self._breakers = breakers
         self._limits = RateLimits(client, config)
