@@ -160,31 +160,47 @@ class Submitter:
         if batch.webhook_url:
             check_webhook_url(batch.webhook_url, self.config.webhooks.allow_private_hosts)
         seen: set[str] = set()
+        # A batch names a few models many times: each is looked up once (None: a route).
+        limits: dict[str, int | None] = {}
         for i, request in enumerate(batch.requests):
-            where = f"requests[{i}]"
             if request.custom_id in seen:
+                where = f"requests[{i}]"
                 raise InvalidRequest(
                     f"duplicate custom_id {request.custom_id!r} at {where}",
                     field=f"{where}.custom_id",
                 )
             seen.add(request.custom_id)
+            model = request.model
             if request.is_embedding:
-                self._check_embedding(request.model, where)
+                self._check_embedding(model, f"requests[{i}]")
                 continue
-            if request.model is None or self.config.route(request.model) is not None:
-                continue  # resolved per team at submission (a route's tier)
-            if not self.config.has_model(request.model):
-                routes = self.config.route_names()
-                raise InvalidRequest(
-                    f"unknown model {request.model!r} at {where}; known models: "
-                    + ", ".join(self.config.model_names())
-                    + (f"; routes: {', '.join(routes)}" if routes else ""),
-                    field=f"{where}.model",
-                )
-            if reason := self.config.wrong_kind(request.model, "chat"):
-                raise InvalidRequest(f"model at {where}: {reason}", field=f"{where}.model")
-            self._check_max_tokens(request.model, request.max_tokens, where)
-            self._check_parameters(request.model, request, where)
+            if model is None:
+                continue  # resolved per team at submission (a default route's tier)
+            if model not in limits:
+                limits[model] = self._chat_limit(model, f"requests[{i}]")
+            limit = limits[model]
+            if limit is None:
+                continue  # a route: resolved per team at submission (one of its tiers)
+            if request.max_tokens > limit:
+                self._check_max_tokens(model, request.max_tokens, f"requests[{i}]")
+            self._check_parameters(model, request, f"requests[{i}]")
+
+    def _chat_limit(self, model: str, where: str) -> int | None:
+        """The ``max_tokens`` limit of chat model ``model``, None for a route; refuses a name
+        that is neither, or an embedding model."""
+        if self.config.route(model) is not None:
+            return None
+        if not self.config.has_model(model):
+            routes = self.config.route_names()
+            raise InvalidRequest(
+                f"unknown model {model!r} at {where}; known models: "
+                + ", ".join(self.config.model_names())
+                + (f"; routes: {', '.join(routes)}" if routes else ""),
+                field=f"{where}.model",
+            )
+        if reason := self.config.wrong_kind(model, "chat"):
+            raise InvalidRequest(f"model at {where}: {reason}", field=f"{where}.model")
+        return self.config.model(model).max_output
 
     def _check_size(self, count: int) -> None:
         if not count:

@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "broker",  # the package itself: __version__
             "broker.errors",
             "broker.ids",
+            "broker.jsontext",
             "broker.money",
             "broker.states",
             "broker.redis_keys",

@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from broker import redis_keys
+from broker import jsontext, redis_keys
 from broker.config.cache import CachePolicy
 
 log = logging.getLogger(__name__)
@@ -92,14 +92,8 @@ def scope_of(
 
 def request_key(scope: str, model: str, payload: Mapping[str, Any]) -> str:
     """The cache key of a request: sha256 hex of its canonical form (see the module doc)."""
-    canonical = json.dumps(
-        {"v": 1, "scope": scope, "model": model, "payload": payload},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    document = {"v": 1, "scope": scope, "model": model, "payload": payload}
+    return hashlib.sha256(jsontext.canonical(document)).hexdigest()
 
 
 def put_on(

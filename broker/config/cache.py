@@ -23,10 +23,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 CacheMode = Literal["off", "exact", "semantic"]
 CacheScope = Literal["team", "shared", "user"]
+_RESOLVED_MAX = 4_096
 
 
 class _Strict(BaseModel):
@@ -77,8 +78,20 @@ class CacheConfig(CachePolicy):
     mode: CacheMode = "exact"
     policies: list[PolicyOverride] = Field(default_factory=list)
 
+    _resolved: dict[tuple[str, str], CachePolicy] = PrivateAttr(default_factory=dict)
+
     def policy(self, team: str, feature: str) -> CachePolicy:
-        """The policy for a team's feature: the overrides that match, least specific first."""
+        """The policy for a team's feature: the overrides that match, least specific first.
+        Resolved once per pair (asked for every request of a batch); the pairs remembered are
+        bounded, as feature names are the callers' to choose."""
+        found = self._resolved.get((team, feature))
+        if found is None:
+            if len(self._resolved) >= _RESOLVED_MAX:
+                self._resolved.clear()
+            found = self._resolved[(team, feature)] = self._resolve(team, feature)
+        return found
+
+    def _resolve(self, team: str, feature: str) -> CachePolicy:
         fields = {
             "mode": self.mode,
             "ttl_s": self.ttl_s,

@@ -26,6 +26,8 @@ from tenacity import (
     wait_random,
 )
 
+from broker import jsontext
+
 T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -87,13 +89,22 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 60, "check_same_thread": False},
+            json_serializer=jsontext.dumps,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # No overflow: a pool of threads waits for a connection rather than exhausting the server's
     # max_connections (PostgreSQL's default of 100 is shared by every process of the broker).
     return create_engine(
-        url, pool_size=pool_size, max_overflow=0, pool_timeout=60, pool_pre_ping=True
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=60,
+        pool_pre_ping=True,
+        json_serializer=jsontext.dumps,
     )
 
 
