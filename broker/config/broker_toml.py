@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
+from dataclasses import dataclass
 from datetime import date
+from functools import cached_property
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -18,7 +20,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -202,6 +203,17 @@ class SchedulerConfig(_Strict):
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Index:
+    """A :class:`BrokerConfig`'s entries by name."""
+
+    providers: dict[str, ProviderConfig]
+    models: dict[str, ModelConfig]
+    teams: dict[str, TeamConfig]
+    teams_by_key: dict[str, TeamConfig]
+    routes: dict[str, RouteConfig]
+
+
 class BrokerConfig(_Strict):
     prices_as_of: date
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
@@ -229,28 +241,34 @@ class BrokerConfig(_Strict):
         "nothing else (the admin key sees them too; a team's key only its own team's).",
     )
 
-    _providers: dict[str, ProviderConfig] = PrivateAttr(default_factory=dict)
-    _models: dict[str, ModelConfig] = PrivateAttr(default_factory=dict)
-    _teams: dict[str, TeamConfig] = PrivateAttr(default_factory=dict)
-    _teams_by_key: dict[str, TeamConfig] = PrivateAttr(default_factory=dict)
-    _routes: dict[str, RouteConfig] = PrivateAttr(default_factory=dict)
+    @cached_property
+    def _by_name(self) -> _Index:
+        # A cached property, not pydantic private attributes: each lookup of those cost
+        # microseconds (pydantic's __getattr__), paid several times per request on the hot path.
+        return _Index(
+            providers={p.name: p for p in self.providers},
+            models={m.name: m for m in self.models},
+            teams={t.id: t for t in self.teams},
+            teams_by_key={t.api_key_sha256: t for t in self.teams},
+            routes={r.name: r for r in self.routes},
+        )
 
     def provider(self, name: str) -> ProviderConfig:
-        return self._providers[name]
+        return self._by_name.providers[name]
 
     def model(self, name: str) -> ModelConfig:
-        return self._models[name]
+        return self._by_name.models[name]
 
     def has_model(self, name: str) -> bool:
-        return name in self._models
+        return name in self._by_name.models
 
     def model_names(self, kind: ModelKind | None = None) -> list[str]:
         """The catalog's model names (only those of ``kind``, when given), sorted."""
-        return sorted(n for n, m in self._models.items() if kind is None or m.kind == kind)
+        return sorted(n for n, m in self._by_name.models.items() if kind is None or m.kind == kind)
 
     def wrong_kind(self, model: str, kind: ModelKind) -> str | None:
         """Why catalog ``model`` cannot serve a ``kind`` request; None when it can."""
-        found = self._models[model].kind
+        found = self._by_name.models[model].kind
         if found == kind:
             return None
         allowed = ", ".join(self.model_names(kind)) or "none configured"
@@ -261,10 +279,10 @@ class BrokerConfig(_Strict):
 
     def route(self, name: str) -> RouteConfig | None:
         """The route (virtual model) of that name, or None."""
-        return self._routes.get(name)
+        return self._by_name.routes.get(name)
 
     def route_names(self) -> list[str]:
-        return sorted(self._routes)
+        return sorted(self._by_name.routes)
 
     def default_route(self, team: str, feature: str) -> RouteConfig | None:
         """The route a request without a model takes: the most specific ``default_for``."""
@@ -276,17 +294,17 @@ class BrokerConfig(_Strict):
         return best[1] if best else None
 
     def team(self, team_id: str) -> TeamConfig:
-        return self._teams[team_id]
+        return self._by_name.teams[team_id]
 
     def has_team(self, team_id: str) -> bool:
-        return team_id in self._teams
+        return team_id in self._by_name.teams
 
     def budgets_for(self, team: str, feature: str) -> list[BudgetConfig]:
         """Every budget a request of ``team`` for ``feature`` counts against."""
         return [b for b in self.budgets if b.covers(team, feature)]
 
     def team_by_key_hash(self, key_hash: str) -> TeamConfig | None:
-        return self._teams_by_key.get(key_hash)
+        return self._by_name.teams_by_key.get(key_hash)
 
     def longest_attempt_s(self, provider: str | None = None) -> float:
         """The longest one attempt can take: every try timing out, with the longest waits
@@ -301,14 +319,7 @@ class BrokerConfig(_Strict):
         return retries.tries * timeout + (retries.tries - 1) * wait
 
     def provider_for_model(self, model: str) -> ProviderConfig:
-        return self._providers[self._models[model].provider]
-
-    def model_post_init(self, _context: object) -> None:
-        self._providers = {p.name: p for p in self.providers}
-        self._models = {m.name: m for m in self.models}
-        self._teams = {t.id: t for t in self.teams}
-        self._teams_by_key = {t.api_key_sha256: t for t in self.teams}
-        self._routes = {r.name: r for r in self.routes}
+        return self._by_name.providers[self._by_name.models[model].provider]
 
     def with_providers(self, providers: list[ProviderConfig]) -> BrokerConfig:
         """A copy with ``providers`` replaced (e.g. simulated ones pointed at a test server)."""

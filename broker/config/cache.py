@@ -21,9 +21,10 @@ cached); ``shared`` every team's requests for that feature, for public content o
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CacheMode = Literal["off", "exact", "semantic"]
 CacheScope = Literal["team", "shared", "user"]
@@ -78,7 +79,9 @@ class CacheConfig(CachePolicy):
     mode: CacheMode = "exact"
     policies: list[PolicyOverride] = Field(default_factory=list)
 
-    _resolved: dict[tuple[str, str], CachePolicy] = PrivateAttr(default_factory=dict)
+    @cached_property
+    def _resolved(self) -> dict[tuple[str, str], CachePolicy]:
+        return {}  # a cached property: pydantic's private attributes are slow to read
 
     def policy(self, team: str, feature: str) -> CachePolicy:
         """The policy for a team's feature: the overrides that match, least specific first.
