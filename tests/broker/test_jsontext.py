@@ -38,3 +38,8 @@ def test_integers_beyond_64_bits_are_written_not_refused():
     expected = b'{"maximum":1000000000000000000000000000000,"type":"integer"}'
     assert jsontext.canonical(schema) == expected
     assert jsontext.canonical({"maximum": 10**30 + 1}) != jsontext.canonical(schema)
+
+
+def test_body_is_the_compact_text_encoded():
+    assert jsontext.body(PAYLOAD) == jsontext.dumps(PAYLOAD).encode()
+    assert json.loads(jsontext.body({"maximum": 10**30})) == {"maximum": 10**30}

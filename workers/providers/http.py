@@ -22,6 +22,7 @@ from types import TracebackType
 
 import httpx
 
+from broker import jsontext
 from broker.config.broker_toml import ModelConfig, ProviderConfig
 from broker.errors import MalformedResponse, ProviderError, ProviderRetryable
 from workers.providers import adapter_for
@@ -55,6 +56,7 @@ class ProviderClient:
         self._local = threading.local()
         self._clients: list[httpx.Client] = []
         self._clients_lock = threading.Lock()
+        self._urls: dict[str, httpx.URL] = {}
 
     @property
     def _client(self) -> httpx.Client:
@@ -87,6 +89,14 @@ class ProviderClient:
                 self._clients.append(client)
         return client
 
+    def _url(self, path: str) -> httpx.URL:
+        """``path`` under the provider's base URL, parsed once (httpx parses a string, and
+        checks its host, on every request)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = self._client.build_request("POST", path).url
+        return url
+
     def complete(self, model: ModelConfig, payload: dict) -> Completion:
         """One attempt: a :class:`Completion`, or a classified ``ProviderError``."""
         try:
@@ -96,7 +106,11 @@ class ProviderClient:
             raise
         started = time.monotonic()
         try:
-            response = self._client.post(call.path, headers=call.headers, json=call.json)
+            response = self._client.post(
+                self._url(call.path),
+                headers={**call.headers, "content-type": "application/json"},
+                content=jsontext.body(call.json),
+            )
         except httpx.TimeoutException as exc:
             connect = isinstance(exc, httpx.ConnectTimeout)
             limit = self._client.timeout.connect if connect else self.provider.timeout_s
