@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -161,6 +162,15 @@ class Request(Base):
         UniqueConstraint("job_id", "seq", name="uq_requests_job_seq"),
         Index("ix_requests_job_status", "job_id", "status"),
         Index("ix_requests_status_dispatched", "status", "dispatched_at"),
+        # The routes report, /metrics' routed counters and the chart's routing panel read the
+        # routed requests that succeeded in a window of finished_at: only routed rows are kept.
+        Index(
+            "ix_requests_routed_finished",
+            "status",
+            "finished_at",
+            sqlite_where=text("route IS NOT NULL"),
+            postgresql_where=text("route IS NOT NULL"),
+        ),
     )
 
 
