@@ -42,7 +42,7 @@ class QueueEntry:
     @property
     def cache_key(self) -> str | None:
         """The response cache key of a cacheable request (:mod:`broker.cache.exact`)."""
-        return None if self.cache == "-" else self.cache.split("/", 1)[0]
+        return None if self.cache == "-" else self.cache.partition("/")[0]
 
     @property
     def cache_ttl_s(self) -> int:

@@ -82,18 +82,9 @@ class CacheCheck:
         self._redis = client
         self._db = db
 
-    def look(self, lines: Iterable[bytes | str | QueueEntry]) -> Known:
-        """What the cache knows of the peeked queue lines (only those that may read it)."""
-        keys = set()
-        for line in lines:
-            entry = line if isinstance(line, QueueEntry) else None
-            if entry is None:
-                raw = line.decode() if isinstance(line, bytes) else line
-                if "/r" not in raw:  # cheap: no cache token that reads
-                    continue
-                entry = QueueEntry.decode(raw)
-            if entry.cache_read and entry.cache_key:
-                keys.add(entry.cache_key)
+    def look(self, readers: Iterable[QueueEntry]) -> Known:
+        """What the cache knows of the peeked entries that may read it."""
+        keys = {entry.cache_key for entry in readers if entry.cache_key}
         if not keys:
             return Known()
         try:

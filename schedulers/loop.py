@@ -139,7 +139,7 @@ class Scheduler:
         queues = self._peek(teams, window)
         known = None
         if self._caching is not None:
-            known = self._caching.look(line for q in queues.values() for line in q.lines())
+            known = self._caching.look(e for q in queues.values() for e in q.cache_readers())
         round_ = self._fair.start_round(teams, weights)
         decided = self._pick(round_, queues, room, known)
         if known is not None:  # flights up before their tasks can finish

@@ -55,10 +55,19 @@ class TeamQueues:
             return fresh
         return aged if self._aged_turn else fresh
 
-    def lines(self) -> Iterator[bytes | str | QueueEntry]:
-        """Every peeked line, decoded or not."""
+    def cache_readers(self) -> Iterator[QueueEntry]:
+        """The peeked entries that may be answered from the response cache, decoded (and kept
+        decoded, so :meth:`peek` does not decode them again). A line without a reading cache
+        token (``/r`` in it) is skipped undecoded."""
         for entries in self._heads.values():
-            yield from entries
+            for i, entry in enumerate(entries):
+                if not isinstance(entry, QueueEntry):
+                    raw = entry.decode() if isinstance(entry, bytes) else entry
+                    if "/r" not in raw:
+                        continue
+                    entry = entries[i] = QueueEntry.decode(raw)
+                if entry.cache_read:
+                    yield entry
 
     def take(self, priority: Priority) -> None:
         """The entry :meth:`peek` returned for ``priority`` was dispatched (or dropped)."""

@@ -52,3 +52,16 @@ def test_aged_requests_go_oldest_first():
     }
     queues = TeamQueues(heads, now_ms=NOW, max_wait_ms=60_000)
     assert drain(queues, 2) == ["l0", "m0"]
+
+
+def test_cache_readers_are_the_lines_that_may_read_decoded_once():
+    key = "a" * 64
+    reads = QueueEntry("r0", "gpt-4o-mini", 10, 10, NOW, cache=f"{key}/60/rw")
+    writes_only = QueueEntry("w0", "gpt-4o-mini", 10, 10, NOW, cache=f"{key}/60/w")
+    plain = QueueEntry("p0", "gpt-4o-mini", 10, 10, NOW)
+    heads = {Priority.HIGH: [reads.encode().encode(), writes_only.encode(), plain.encode()]}
+    queues = TeamQueues(heads, now_ms=NOW, max_wait_ms=60_000)
+    [found] = queues.cache_readers()
+    assert found == reads
+    assert queues.peek() == (Priority.HIGH, found)
+    assert queues.peek()[1] is found  # kept decoded: peek did not decode the line again
