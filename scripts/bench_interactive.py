@@ -14,9 +14,12 @@ response cache never answers):
   made after it drained are not counted, and the table says how many were).
 
 Sync calls give p50/p95/p99; a streamed call after every fourth (interleaved, so both meet the
-same backlog) gives the time to the first content chunk. The
-"added" figures are a percentile of the broker's latencies minus the same percentile of the
-direct ones, measured in the same run. Targets: p50 <= 10 ms, p99 <= 30 ms added.
+same backlog) gives the time to the first content chunk. The "added" figures are a percentile
+of the broker's latencies minus the same percentile of the direct ones, measured in the same
+run. Targets: p50 <= 10 ms, p99 <= 30 ms added. A second table says where a sync call's time
+goes, idle and behind the backlog: the medians of the spans between the SDK sending it, the
+request row's ``created_at``, ``dispatched_at``, ``started_at`` and ``finished_at``, and the
+SDK having the answer (``stages_ms_p50`` in the JSON).
 """
 
 from __future__ import annotations
@@ -32,12 +35,14 @@ from tempfile import TemporaryDirectory
 
 import openai
 from rich.console import Console
+from sqlalchemy import select
 from rich.table import Table
 
 from broker.client import BrokerClient
 from broker.config.settings import Settings
 from broker.local.processes import free_port
 from broker.local.stack import Stack
+from broker.store import Database, Request
 
 BROKER_KEY, BACKLOG_KEY = "ib-dev-product", "ib-dev-content"
 
@@ -47,14 +52,23 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def timed_call(client: openai.OpenAI, stream: bool) -> float:
+#: A sync call through the broker: its request id, and when the SDK sent it and had the answer.
+Mark = tuple[str, float, float]
+
+
+def timed_call(client: openai.OpenAI, stream: bool, marks: list[Mark] | None = None) -> float:
     """Milliseconds for one call with a fresh prompt (to the first content chunk when
-    streaming)."""
+    streaming); a sync call's request id and wall-clock span go to ``marks`` when given."""
     messages = [{"role": "user", "content": f"Ping {uuid.uuid4().hex}"}]
-    start = time.perf_counter()
+    start, sent = time.perf_counter(), time.time()
     if not stream:
-        client.chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=16)
-        return (time.perf_counter() - start) * 1000
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=messages, max_tokens=16
+        )
+        elapsed = (time.perf_counter() - start) * 1000
+        if marks is not None and raw.headers.get("x-request-id"):
+            marks.append((raw.headers["x-request-id"], sent, time.time()))
+        return elapsed
     first = None
     for chunk in client.chat.completions.create(
         model="gpt-4o-mini", messages=messages, max_tokens=16, stream=True
@@ -64,14 +78,16 @@ def timed_call(client: openai.OpenAI, stream: bool) -> float:
     return first if first is not None else float("nan")
 
 
-def timed_calls(client: openai.OpenAI, n: int, until=None) -> tuple[list[float], list[float]]:
+def timed_calls(
+    client: openai.OpenAI, n: int, until=None, marks: list[Mark] | None = None
+) -> tuple[list[float], list[float]]:
     """(sync ms, streamed first-token ms): ``n`` sync calls, with a streamed one after every
     fourth, interleaved so both see the same conditions; stops early once ``until()``."""
     sync, ttft = [], []
     for i in range(n):
         if until is not None and until():
             break
-        sync.append(timed_call(client, stream=False))
+        sync.append(timed_call(client, stream=False, marks=marks))
         if i % 4 == 3:
             ttft.append(timed_call(client, stream=True))
     return sync, ttft
@@ -96,6 +112,46 @@ def added(measured: dict[str, float], direct: dict[str, float]) -> dict[str, flo
         "calls": measured["calls"],
         **{k: round(v, 2) for k, v in measured.items() if k != "calls"},
     }
+
+
+#: Where a sync call's time goes, from its request row's timestamps and the SDK's clock.
+STAGES = (
+    ("sdk to the job row (HTTP, auth, validation)", "submitted"),
+    ("rest of submission, the scheduler's pick, to the dispatch", "picked"),
+    ("dispatch commit, Celery delivery, the worker's claim", "claimed"),
+    ("provider call and the outcome's commit", "called"),
+    ("feedback, the API's wake and read, the answer", "answered"),
+)
+
+
+def stages(database_url: str, marks: list[Mark]) -> dict[str, float]:
+    """Median milliseconds of each of :data:`STAGES` over the calls in ``marks``."""
+    db = Database(database_url)
+    try:
+        with db.session() as session:
+            rows = {
+                row.id: row
+                for row in session.execute(
+                    select(
+                        Request.id,
+                        Request.created_at,
+                        Request.dispatched_at,
+                        Request.started_at,
+                        Request.finished_at,
+                    ).where(Request.id.in_([m[0] for m in marks]))
+                )
+            }
+    finally:
+        db.dispose()
+    spans: dict[str, list[float]] = {key: [] for _, key in STAGES}
+    for request_id, sent, answered in marks:
+        row = rows.get(request_id)
+        if row is None or None in (row.dispatched_at, row.started_at, row.finished_at):
+            continue  # a cache hit or a failure: no dispatch to time
+        times = [sent, *(t.timestamp() for t in row[1:]), answered]
+        for (_, key), begin, end in zip(STAGES, times, times[1:]):
+            spans[key].append((end - begin) * 1000)
+    return {key: round(statistics.median(v), 2) if v else float("nan") for key, v in spans.items()}
 
 
 def backlog_batch(n: int) -> list[dict]:
@@ -137,7 +193,8 @@ def main() -> None:
                 timed_calls(client, 20)
             console.print(f"timing {args.calls} calls each: direct, then the broker idle")
             direct = figures(*timed_calls(direct_client, args.calls))
-            idle = figures(*timed_calls(broker_client, args.calls))
+            idle_marks: list[Mark] = []
+            idle = figures(*timed_calls(broker_client, args.calls, marks=idle_marks))
             console.print(f"submitting another team's batch of {args.backlog:,} requests")
             with BrokerClient(stack.api_url, BACKLOG_KEY, timeout=120) as batches:
                 job = batches.submit_batch(
@@ -147,9 +204,17 @@ def main() -> None:
                 def drained() -> bool:
                     return job.refresh().data.counts.pending == 0
 
-                sync, ttft = timed_calls(broker_client, args.calls, until=drained)
+                backlog_marks: list[Mark] = []
+                sync, ttft = timed_calls(
+                    broker_client, args.calls, until=drained, marks=backlog_marks
+                )
                 left = job.refresh().data.counts.pending
             backlog = figures(sync or [float("nan")], ttft)
+            database_url = stack.env["BROKER_DATABASE_URL"]
+            spent = {
+                "idle": stages(database_url, idle_marks),
+                "backlog": stages(database_url, backlog_marks),
+            }
 
     result = {
         "direct": {k: round(v, 2) for k, v in direct.items()},
@@ -157,6 +222,8 @@ def main() -> None:
         "backlog": {**added(backlog, direct), "backlog_requests": args.backlog},
     }
     result["backlog"]["backlog_pending_at_end"] = left
+    result["idle"]["stages_ms_p50"] = spent["idle"]
+    result["backlog"]["stages_ms_p50"] = spent["backlog"]
     table = Table(title="Interactive latency added by the broker (ms; SDK to simulator = direct)")
     for column in ("", "calls", "p50", "p95", "p99", "TTFT p50"):
         table.add_column(column, justify="right" if column else "left")
@@ -181,6 +248,12 @@ def main() -> None:
         f"the backlog still had {left:,} of {args.backlog:,} requests pending when the last "
         "call was timed (calls are only counted while it drains)"
     )
+    where = Table(title="Where a sync call's time goes (ms, medians; request rows' timestamps)")
+    for column in ("stage", "idle", "backlog"):
+        where.add_column(column, justify="left" if column == "stage" else "right")
+    for label, key in STAGES:
+        where.add_row(label, f"{spent['idle'][key]:.1f}", f"{spent['backlog'][key]:.1f}")
+    console.print(where)
     if args.json:  # NaN (nothing measured) is not JSON: null
         print(json.dumps(_nulls(result), sort_keys=True))
 
