@@ -3,6 +3,7 @@
     python scripts/chaos_report.py                      # every fault, SQLite
     python scripts/chaos_report.py outage malformed     # some of them
     python scripts/chaos_report.py --database-url postgresql://postgres@127.0.0.1:5432/ib_chaos
+    python scripts/chaos_report.py --json               # the table on stderr, one JSON object out
 
 For each fault (see :mod:`broker.local.chaos_scenarios`) a fresh stack runs (private Redis, the
 simulator, API, scheduler, one worker pool per provider) and one batch is submitted; the fault
@@ -15,7 +16,9 @@ if anything was lost or charged twice. About five minutes for all six.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -32,11 +35,12 @@ def main() -> int:
         "faults", nargs="*", metavar="FAULT", help=f"any of {', '.join(SCENARIOS)} (default: all)"
     )
     parser.add_argument("--database-url", default=None, help="default: a SQLite file per run")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     unknown = [f for f in args.faults if f not in SCENARIOS]
     if unknown:
         parser.error(f"unknown fault {unknown[0]!r} (known: {', '.join(SCENARIOS)})")
-    console = Console()
+    console = Console(stderr=args.json)
     results: list[ChaosResult] = []
     with TemporaryDirectory(prefix="ib-chaos-") as tmp:
         for name in args.faults or list(SCENARIOS):
@@ -65,6 +69,9 @@ def main() -> int:
             seen.append("failed by reason: " + _counts(t.errors))
         console.print(f"[bold]{r.fault}[/]: " + "; ".join(seen), soft_wrap=True)
     bad = any(r.tally.lost or r.tally.double_charged for r in results)
+    if args.json:
+        faults = [{"fault": r.fault, **asdict(r.tally), "notes": r.notes} for r in results]
+        print(json.dumps({"faults": faults, "passed": not bad}, default=str, sort_keys=True))
     return 1 if bad else 0
 
 
