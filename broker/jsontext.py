@@ -41,6 +41,4 @@ def canonical(value: Any) -> bytes:
     try:
         return orjson.dumps(value, option=_CANONICAL)
     except TypeError:
-        return json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ).encode()
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -35,8 +35,8 @@ from tempfile import TemporaryDirectory
 
 import openai
 from rich.console import Console
-from sqlalchemy import select
 from rich.table import Table
+from sqlalchemy import select
 
 from broker.client import BrokerClient
 from broker.config.settings import Settings
@@ -232,8 +232,10 @@ def main() -> None:
         str(direct["calls"]),
         *(f"{direct[k]:.1f}" for k in ("p50_ms", "p95_ms", "p99_ms", "ttft_ms_p50")),
     )
-    for name, row in (("broker, idle: added", result["idle"]), ("broker, backlog: added",
-                                                                  result["backlog"])):
+    for name, row in (
+        ("broker, idle: added", result["idle"]),
+        ("broker, backlog: added", result["backlog"]),
+    ):
         table.add_row(
             name,
             str(row["calls"]),

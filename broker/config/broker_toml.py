@@ -10,9 +10,9 @@ import hashlib
 import tomllib
 from dataclasses import dataclass
 from datetime import date
-from functools import cached_property
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 

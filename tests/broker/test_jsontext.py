@@ -7,7 +7,7 @@ import json
 from broker import jsontext
 
 PAYLOAD = {
-    "messages": [{"role": "user", "content": "Grüße, 東京 \u2028 \"quoted\""}],
+    "messages": [{"role": "user", "content": 'Grüße, 東京 \u2028 "quoted"'}],
     "max_tokens": 64,
     "temperature": 0.7,
     "stop": ["\n\n"],
