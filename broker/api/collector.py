@@ -71,8 +71,10 @@ _RTF = ("route", "team", "feature")
 ROUTED = {
     "routed_requests": (
         _C,
-        "Succeeded requests a route decided, by the tier (model) they ended on; cache hits "
-        "included.",
+        (
+            "Succeeded requests a route decided, by the tier (model) they ended on; cache hits "
+            "included."
+        ),
         ("route", "model", "team", "feature"),
     ),
     "routed_escalations": (
@@ -87,8 +89,10 @@ ROUTED = {
     ),
     "routed_flagship_cost_usd": (
         _C,
-        "What the same tokens would have cost on each route's last tier (the all-flagship "
-        "counterfactual; cache hits count 0), USD.",
+        (
+            "What the same tokens would have cost on each route's last tier (the all-flagship "
+            "counterfactual; cache hits count 0), USD."
+        ),
         _RTF,
     ),
 }
@@ -177,6 +181,7 @@ class BrokerCollector(Collector):
         self._routes = (
             _AtMostEvery(routes, routes_every_s) if routes is not None and team is None else None
         )
+        self._named_features = named_features(config)  # broker.toml's: fixed for this collector
 
     def collect(self) -> Iterator[Metric]:
         providers = [p.name for p in self._config.providers]
@@ -221,7 +226,7 @@ class BrokerCollector(Collector):
         families = [_family(*LIVE[name], name, rows[name]) for name in LIVE]
         families += [_counter(series, raw) for series, raw in zip(COUNTERS, counters)]
         families.append(_latency(replies[-1]))
-        routed_rows = _routed_rows(fold_features(routed, named_features(self._config)))
+        routed_rows = _routed_rows(fold_features(routed, self._named_features))
         families += [_family(*ROUTED[name], name, routed_rows[name]) for name in ROUTED]
         return iter(families)
 
@@ -254,16 +259,7 @@ def fold_features(
     out: dict[tuple[str, str, str], RouteStats] = {}
     for s in stats:
         feature = OTHER_FEATURE if s.team in crowded and s.feature not in named else s.feature
-        into = out.setdefault((s.route, s.team, feature), RouteStats(s.route, s.team, feature))
-        into.requests += s.requests
-        for tier, n in s.by_tier.items():
-            into.by_tier[tier] = into.by_tier.get(tier, 0) + n
-        for model, n in s.by_model.items():
-            into.by_model[model] = into.by_model.get(model, 0) + n
-        into.escalated += s.escalated
-        into.cache_hits += s.cache_hits
-        into.cost_micros += s.cost_micros
-        into.flagship_cost_micros += s.flagship_cost_micros
+        out.setdefault((s.route, s.team, feature), RouteStats(s.route, s.team, feature)).add(s)
     return [out[key] for key in sorted(out)]
 
 

@@ -42,6 +42,18 @@ class RouteStats:
     def escalation_rate(self) -> float:
         return self.escalated / self.requests if self.requests else 0.0
 
+    def add(self, other: RouteStats) -> None:
+        """Count ``other``'s figures in too (its route, team and feature are not looked at)."""
+        self.requests += other.requests
+        for tier, n in other.by_tier.items():
+            self.by_tier[tier] = self.by_tier.get(tier, 0) + n
+        for model, n in other.by_model.items():
+            self.by_model[model] = self.by_model.get(model, 0) + n
+        self.escalated += other.escalated
+        self.cache_hits += other.cache_hits
+        self.cost_micros += other.cost_micros
+        self.flagship_cost_micros += other.flagship_cost_micros
+
 
 @dataclass(frozen=True, slots=True)
 class RoutedDay:

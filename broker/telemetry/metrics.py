@@ -36,11 +36,11 @@ Series, all named ``inference_broker_<name>``:
   ``routed_flagship_cost_usd_total{route,team,feature}`` (the all-flagship counterfactual).
 
 Label values are only ever provider and model names, team ids, priorities, breaker scopes,
-budget ids, route names, features (past
-:data:`~broker.api.collector.ROUTE_FEATURES_PER_TEAM` in a team, those broker.toml does not
-name count as ``(other)``) and the fixed words above: the collector reads back only the labels each series declares, so nothing else a
-Redis field might hold reaches the output. Provider API keys never reach this module. Counters
-lost with Redis start again from 0 (Prometheus sees a reset).
+budget ids, route names, features (past :data:`~broker.api.collector.ROUTE_FEATURES_PER_TEAM`
+in a team, those broker.toml does not name count as ``(other)``) and the fixed words above:
+the collector reads back only the labels each series declares, so nothing else a Redis field
+might hold reaches the output. Provider API keys never reach this module. Counters lost with
+Redis start again from 0 (Prometheus sees a reset).
 """
 
 from __future__ import annotations
