@@ -217,3 +217,8 @@ def idempotency(team_id: str, surface: str, key: str) -> str:
 def request_ended(request_id: str) -> str:
     """Pub/sub channel: one message when an interactive request reaches a terminal state."""
     return f"{PREFIX}:ended:{request_id}"
+
+
+def deltas(request_id: str) -> str:
+    """Stream: a streamed request's answer as it is written (:mod:`broker.deltas`)."""
+    return f"{PREFIX}:deltas:{request_id}"

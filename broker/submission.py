@@ -365,16 +365,22 @@ class Submitter:
         *,
         surface: str | None = None,
         surface_meta: dict | None = None,
+        streamed: bool = False,
     ) -> Job:
         """Validate, admit and write ``batch``; ``key_sha256`` (the caller's key's digest)
         counts it against that key's submissions per minute. ``surface`` and ``surface_meta``
-        record the drop-in SDK surface it came through (:mod:`broker.dropin`)."""
+        record the drop-in SDK surface it came through (:mod:`broker.dropin`); ``streamed``
+        marks requests whose caller reads the answer as it is written."""
         self.validate(batch)
         payloads = [payload_of(request, self.redact) for request in batch.requests]
         self.admit(team, batch, payloads, key_sha256)
         job = self._job(team, batch, len(batch.requests), surface, surface_meta)
         # Prepared before the transaction: cache lookups (and embeddings) hold no lock.
-        return self._write(job, team.id, [self._prepare(job, batch, batch.requests, payloads, 0)])
+        prepared = self._prepare(job, batch, batch.requests, payloads, 0)
+        if streamed:
+            for row in prepared.rows:
+                row["streamed"] = True
+        return self._write(job, team.id, [prepared])
 
     def submit_stream(
         self,

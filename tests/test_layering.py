@@ -44,7 +44,14 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "shared state",
-        ("broker.store", "broker.queues", "broker.telemetry", "broker.cache", "broker.embeddings"),
+        (
+            "broker.store",
+            "broker.queues",
+            "broker.deltas",
+            "broker.telemetry",
+            "broker.cache",
+            "broker.embeddings",
+        ),
     ),
     ("engine", ("schedulers", "workers")),
     ("front door", ("broker.submission", "broker.dropin", "broker.api", "broker.client")),

@@ -29,6 +29,7 @@ from tenacity import (
 )
 
 from broker.config.broker_toml import BrokerConfig, ModelConfig
+from broker.deltas import DeltaWriter
 from broker.errors import (
     CircuitOpen,
     ContextWindowExceeded,
@@ -81,7 +82,14 @@ class Attempts:
             multiplier=retries.backoff_s, max=retries.max_backoff_s
         )
 
-    def run(self, client: ProviderClient, model: ModelConfig, payload: dict) -> AttemptResult:
+    def run(
+        self,
+        client: ProviderClient,
+        model: ModelConfig,
+        payload: dict,
+        deltas: DeltaWriter | None = None,
+    ) -> AttemptResult:
+        """The attempt's calls; with ``deltas``, each call streams and publishes its text."""
         calls: list[Call] = []
         provider = client.provider.name
 
@@ -91,7 +99,10 @@ class Attempts:
                 raise CircuitOpen(f"circuit breaker {refused} is open", provider=provider)
             started = time.monotonic()
             try:
-                completion = client.complete(model, payload)
+                if deltas is None:
+                    completion = client.complete(model, payload)
+                else:
+                    completion = client.stream(model, payload, deltas.call())
             except Exception as exc:
                 code = exc.code if isinstance(exc, ProviderError) else "internal_error"
                 calls.append(Call(model.name, provider, code, _ms(started), str(exc)))

@@ -11,22 +11,36 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from broker.config.broker_toml import BrokerConfig
+from broker.config.broker_toml import BrokerConfig, RouteConfig
 from broker.store.cascades import Escalation
 from broker.store.transitions import Claimed, Outcome
 from workers.validators import judge
+
+
+def _reviewing(config: BrokerConfig, claimed: Claimed) -> tuple[RouteConfig, int] | None:
+    """The route and tier whose cascade checks this attempt's answer, or None."""
+    route = config.route(claimed.route) if claimed.route else None
+    if route is None or route.cascade is None or claimed.model not in route.tiers:
+        return None
+    tier = route.tiers.index(claimed.model)
+    return (route, tier) if tier < len(route.tiers) - 1 else None
+
+
+def may_escalate(config: BrokerConfig, claimed: Claimed) -> bool:
+    """This attempt's answer may be turned down and replaced by a later tier's (a cascade not
+    in shadow mode checks it): it must not reach its caller before the verdict."""
+    reviewing = _reviewing(config, claimed)
+    return reviewing is not None and not reviewing[0].cascade.shadow
 
 
 def review(
     config: BrokerConfig, claimed: Claimed, outcome: Outcome
 ) -> tuple[Outcome, Escalation | None]:
     """The outcome (with the verdict in its route decision) and the escalation, if any."""
-    route = config.route(claimed.route) if claimed.route else None
-    if route is None or route.cascade is None or claimed.model not in route.tiers:
+    reviewing = _reviewing(config, claimed)
+    if reviewing is None:
         return outcome, None
-    tier = route.tiers.index(claimed.model)
-    if tier == len(route.tiers) - 1:
-        return outcome, None
+    route, tier = reviewing
     verdict = judge(outcome.output, outcome.finish_reason, claimed.payload, route.cascade.checks)
     decision = dict(claimed.route_decision or {"route": route.name})
     decision["checks"] = [

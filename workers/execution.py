@@ -25,6 +25,7 @@ import redis
 
 from broker import queues
 from broker.config.broker_toml import BrokerConfig, ProviderConfig
+from broker.deltas import DeltaWriter
 from broker.errors import ProviderRateLimited
 from broker.pipelines import Pipelines
 from broker.store.cascades import Escalation
@@ -129,12 +130,14 @@ class Executor:
 
     def _run(self, ticket: Ticket, claimed: Claimed) -> None:
         reported = False
+        deltas = self._deltas(ticket, claimed)
         try:
             started = time.monotonic()
             result = self._attempts.run(
                 self._client_for(self._config.provider(ticket.provider)),
                 self._config.model(ticket.model),
                 claimed.payload,
+                deltas,
             )
             if result.completion is not None:
                 outcome = self._succeeded(ticket, started, result)
@@ -142,7 +145,7 @@ class Executor:
                 if escalation is not None:
                     self._escalate(ticket, claimed, outcome, escalation, result)
                 else:
-                    self._finish(ticket, claimed, outcome, result)
+                    self._finish(ticket, claimed, outcome, result, deltas)
             else:
                 decision = after_error(
                     self._config, claimed.model, ticket.model, result.error, claimed.failures
@@ -151,7 +154,7 @@ class Executor:
                     outcome = self._outcome(
                         ticket, started, result, error_code=decision.code, error=decision.message
                     )
-                    self._finish(ticket, claimed, outcome, result)
+                    self._finish(ticket, claimed, outcome, result, deltas)
                 else:
                     self._hand_back(ticket, claimed, decision, result)
             reported = True
@@ -159,10 +162,24 @@ class Executor:
             if not reported:  # recording failed: at least give the slot back
                 self._feedback.release(ticket)
 
+    def _deltas(self, ticket: Ticket, claimed: Claimed) -> DeltaWriter | None:
+        """Where a streamed request's text goes as it is written; None for the rest, and for
+        an answer a cascade may still turn down (its caller gets the one that stands)."""
+        if not claimed.streamed or cascade.may_escalate(self._config, claimed):
+            return None
+        return DeltaWriter(self._redis, ticket.request_id, ticket.attempt, ticket.model)
+
     def _finish(
-        self, ticket: Ticket, claimed: Claimed, outcome: Outcome, result: AttemptResult
+        self,
+        ticket: Ticket,
+        claimed: Claimed,
+        outcome: Outcome,
+        result: AttemptResult,
+        deltas: DeltaWriter | None = None,
     ) -> None:
         recorded = self._recorder.finish(claimed, outcome)
+        if deltas is not None:  # its reader takes the rest from the row now
+            deltas.end()
         if self._sharing is not None and recorded:
             if outcome.succeeded:
                 self._sharing.succeeded(ticket, claimed, outcome)

@@ -26,5 +26,5 @@ async def create_message(
     """A message through the queues (priority ``high``); ``stream: true`` answers with the
     Messages event sequence. Feature from ``x-broker-feature`` or ``metadata.feature``."""
     asked = message_request(body, custom_id="message")
-    stream = streams.anthropic_events if body.get("stream") else None
+    stream = streams.anthropic_of if body.get("stream") else None
     return await answer(request, team, resources, asked, "request-id", message, stream)

@@ -30,7 +30,7 @@ async def chat_completions(
     ``chat.completion.chunk`` events. Feature from ``x-broker-feature`` or ``metadata.feature``."""
     asked = chat_request(body, custom_id="chat")
     usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    stream = (lambda row: streams.openai_chunks(row, usage)) if body.get("stream") else None
+    stream = streams.openai_of(usage) if body.get("stream") else None
     return await answer(request, team, resources, asked, "x-request-id", chat_completion, stream)
 
 

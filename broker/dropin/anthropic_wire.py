@@ -102,7 +102,11 @@ def output_format(config: Any, where: str) -> dict[str, Any] | None:
 
 
 def message_id(row: Request) -> str:
-    return "msg_" + row.id.removeprefix("req_")
+    return message_id_of(row.id)
+
+
+def message_id_of(request_id: str) -> str:
+    return "msg_" + request_id.removeprefix("req_")
 
 
 def usage_of(row: Request) -> dict[str, Any]:

@@ -7,6 +7,11 @@ when it records an ended attempt (:func:`broker.redis_keys.request_ended`), with
 read every ``poll_s`` as the backstop for requests that end elsewhere (a cache hit found at
 dispatch, a budget refusal, an expiry) or a message that was missed: the database is the record.
 
+A streamed call (:meth:`Interactive.stream`) marks its request ``streamed`` and waits on the
+request's deltas (:mod:`broker.deltas`) instead: the first text starts the answer
+(:class:`~broker.dropin.live.Live`), and a request that ends before writing any (a cache hit,
+a refusal) is answered from its row, as without streaming.
+
 A caller that goes away while its request is still queued cancels it; one already running
 finishes and is recorded (and charged), as in a batch.
 """
@@ -18,6 +23,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis
 import redis.asyncio as aioredis
@@ -25,6 +31,8 @@ from starlette.concurrency import run_in_threadpool
 
 from broker import redis_keys
 from broker.config.broker_toml import TeamConfig
+from broker.deltas import Delta, DeltaReader
+from broker.dropin.live import Live
 from broker.dropin.wire import TRACE_HEADER, feature_of
 from broker.errors import InvalidRequest
 from broker.ids import request_id
@@ -39,6 +47,7 @@ PRIORITY_HEADER = "x-broker-priority"
 COMPLETION_WINDOW = "10m"
 """An interactive request not started within this ends as expired (the caller gets a 504)."""
 TERMINAL = {s.value for s in RequestStatus if s.is_terminal}
+T = TypeVar("T")
 
 
 class ClientGone(Exception):
@@ -52,6 +61,10 @@ class Listener:
         self._client = aioredis.Redis.from_url(url)
         self._waiters: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task | None = None
+
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._client
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -105,6 +118,45 @@ class Interactive:
         is_disconnected: Callable[[], Awaitable[bool]],
     ) -> Request:
         """Submit ``request`` and return its row once it has ended (any terminal state)."""
+        job_id, rid = await self._submit(team, request, headers, streamed=False)
+        event = self.listener.register(rid)
+        try:
+            return await self._wait(job_id, rid, is_disconnected, lambda: self._woken(event))
+        finally:
+            self.listener.unregister(rid)
+
+    async def stream(
+        self,
+        team: TeamConfig,
+        request: RequestIn,
+        headers: Mapping[str, str],
+        is_disconnected: Callable[[], Awaitable[bool]],
+    ) -> Request | Live:
+        """Submit ``request`` as streamed: its row if it ended before any of its text was
+        written (a cache hit, a refusal, a failure), else its answer as it is written."""
+        job_id, rid = await self._submit(team, request, headers, streamed=True)
+        reader = DeltaReader(self.listener.client, rid)
+        block_ms = max(1, int(self.poll_s * 1000))
+
+        async def written() -> list[Delta] | None:
+            found = await reader.read(block_ms)
+            # An end mark alone: the row has ended, and the next look finds it.
+            return found if any(not d.ended for d in found) else None
+
+        try:
+            first = await self._wait(job_id, rid, is_disconnected, written)
+        except BaseException:
+            await reader.discard()
+            raise
+        if isinstance(first, Request):
+            await reader.discard()
+            return first
+        return Live(rid, reader, first, lambda: run_in_threadpool(self._ended, rid), block_ms)
+
+    async def _submit(
+        self, team: TeamConfig, request: RequestIn, headers: Mapping[str, str], streamed: bool
+    ) -> tuple[str, str]:
+        """The one-request job's id and its request's."""
         priority = headers.get(PRIORITY_HEADER, Priority.HIGH.value)
         if priority not in {p.value for p in Priority}:
             raise InvalidRequest(
@@ -122,29 +174,41 @@ class Interactive:
         # Not counted against the key's submissions_per_minute, a limit on creating batches:
         # an interactive call is bounded by budgets, trace ceilings and provider limits.
         try:
-            job = await run_in_threadpool(self.submitter.submit, team, batch)
+            job = await run_in_threadpool(self.submitter.submit, team, batch, streamed=streamed)
         except InvalidRequest as exc:  # one request, not a batch: named as the caller wrote it
             field = (exc.field or "").removeprefix("requests[0].") or None
             raise type(exc)(exc.message.replace(" at requests[0]", ""), field=field) from exc
-        rid = request_id(job.id, 0)
-        event = self.listener.register(rid)
-        try:
-            deadline: float | None = asyncio.get_running_loop().time() + self.wait_s
-            while True:
-                row = await run_in_threadpool(self._ended, rid)
-                if row is not None:
-                    return row
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), self.poll_s)
-                event.clear()
-                if await is_disconnected():
-                    await run_in_threadpool(self._cancel, job.id)
-                    raise ClientGone(rid)
-                if deadline is not None and asyncio.get_running_loop().time() > deadline:
-                    await run_in_threadpool(self._cancel, job.id)  # it ends as cancelled
-                    deadline = None
-        finally:
-            self.listener.unregister(rid)
+        return job.id, request_id(job.id, 0)
+
+    async def _wait(
+        self,
+        job_id: str,
+        rid: str,
+        is_disconnected: Callable[[], Awaitable[bool]],
+        pause: Callable[[], Awaitable[T | None]],
+    ) -> Request | T:
+        """The row once it has ended, or what ``pause`` returned first: it is awaited between
+        looks at the database and returns None when it found nothing."""
+        deadline: float | None = asyncio.get_running_loop().time() + self.wait_s
+        while True:
+            row = await run_in_threadpool(self._ended, rid)
+            if row is not None:
+                return row
+            found = await pause()
+            if found is not None:
+                return found
+            if await is_disconnected():
+                await run_in_threadpool(self._cancel, job_id)
+                raise ClientGone(rid)
+            if deadline is not None and asyncio.get_running_loop().time() > deadline:
+                await run_in_threadpool(self._cancel, job_id)  # it ends as cancelled
+                deadline = None
+
+    async def _woken(self, event: asyncio.Event) -> None:
+        """Until the request's end is announced, or ``poll_s`` has passed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), self.poll_s)
+        event.clear()
 
     def _ended(self, request_id: str) -> Request | None:
         with self.db.session() as session:

@@ -120,7 +120,11 @@ def broker_facts(row: Request) -> dict[str, Any]:
 
 
 def completion_id(row: Request) -> str:
-    return "chatcmpl-" + row.id.removeprefix("req_")
+    return completion_id_of(row.id)
+
+
+def completion_id_of(request_id: str) -> str:
+    return "chatcmpl-" + request_id.removeprefix("req_")
 
 
 def created_of(row: Request) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -119,6 +121,11 @@ class Request(Base):
     )
     trace_id: Mapped[str | None] = mapped_column(
         String(128), doc="Groups requests of one agent run under a per-trace spend ceiling."
+    )
+    streamed: Mapped[bool] = mapped_column(
+        Boolean,
+        server_default=false(),
+        doc="Its caller reads the answer as it is written: the worker publishes the deltas.",
     )
     priority: Mapped[str] = mapped_column(String(8))
     status: Mapped[str] = mapped_column(String(16))

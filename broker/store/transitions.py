@@ -50,6 +50,8 @@ class Claimed:
     failures: int = 0
     route: str | None = None
     route_decision: dict[str, Any] | None = None
+    #: Its caller reads the answer as it is written: publish the deltas.
+    streamed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +146,7 @@ _CLAIM = (
         _R.c.failures,
         _R.c.route,
         _R.c.route_decision,
+        _R.c.streamed,
     )
 )
 _STILL_RUNNING = select(_R.c.id, _R.c.attempts).where(
@@ -175,6 +178,7 @@ def claim_many(
             row.failures,
             row.route,
             row.route_decision,
+            bool(row.streamed),
         )
         for row in rows
     }

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
@@ -295,3 +296,78 @@ def test_a_caller_that_goes_away_cancels_its_queued_request(stack: Stack):
         assert status() == "cancelled"  # noticed within a poll of the disconnect
     finally:
         httpx.post(f"{stack.api_url}/v1/admin/teams/content/resume", headers=admin)
+
+
+@pytest.fixture
+def slow_stream(stack: Stack) -> Iterator[None]:
+    """The simulator pauses between the chunks it streams, as a model writing does."""
+    sim = f"{stack.env['BROKER_SIMULATOR_URL']}/_sim/config"
+    httpx.post(sim, json={"stream_chunk_ms": 150}).raise_for_status()
+    try:
+        yield
+    finally:
+        httpx.post(sim, json={"stream_chunk_ms": 0}).raise_for_status()
+
+
+def status_of(stack: Stack, request_id: str) -> str:
+    with Database(stack.settings.database_url_or_default).session() as session:
+        return session.get(Request, request_id).status
+
+
+def test_a_streamed_chat_completion_arrives_as_the_provider_writes_it(stack: Stack, slow_stream):
+    prompt = unique("Describe a long river in detail.")
+    with (
+        oa(stack) as client,
+        client.chat.completions.with_streaming_response.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=60,
+            stream=True,
+            stream_options={"include_usage": True},
+        ) as response,
+    ):
+        request_id = response.headers["x-request-id"]
+        chunks = iter(response.parse())
+        head, first = next(chunks), next(chunks)
+        # The first words are here while the provider is still writing the rest.
+        assert status_of(stack, request_id) == "running"
+        rest = list(chunks)
+    assert head.choices[0].delta.role == "assistant" and first.choices[0].delta.content
+    text = "".join(c.choices[0].delta.content or "" for c in [first, *rest] if c.choices)
+    with Database(stack.settings.database_url_or_default).session() as session:
+        row = session.get(Request, request_id)
+        assert (row.status, row.streamed, row.output) == ("succeeded", True, text)
+    assert rest[-1].usage.completion_tokens == row.output_tokens
+    assert rest[-1].usage.prompt_tokens == row.input_tokens
+
+
+def test_a_streamed_message_arrives_as_the_provider_writes_it(stack: Stack, slow_stream):
+    with (
+        an(stack) as client,
+        client.messages.with_streaming_response.create(
+            model="claude-haiku-4-5",
+            max_tokens=60,
+            messages=[{"role": "user", "content": unique("Describe a mountain in detail.")}],
+            stream=True,
+        ) as response,
+    ):
+        request_id = response.headers["request-id"]
+        events = iter(response.parse())
+        kinds = [next(events).type for _ in range(3)]  # the SDK does not show the ping
+        assert status_of(stack, request_id) == "running"
+        rest = list(events)
+    assert kinds == ["message_start", "content_block_start", "content_block_delta"]
+    assert [e.type for e in rest[-3:]] == ["content_block_stop", "message_delta", "message_stop"]
+    with Database(stack.settings.database_url_or_default).session() as session:
+        row = session.get(Request, request_id)
+    assert rest[-2].usage.output_tokens == row.output_tokens and row.streamed
+    # The repeat is the cache's: whole at once, and the SDK's accumulator reads the same text.
+    ask = row.payload["messages"]
+    with (
+        an(stack) as client,
+        client.messages.stream(model="claude-haiku-4-5", max_tokens=60, messages=ask) as stream,
+    ):
+        assert "".join(stream.text_stream) == row.output
+        hit = stream.response.headers["request-id"]
+    with Database(stack.settings.database_url_or_default).session() as session:
+        assert session.get(Request, hit).cache_hit == "exact"

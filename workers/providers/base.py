@@ -1,10 +1,11 @@
 """What every wire format shares: the completion record, the adapter contract and small helpers.
 
 A wire adapter is pure data transformation (Portkey-style): it builds an :class:`HttpCall`, reads
-a 2xx body into a :class:`Completion` and turns a non-2xx response into a ``ProviderError``. It
-never does I/O; :mod:`workers.providers.http` is the one place that talks HTTP. Keeping the
-adapters pure is what lets them be tested from literal bytes and lets a new provider kind be a
-new folder instead of another branch in the HTTP path.
+a 2xx body (or, through a :class:`StreamReader`, a streamed answer's events) into a
+:class:`Completion` and turns a non-2xx response into a ``ProviderError``. It never does I/O;
+:mod:`workers.providers.http` is the one place that talks HTTP. Keeping the adapters pure is
+what lets them be tested from literal bytes and lets a new provider kind be a new folder
+instead of another branch in the HTTP path.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar, overload
@@ -33,6 +34,7 @@ __all__ = [
     "Completion",
     "HttpCall",
     "RateSignal",
+    "StreamReader",
     "Unsupported",
     "WireAdapter",
     "cache_savings",
@@ -125,6 +127,25 @@ class Unsupported:
         return ProviderRejected(f"{self.param}: {self.reason}", provider=provider)
 
 
+class StreamReader(Protocol):
+    """Reads one streamed response, one server-sent event at a time; a new one per call.
+
+    The streamed counterpart of :meth:`WireAdapter.parse`: what :meth:`finish` returns is the
+    :class:`Completion` ``parse`` would have read from the same answer sent whole.
+    """
+
+    def feed(self, event: str, data: str) -> str | None:
+        """Take one event (its name, "message" or "" when it had none, and its data) and
+        return the answer text it adds, or None. Raises ``MalformedResponse`` for an event
+        that cannot be read, and the classified ``ProviderError`` for an error event."""
+        ...
+
+    def finish(self) -> Completion:
+        """The whole completion, once the stream has ended; ``MalformedResponse`` naming
+        what never arrived when it ended early."""
+        ...
+
+
 class WireAdapter(Protocol):
     """The contract each wire-format folder implements; no I/O, no provider-name branches."""
 
@@ -141,6 +162,21 @@ class WireAdapter(Protocol):
 
     def parse(self, status: int, headers: httpx.Headers, body: bytes) -> Completion:
         """Read a 2xx body; raise ``MalformedResponse`` saying what is wrong with it."""
+        ...
+
+    def stream_build(self, model: ModelConfig, payload: dict, api_key: str | None) -> HttpCall:
+        """:meth:`build`'s call asking for the answer as a server-sent event stream.
+
+        Only chat payloads stream: an embedding payload raises ``ProviderRejected`` (callers
+        send those with :meth:`build`, as ``ProviderClient.stream`` does).
+        """
+        ...
+
+    def stream_reader(
+        self, status: int = 200, headers: httpx.Headers | None = None
+    ) -> StreamReader:
+        """A fresh reader for one stream; ``status`` and ``headers`` (the response's) give the
+        request id and the context of its errors, as they do for :meth:`parse`."""
         ...
 
     def classify(
@@ -244,6 +280,23 @@ def decode_json_object(headers: httpx.Headers, body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BodyError(f"JSON body is {_type_name(data)}, expected an object")
     return data
+
+
+def decode_event(data: str) -> dict[str, Any]:
+    """One server-sent event's data as a JSON object, or ``BodyError`` naming the problem."""
+    try:
+        value = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise BodyError(f"invalid JSON in an event: {exc.msg} at char {exc.pos}") from exc
+    if not isinstance(value, dict):
+        raise BodyError(f"event data is {_type_name(value)}, expected an object")
+    return value
+
+
+def as_stream(call: HttpCall, **body: Any) -> HttpCall:
+    """``call`` asking for an event stream: ``body`` added to its JSON, SSE accepted."""
+    headers = {**call.headers, "accept": "text/event-stream"}
+    return replace(call, headers=headers, json={**call.json, **body})
 
 
 T = TypeVar("T")

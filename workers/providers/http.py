@@ -6,6 +6,9 @@ context shared by all), so the pool holds about one connection per thread, as ma
 provider's ``concurrency``.
 Each :meth:`ProviderClient.complete` is exactly one attempt: retries, backoff and fallback to
 another provider belong to the layer above, which needs the classified error to decide.
+:meth:`ProviderClient.stream` is the same attempt with the answer read as server-sent events
+(``httpx-sse``), each piece of text handed to a callback as it arrives; the adapter's stream
+reader turns the events into the same :class:`Completion`, and failures map the same way.
 
 Every error leaves as a ``broker.errors.ProviderError`` subclass, with the provider's API key
 scrubbed from its message: provider error bodies sometimes echo the key that was sent.
@@ -13,20 +16,23 @@ scrubbed from its message: provider error bodies sometimes echo the key that was
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import ssl
 import threading
 import time
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import replace
 from types import TracebackType
 
 import httpx
+import httpx_sse
 
 from broker import jsontext
 from broker.config.broker_toml import ModelConfig, ProviderConfig
 from broker.errors import MalformedResponse, ProviderError, ProviderRetryable
 from workers.providers import adapter_for
-from workers.providers.base import Completion, RateSignal, WireAdapter
+from workers.providers.base import Completion, HttpCall, RateSignal, WireAdapter
 
 log = logging.getLogger(__name__)
 
@@ -99,47 +105,65 @@ class ProviderClient:
 
     def complete(self, model: ModelConfig, payload: dict) -> Completion:
         """One attempt: a :class:`Completion`, or a classified ``ProviderError``."""
-        try:
+        with self._calling():
             call = self.adapter.build(model, payload, self.__api_key)
-        except ProviderError as exc:  # a parameter this wire format cannot honour: no call
-            self._own(exc)
-            raise
-        started = time.monotonic()
-        try:
-            response = self._client.post(
-                self._url(call.path),
-                headers={**call.headers, "content-type": "application/json"},
-                content=jsontext.body(call.json),
+            started = time.monotonic()
+            response = self._client.send(self._request(call))
+            status, headers, body = response.status_code, response.headers, response.content
+            self._log(model, status, started)
+            if not 200 <= status < 300:
+                raise self.adapter.classify(status, headers, body, self.provider.name)
+            completion = (call.reader or self.adapter.parse)(status, headers, body)
+            return replace(completion, rate=RateSignal.from_headers(headers))
+
+    def stream(
+        self, model: ModelConfig, payload: dict, on_delta: Callable[[str], None]
+    ) -> Completion:
+        """One attempt, streamed: ``on_delta`` gets each piece of the answer's text as it
+        arrives, in order, and the result is the :class:`Completion` :meth:`complete` would
+        have returned for the same answer (the pieces joined are its text).
+
+        Errors are those of :meth:`complete`, plus the classified error of an error event sent
+        mid-stream and ``MalformedResponse`` for a stream that ended early or is no event stream
+        at all. An exception raised by ``on_delta`` ends the call (the response is closed) and
+        propagates as it is. Embeddings have no stream: an embedding payload is sent by
+        :meth:`complete` and ``on_delta`` is not called.
+        """
+        if payload.get("kind") == "embedding":
+            return self.complete(model, payload)
+        deltas = self._streamed(model, payload)
+        with closing(deltas):
+            while True:
+                try:
+                    text = next(deltas)
+                except StopIteration as done:
+                    return done.value
+                on_delta(text)  # outside the call's error mapping: its errors are the caller's
+
+    def _streamed(self, model: ModelConfig, payload: dict) -> Generator[str, None, Completion]:
+        """The streamed call: yields each non-empty text delta, returns the completion."""
+        with self._calling():
+            call = self.adapter.stream_build(model, payload, self.__api_key)
+            started = time.monotonic()
+            with closing(self._client.send(self._request(call), stream=True)) as response:
+                status, headers = response.status_code, response.headers
+                self._log(model, status, started)
+                if not 200 <= status < 300:
+                    body = response.read()
+                    raise self.adapter.classify(status, headers, body, self.provider.name)
+                _require_event_stream(status, headers, self.provider.name)
+                reader = self.adapter.stream_reader(status, headers)
+                for event in httpx_sse.EventSource(response).iter_sse():
+                    if text := reader.feed(event.event, event.data):
+                        yield text
+                completion = reader.finish()
+            log.debug(
+                "provider=%s model=%s stream ended after %.0fms",
+                self.provider.name,
+                model.name,
+                (time.monotonic() - started) * 1000,
             )
-        except httpx.TimeoutException as exc:
-            connect = isinstance(exc, httpx.ConnectTimeout)
-            limit = self._client.timeout.connect if connect else self.provider.timeout_s
-            phase = "connect" if connect else "request"
-            message = f"{phase} timed out after {limit:g}s ({type(exc).__name__})"
-            raise self._error(ProviderRetryable, message) from exc
-        except httpx.DecodingError as exc:
-            raise self._error(MalformedResponse, f"undecodable body: {_describe(exc)}") from exc
-        except httpx.TransportError as exc:
-            raise self._error(ProviderRetryable, _transport_message(exc)) from exc
-        except httpx.RequestError as exc:
-            raise self._error(ProviderRetryable, f"request failed: {_describe(exc)}") from exc
-        status, headers, body = response.status_code, response.headers, response.content
-        elapsed_ms = (time.monotonic() - started) * 1000
-        log.debug(
-            "provider=%s model=%s status=%d in %.0fms",
-            self.provider.name,
-            model.name,
-            status,
-            elapsed_ms,
-        )
-        if 200 <= status < 300:
-            try:
-                completion = (call.reader or self.adapter.parse)(status, headers, body)
-            except ProviderError as exc:
-                self._own(exc)
-                raise
-            return dataclasses.replace(completion, rate=RateSignal.from_headers(headers))
-        raise self._own(self.adapter.classify(status, headers, body, self.provider.name))
+            return replace(completion, rate=RateSignal.from_headers(headers))
 
     def close(self) -> None:
         with self._clients_lock:
@@ -164,6 +188,49 @@ class ProviderClient:
             f"base_url={self.provider.base_url!r})"
         )
 
+    def _request(self, call: HttpCall) -> httpx.Request:
+        headers = {**call.headers, "content-type": "application/json"}
+        return self._client.build_request(
+            "POST", self._url(call.path), headers=headers, content=jsontext.body(call.json)
+        )
+
+    def _log(self, model: ModelConfig, status: int, started: float) -> None:
+        elapsed_ms = (time.monotonic() - started) * 1000
+        log.debug(
+            "provider=%s model=%s status=%d in %.0fms",
+            self.provider.name,
+            model.name,
+            status,
+            elapsed_ms,
+        )
+
+    @contextmanager
+    def _calling(self) -> Iterator[None]:
+        """Every failure of a call as a ``ProviderError`` owned by this provider.
+
+        Shared by :meth:`complete` and :meth:`stream`: an adapter's refusal or classification
+        is stamped and scrubbed; an httpx failure (while sending, or while reading a stream)
+        becomes ``ProviderRetryable``, or ``MalformedResponse`` for a body that cannot be
+        decoded. Anything else is not the provider's doing and passes untouched.
+        """
+        try:
+            yield
+        except ProviderError as exc:
+            self._own(exc)
+            raise
+        except httpx.TimeoutException as exc:
+            connect = isinstance(exc, httpx.ConnectTimeout)
+            limit = self._client.timeout.connect if connect else self.provider.timeout_s
+            phase = "connect" if connect else "request"
+            message = f"{phase} timed out after {limit:g}s ({type(exc).__name__})"
+            raise self._error(ProviderRetryable, message) from exc
+        except httpx.DecodingError as exc:
+            raise self._error(MalformedResponse, f"undecodable body: {_describe(exc)}") from exc
+        except httpx.TransportError as exc:
+            raise self._error(ProviderRetryable, _transport_message(exc)) from exc
+        except httpx.RequestError as exc:
+            raise self._error(ProviderRetryable, f"request failed: {_describe(exc)}") from exc
+
     def _error(self, cls: type[ProviderError], message: str) -> ProviderError:
         return self._own(cls(message, provider=self.provider.name))
 
@@ -177,6 +244,18 @@ class ProviderClient:
     def _scrub(self, text: str) -> str:
         key = self.__api_key
         return text.replace(key, "***") if key else text
+
+
+def _require_event_stream(status: int, headers: httpx.Headers, provider: str) -> None:
+    """A 2xx to a streamed call must be an event stream: a JSON body here means the server
+    ignored ``stream``, an HTML page a proxy in the way; neither can be read as events."""
+    content_type = headers.get("content-type", "")
+    if content_type.split(";", 1)[0].strip().lower() != "text/event-stream":
+        raise MalformedResponse(
+            f"HTTP {status}: expected an event stream, got content type {content_type!r}",
+            provider=provider,
+            status=status,
+        )
 
 
 def _transport_message(exc: httpx.TransportError) -> str:

@@ -2,7 +2,9 @@
 
 Validation messages imitate the real API's ``field: reason`` wording, and the required
 ``anthropic-version`` header is enforced, so an adapter that forgets it fails here first.
-Streaming is not simulated for this format (a clear 400 says so).
+``stream: true`` gets the API's named server-sent events: ``message_start``,
+``content_block_start``, ``ping``, ``content_block_delta`` a few words at a time,
+``content_block_stop``, ``message_delta`` (stop reason and output tokens), ``message_stop``.
 
 ``top_p`` and ``top_k`` are checked and have no visible effect; ``stop_sequences`` cut the
 answer (``stop_reason: stop_sequence`` with the sequence in ``stop_sequence``);
@@ -22,7 +24,14 @@ from typing import Any
 from workers.simulator.limits import LimitKind, Refusal, WindowState
 from workers.simulator.settings import Wire
 from workers.simulator.text import Completion, content_text, count_input_tokens, prompt_digest
-from workers.simulator.wire import ParsedRequest, SimError, decode_object, random_id
+from workers.simulator.wire import (
+    ParsedRequest,
+    SimError,
+    decode_object,
+    paced,
+    random_id,
+    text_pieces,
+)
 
 _STATUS_TYPES = {
     400: "invalid_request_error",
@@ -182,8 +191,7 @@ class AnthropicFormat:
         if top_k is not None and top_k < 0:
             raise _invalid("top_k: Input should be greater than or equal to 0")
         json_schema = _output_schema(data)
-        if _field(data, "stream", bool):
-            raise _invalid("stream: streaming is not supported by the simulated provider")
+        stream = bool(_field(data, "stream", bool))
         texts = ([system] if system else []) + [content_text(m["content"]) for m in messages]
         if json_schema is not None:  # the API puts the schema in the prompt, and bills it
             texts.append(json.dumps(json_schema, sort_keys=True))
@@ -194,6 +202,7 @@ class AnthropicFormat:
             input_tokens=count_input_tokens(texts),
             stop=stop,
             json_schema=json_schema,
+            stream=stream,
             last_user=_last_user(messages),
         )
 
@@ -248,9 +257,28 @@ class AnthropicFormat:
             },
         }
 
-    def stream(self, request: ParsedRequest, completion: Completion) -> AsyncIterator[bytes]:
-        # Unreachable: parse() answers a streaming request with a 400 before this is called.
-        raise AssertionError("streaming is refused for the Anthropic format")
+    async def stream(
+        self, request: ParsedRequest, completion: Completion, pause_s: float
+    ) -> AsyncIterator[bytes]:
+        """The events of one text block: the answer in a few words per delta, ``pause_s`` apart.
+
+        Ids, stop reason, stop sequence and usage are those of :meth:`success_payload`.
+        """
+        message = self.success_payload(request, completion)
+        yield _event("message_start", {"message": _started(message)})
+        yield _event(
+            "content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}
+        )
+        yield _event("ping", {})
+        async for piece in paced(text_pieces(completion.text), pause_s):
+            yield _event(
+                "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}}
+            )
+        yield _event("content_block_stop", {"index": 0})
+        delta = {key: message[key] for key in ("stop_reason", "stop_sequence")}
+        usage = {"output_tokens": message["usage"]["output_tokens"]}
+        yield _event("message_delta", {"delta": delta, "usage": usage})
+        yield _event("message_stop", {})
 
     def limit_headers(self, state: WindowState) -> dict[str, str]:
         requests_reset = _rfc3339(state.reset_requests_s)
@@ -270,6 +298,27 @@ class AnthropicFormat:
 
     def retry_headers(self, retry_after_s: float) -> dict[str, str]:
         return {"retry-after": str(max(1, math.ceil(retry_after_s)))}
+
+
+def _event(name: str, fields: dict) -> bytes:
+    """One server-sent event; its ``data`` repeats the name as ``type``, as the API's do."""
+    data = json.dumps({"type": name, **fields}, separators=(",", ":"))
+    return f"event: {name}\ndata: {data}\n\n".encode()
+
+
+def _started(message: dict) -> dict:
+    """``message`` as ``message_start`` shows it: no content or stop reason yet, one token out."""
+    usage = message["usage"]
+    return {
+        "id": message["id"],
+        "type": "message",
+        "role": "assistant",
+        "content": [],
+        "model": message["model"],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {**usage, "output_tokens": min(1, usage["output_tokens"])},
+    }
 
 
 def _last_user(messages: list[dict]) -> str | None:

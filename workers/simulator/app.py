@@ -139,9 +139,8 @@ class Simulator:
         }
         if parsed.stream:
             self.stats.record(adapter.wire, parsed.model, 200, **record)
-            return StreamingResponse(
-                adapter.stream(parsed, completion), headers=headers, media_type="text/event-stream"
-            )
+            events = adapter.stream(parsed, completion, self.settings.stream_chunk_ms / 1000)
+            return StreamingResponse(events, headers=headers, media_type="text/event-stream")
         payload = adapter.success_payload(parsed, completion)
         kind = self.faults.roll_malformed()
         if kind is None:

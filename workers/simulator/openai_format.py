@@ -27,8 +27,10 @@ from workers.simulator.wire import (
     SimError,
     check_type,
     decode_object,
+    paced,
     random_id,
     require,
+    text_pieces,
 )
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -46,7 +48,6 @@ _STATUS_MESSAGES = {
     503: "The server is overloaded or not ready yet.",
     504: "Gateway timeout.",
 }
-_STREAM_WORDS_PER_CHUNK = 4
 _SCHEMA_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 #: Parameters of other APIs an adapter might send here by mistake: refused as the API does.
 _UNRECOGNIZED = ("top_k", "stop_sequences")
@@ -356,8 +357,11 @@ class OpenAIFormat:
             "service_tier": "default",
         }
 
-    async def stream(self, request: ParsedRequest, completion: Completion) -> AsyncIterator[bytes]:
-        """Server-sent chunks: role, content in a few words each, finish, optional usage, DONE."""
+    async def stream(
+        self, request: ParsedRequest, completion: Completion, pause_s: float
+    ) -> AsyncIterator[bytes]:
+        """Server-sent chunks: role, content in a few words each (``pause_s`` apart), finish,
+        optional usage, DONE."""
         base = {
             "id": random_id("chatcmpl-"),
             "object": "chat.completion.chunk",
@@ -374,10 +378,8 @@ class OpenAIFormat:
             return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
         yield chunk({"role": "assistant", "content": "", "refusal": None}, None)
-        words = completion.text.split(" ") if completion.text else []
-        for start in range(0, len(words), _STREAM_WORDS_PER_CHUNK):
-            piece = " ".join(words[start : start + _STREAM_WORDS_PER_CHUNK])
-            yield chunk({"content": piece if start == 0 else " " + piece}, None)
+        async for piece in paced(text_pieces(completion.text), pause_s):
+            yield chunk({"content": piece}, None)
         yield chunk({}, "length" if completion.capped else "stop")
         if request.include_usage:
             body = {**base, "choices": [], "usage": self._usage(completion)}

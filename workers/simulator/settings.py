@@ -58,6 +58,9 @@ class SimulatorSettings(BaseSettings):
 
     latency_ms: float = Field(default=0.0, ge=0, description="Median latency; 0 answers at once.")
     latency_sigma: float = Field(default=0.5, ge=0, le=5, description="Lognormal spread.")
+    stream_chunk_ms: float = Field(
+        default=0.0, ge=0, description="Pause between streamed chunks; 0 sends them at once."
+    )
     error_rate: float = Field(default=0.0, ge=0, le=1, description="Share of retryable 5xx/529.")
     rpm: int | None = Field(
         default=None, ge=1, description="Requests per rate_window_s (60 s), per wire format."

@@ -2,10 +2,14 @@
 
 The request pipeline in ``app.py`` is generic; each format module (``openai_format``,
 ``anthropic_format``) supplies parsing, bodies and headers, never HTTP handling.
+
+The pacing of streamed text (:func:`text_pieces`, :func:`paced`) is shared here too, so both
+formats cut an answer into the same pieces and pause between them alike.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Mapping
@@ -15,6 +19,8 @@ from typing import Any, Protocol
 from workers.simulator.limits import Refusal, WindowState
 from workers.simulator.settings import Wire
 from workers.simulator.text import Completion
+
+_STREAM_WORDS_PER_PIECE = 4
 
 
 class SimError(Exception):
@@ -83,11 +89,30 @@ class WireAdapter(Protocol):
 
     def success_payload(self, request: ParsedRequest, completion: Completion) -> dict: ...
 
-    def stream(self, request: ParsedRequest, completion: Completion) -> AsyncIterator[bytes]: ...
+    def stream(
+        self, request: ParsedRequest, completion: Completion, pause_s: float
+    ) -> AsyncIterator[bytes]: ...
 
     def limit_headers(self, state: WindowState) -> dict[str, str]: ...
 
     def retry_headers(self, retry_after_s: float) -> dict[str, str]: ...
+
+
+def text_pieces(text: str) -> list[str]:
+    """``text`` cut into pieces of a few words each that join back to exactly ``text``."""
+    words = text.split(" ") if text else []
+    return [
+        (" " if start else "") + " ".join(words[start : start + _STREAM_WORDS_PER_PIECE])
+        for start in range(0, len(words), _STREAM_WORDS_PER_PIECE)
+    ]
+
+
+async def paced(pieces: list[str], pause_s: float) -> AsyncIterator[str]:
+    """``pieces`` one by one, ``pause_s`` apart (no pause before the first)."""
+    for i, piece in enumerate(pieces):
+        if i and pause_s > 0:
+            await asyncio.sleep(pause_s)
+        yield piece
 
 
 def random_id(prefix: str, nbytes: int = 12) -> str:

@@ -8,7 +8,9 @@ tell decides first:
   window (the API has no dedicated error code for it, so the message is matched).
 - 529 ``overloaded_error`` is retryable; the shared status table already treats 5xx so.
 
-Everything else is decided by status in :func:`workers.providers.base.classify_status`.
+Everything else is decided by status in :func:`workers.providers.base.classify_status`. An
+``event: error`` inside a stream (:func:`classify_stream_error`) is classified the same way, as
+the status its type is documented with.
 """
 
 from __future__ import annotations
@@ -33,6 +35,23 @@ _CONTEXT_MESSAGE = re.compile(
 )
 
 
+#: The status each documented error ``type`` comes with. An ``error`` event inside a stream
+#: (sent after the 200) is classified as if it had come with its status; unknown types as a 500.
+STATUS_BY_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+UNKNOWN_TYPE_STATUS = 500
+
+
 def classify(status: int, headers: httpx.Headers, body: bytes, provider: str) -> ProviderError:
     rid = request_id(headers, *api.REQUEST_ID_HEADERS)
     try:
@@ -42,13 +61,36 @@ def classify(status: int, headers: httpx.Headers, body: bytes, provider: str) ->
         if snippet := error_snippet(body):
             message += f": {snippet}"
         return classify_status(status, headers, message, provider=provider, provider_request_id=rid)
+    return _classify_object(status, headers, data, provider, rid, where=f"HTTP {status}")
+
+
+def classify_stream_error(event: dict[str, Any], provider: str, rid: str | None) -> ProviderError:
+    """An ``event: error`` (the same object as an error body), classified as the response of
+    its type's status would be: ``overloaded_error`` as a 529 (retried), ``invalid_request_error``
+    as a 400 (not)."""
+    error = event.get("error")
+    kind = error.get("type") if isinstance(error, dict) else None
+    status = STATUS_BY_TYPE.get(str(kind), UNKNOWN_TYPE_STATUS)
+    return _classify_object(status, httpx.Headers(), event, provider, rid, where="stream error")
+
+
+def _classify_object(
+    status: int,
+    headers: httpx.Headers,
+    data: dict[str, Any],
+    provider: str,
+    rid: str | None,
+    *,
+    where: str,
+) -> ProviderError:
+    """Classify a decoded error object; ``where`` begins the message ("HTTP 529")."""
     if not rid and isinstance(data.get("request_id"), str):
         rid = data["request_id"] or None
     error = data.get("error")
     details: dict[str, Any] = error if isinstance(error, dict) else {}
     kind = str(details.get("type") or "")
     text = _message(data, details)
-    message = f"HTTP {status} {kind}: {text}" if kind else f"HTTP {status}: {text}"
+    message = f"{where} {kind}: {text}" if kind else f"{where}: {text}"
     if (
         kind == "request_too_large"
         or status == 413

@@ -14,6 +14,7 @@ from workers.providers.base import (
     Completion,
     HttpCall,
     Unsupported,
+    as_stream,
     decode_json_object,
     field,
     request_id,
@@ -99,13 +100,16 @@ def build(model: ModelConfig, payload: dict, api_key: str | None) -> HttpCall:
     return HttpCall(path=api.PATH, headers=api.headers(api_key), json=body)
 
 
+def stream_build(model: ModelConfig, payload: dict, api_key: str | None) -> HttpCall:
+    """:func:`build`'s call, answered as a stream of events."""
+    return as_stream(build(model, payload, api_key), stream=True)
+
+
 def parse(status: int, headers: httpx.Headers, body: bytes) -> Completion:
     """A ``message`` object as a :class:`Completion`.
 
-    Text is the concatenation of the ``text`` blocks (other block types carry no answer text).
-    Usage: ``input_tokens`` is already uncached; ``cache_read_input_tokens`` is billed at the
-    cached price; ``cache_creation_input_tokens`` is billed at the plain input price (Anthropic
-    charges cache writes a premium we do not model), so it is added to ``input_tokens``.
+    Text is the concatenation of the ``text`` blocks (other block types carry no answer text);
+    usage is split by :func:`usage`.
     """
     rid = request_id(headers, *api.REQUEST_ID_HEADERS)
     try:
@@ -120,14 +124,14 @@ def parse(status: int, headers: httpx.Headers, body: bytes) -> Completion:
                 raise BodyError(f"field 'content.{i}' is not an object")
             if block.get("type") == "text":
                 parts.append(field(data, f"content.{i}.text", str))
-        uncached = token_count(data, "usage.input_tokens")
-        created = token_count(data, "usage.cache_creation_input_tokens", optional=True)
+        finish_reason = field(data, "stop_reason", str)
+        uncached, cached, output = usage(data)
         return Completion(
             text="".join(parts),
-            finish_reason=field(data, "stop_reason", str),
-            input_tokens=uncached + created,
-            cached_input_tokens=token_count(data, "usage.cache_read_input_tokens", optional=True),
-            output_tokens=token_count(data, "usage.output_tokens"),
+            finish_reason=finish_reason,
+            input_tokens=uncached,
+            cached_input_tokens=cached,
+            output_tokens=output,
             provider_request_id=rid,
             model=field(data, "model", str),
         )
@@ -135,3 +139,16 @@ def parse(status: int, headers: httpx.Headers, body: bytes) -> Completion:
         raise MalformedResponse(
             f"HTTP {status}: {exc}", provider="anthropic", status=status, provider_request_id=rid
         ) from exc
+
+
+def usage(data: dict[str, Any]) -> tuple[int, int, int]:
+    """Input, cached input and output tokens of a message's ``usage``, split by price.
+
+    ``input_tokens`` is already uncached; ``cache_read_input_tokens`` is billed at the cached
+    price; ``cache_creation_input_tokens`` is billed at the plain input price (Anthropic charges
+    cache writes a premium we do not model), so it is added to the input tokens.
+    """
+    uncached = token_count(data, "usage.input_tokens")
+    created = token_count(data, "usage.cache_creation_input_tokens", optional=True)
+    cached = token_count(data, "usage.cache_read_input_tokens", optional=True)
+    return uncached + created, cached, token_count(data, "usage.output_tokens")

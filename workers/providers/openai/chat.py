@@ -20,13 +20,13 @@ from workers.providers.base import (
     Completion,
     HttpCall,
     Unsupported,
+    as_stream,
     decode_json_object,
     field,
     request_id,
     token_count,
 )
 from workers.providers.openai import api
-
 
 #: Stored parameters sent as they are, when the request has them.
 PASSED = ("temperature", "top_p", "stop", "seed", "response_format")
@@ -60,12 +60,18 @@ def build(model: ModelConfig, payload: dict, api_key: str | None) -> HttpCall:
     return HttpCall(path=api.PATH, headers=api.headers(api_key), json=body)
 
 
+def stream_build(model: ModelConfig, payload: dict, api_key: str | None) -> HttpCall:
+    """:func:`build`'s call as a stream that ends with a usage chunk (without
+    ``include_usage`` a stream reports no usage at all, and the call could not be costed)."""
+    call = build(model, payload, api_key)
+    return as_stream(call, stream=True, stream_options={"include_usage": True})
+
+
 def parse(status: int, headers: httpx.Headers, body: bytes) -> Completion:
     """A ``chat.completion`` object as a :class:`Completion`.
 
-    ``usage.prompt_tokens`` *includes* ``prompt_tokens_details.cached_tokens``, so the uncached
-    count is the difference. A null ``content`` (a refusal, or tool calls) is an empty text with
-    the provider's ``finish_reason``; missing ``choices`` is malformed, not empty.
+    Usage is split by :func:`usage`. A null ``content`` (a refusal, or tool calls) is an empty
+    text with the provider's ``finish_reason``; missing ``choices`` is malformed, not empty.
     """
     rid = request_id(headers, *api.REQUEST_ID_HEADERS)
     try:
@@ -77,16 +83,13 @@ def parse(status: int, headers: httpx.Headers, body: bytes) -> Completion:
         # Null content is a refusal or tool calls: no text, and finish_reason says why.
         text = field(data, "choices.0.message.content", str, optional=True) or ""
         finish_reason = field(data, "choices.0.finish_reason", str)
-        prompt = token_count(data, "usage.prompt_tokens")
-        cached = token_count(data, "usage.prompt_tokens_details.cached_tokens", optional=True)
-        if cached > prompt:
-            raise BodyError(f"cached_tokens ({cached}) exceeds prompt_tokens ({prompt})")
+        uncached, cached, output = usage(data)
         return Completion(
             text=text,
             finish_reason=finish_reason,
-            input_tokens=prompt - cached,
+            input_tokens=uncached,
             cached_input_tokens=cached,
-            output_tokens=token_count(data, "usage.completion_tokens"),
+            output_tokens=output,
             provider_request_id=rid,
             model=field(data, "model", str),
         )
@@ -94,3 +97,14 @@ def parse(status: int, headers: httpx.Headers, body: bytes) -> Completion:
         raise MalformedResponse(
             f"HTTP {status}: {exc}", provider="openai", status=status, provider_request_id=rid
         ) from exc
+
+
+def usage(data: dict[str, Any]) -> tuple[int, int, int]:
+    """Uncached input, cached input and output tokens of a response's (or a stream's last
+    chunk's) ``usage``: ``prompt_tokens`` *includes* ``prompt_tokens_details.cached_tokens``,
+    so the uncached count is the difference."""
+    prompt = token_count(data, "usage.prompt_tokens")
+    cached = token_count(data, "usage.prompt_tokens_details.cached_tokens", optional=True)
+    if cached > prompt:
+        raise BodyError(f"cached_tokens ({cached}) exceeds prompt_tokens ({prompt})")
+    return prompt - cached, cached, token_count(data, "usage.completion_tokens")
