@@ -1,7 +1,7 @@
 """Interactive latency: what the broker adds to a chat completion over calling the provider.
 
     python scripts/bench_interactive.py [--json] [--calls 200] [--backlog 10000]
-                                        [--database-url URL]
+                                        [--database-url URL] [--stream-chunk-ms 0]
 
 Starts a private stack (zero-latency simulator, private Redis, SQLite unless --database-url)
 and times, with the official OpenAI SDK on both sides and a fresh prompt every call (so the
@@ -14,7 +14,9 @@ response cache never answers):
   made after it drained are not counted, and the table says how many were).
 
 Sync calls give p50/p95/p99; a streamed call after every fourth (interleaved, so both meet the
-same backlog) gives the time to the first content chunk. The "added" figures are a percentile
+same backlog) gives the time to the first content chunk; ``--stream-chunk-ms`` makes the
+simulator pause between the chunks it streams, as a model writing does, so that figure shows
+whether the first token waits for the last (it is in the JSON as ``stream_chunk_ms``). The "added" figures are a percentile
 of the broker's latencies minus the same percentile of the direct ones, measured in the same
 run. Targets: p50 <= 10 ms, p99 <= 30 ms added. A second table says where a sync call's time
 goes, idle and behind the backlog: the medians of the spans between the SDK sending it, the
@@ -33,6 +35,7 @@ import uuid
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
+import httpx
 import openai
 from rich.console import Console
 from rich.table import Table
@@ -172,6 +175,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--backlog", type=int, default=10_000)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--stream-chunk-ms",
+        type=float,
+        default=0.0,
+        help="the simulator's pause between streamed chunks (sync calls are not paced)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     console = Console(stderr=args.json)
@@ -185,6 +194,10 @@ def main() -> None:
         )
         with Stack(settings) as stack:
             sim = f"{stack.env['BROKER_SIMULATOR_URL']}/v1"
+            pace = {"stream_chunk_ms": args.stream_chunk_ms}
+            httpx.post(
+                f"{stack.env['BROKER_SIMULATOR_URL']}/_sim/config", json=pace
+            ).raise_for_status()
             direct_client = openai.OpenAI(base_url=sim, api_key="sim", max_retries=0)
             broker_client = openai.OpenAI(
                 base_url=f"{stack.api_url}/v1", api_key=BROKER_KEY, max_retries=0
@@ -218,6 +231,7 @@ def main() -> None:
 
     result = {
         "direct": {k: round(v, 2) for k, v in direct.items()},
+        "stream_chunk_ms": args.stream_chunk_ms,
         "idle": added(idle, direct),
         "backlog": {**added(backlog, direct), "backlog_requests": args.backlog},
     }

@@ -28,6 +28,7 @@ from broker.dropin.openai_batches import (
     batch_id,
     batch_object,
     read_lines,
+    too_many_inputs,
 )
 from broker.dropin.wire import feature_of
 from broker.errors import InvalidRequest
@@ -66,9 +67,7 @@ def _check(body: BatchCreate) -> None:
         raise InvalidRequest("metadata: at most 16 pairs", field="metadata")
 
 
-def _create(
-    body: BatchCreate, team: TeamConfig, resources: ApiResources, request: Request
-) -> str:
+def _create(body: BatchCreate, team: TeamConfig, resources: ApiResources, request: Request) -> str:
     """Read the input file, submit its good lines; the new batch's id."""
     with store_errors(), resources.db.session() as session:
         row = files.get_row(session, team.id, body.input_file_id)
@@ -102,11 +101,15 @@ def _create(
         )
     # Two passes over the file, never all of it in memory: the first checks every line and
     # counts (the error file, admission); the second reads the good lines into the job.
-    bad, good, models, tokens = Parsed(), [], set(), 0
+    bad, good, models, tokens, inputs = Parsed(), [], set(), 0, 0
     for number, one in read_lines(files.iter_lines(path), body.endpoint, check, bad.fail):
         good.append(number)
         models.add(one.model)
         tokens += tokens_of(one, payload_of(one))
+        inputs += len(one.input or ())
+    if (too_many := too_many_inputs(inputs)) is not None:  # the batch fails, as OpenAI's does
+        bad.errors.insert(0, too_many)
+        good.clear()
     meta = {
         "endpoint": body.endpoint,
         "input_file_id": body.input_file_id,

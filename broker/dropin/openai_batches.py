@@ -34,6 +34,8 @@ READERS: dict[str, Callable[..., RequestIn]] = {
 WINDOW = "24h"
 WINDOW_S = 24 * 3600
 MESSAGE_MAX = 1000
+MAX_EMBEDDING_INPUTS = 50_000
+"""Embedding inputs in all the requests of one ``/v1/embeddings`` batch, as OpenAI's."""
 
 
 def batch_id(job_id: str) -> str:
@@ -80,6 +82,17 @@ class Parsed:
                 "param": param,
             }
         )
+
+
+def too_many_inputs(count: int) -> dict[str, Any] | None:
+    """The batch's error when its embedding requests hold more inputs than one batch may."""
+    if count <= MAX_EMBEDDING_INPUTS:
+        return None
+    message = (
+        f"the batch's requests hold {count:,} embedding inputs; a /v1/embeddings batch takes "
+        f"at most {MAX_EMBEDDING_INPUTS:,} in all: split the file into several batches"
+    )
+    return {"line": None, "custom_id": None, "code": "too_many_inputs", "message": message, "param": None}  # fmt: skip
 
 
 def parse_lines(
@@ -166,7 +179,7 @@ def batch_object(job: Job, cached_tokens: int = 0) -> dict[str, Any]:
     """A job made through the Batches API as the SDK's ``Batch``."""
     meta = job.surface_meta or {}
     status = status_of(job)
-    bad = len(meta.get("errors") or [])
+    bad = sum(e["line"] is not None for e in meta.get("errors") or [])
     created = meta.get("created") or unix(job.created_at)
     finished = unix(job.finished_at)
     failures = job.n_failed + job.n_expired + job.n_cancelled + bad
@@ -278,6 +291,8 @@ def bad_input_lines(job: Job) -> Iterator[dict[str, Any]]:
     """The error-file lines of the input lines that never became requests (400s)."""
     hexpart = job.id.removeprefix("job_")
     for e in (job.surface_meta or {}).get("errors") or []:
+        if e["line"] is None:  # the batch's own error (its errors field), not a line's
+            continue
         body = _error_body(400, e["message"], e["code"], e.get("param"))
         yield {
             "id": f"batch_req_{hexpart}_line{e['line']}",

@@ -212,6 +212,7 @@ def policies(tmp_path_factory, module_database_url):
             "downgrader": 'budget_policy = "downgrade"',
             "research": "velocity_share = 0.05\nvelocity_window_s = 60",
             "routed": 'budget_policy = "reject"',
+            "routeholder": 'budget_policy = "hold"',
         },
         """
 [[budgets]]
@@ -224,6 +225,10 @@ limit_usd = "0.01"
 
 [[budgets]]
 team = "holder"
+limit_usd = "0.005"
+
+[[budgets]]
+team = "routeholder"
 limit_usd = "0.005"
 
 [[budgets]]
@@ -303,14 +308,17 @@ def test_downgrade_takes_a_routed_request_down_its_routes_tiers(policies):
     assert result.model_used == "gpt-4.1-nano"
 
 
-def test_hold_waits_and_resumes_when_the_limit_is_raised(policies):
-    with BrokerClient(policies.api_url, key("holder")) as client:
-        job = client.submit_batch(batch(10), feature="code-generation")
+def held_then_raised(stack: Stack, team: str, requests: list[dict]) -> list:
+    """Submit ``requests`` for a hold team; check some wait for budget (none fail) while the
+    limit stands; raise it; the results once all have run."""
+    with BrokerClient(stack.api_url, key(team)) as client:
+        job = client.submit_batch(requests, feature="code-generation")
         wait_until(lambda: client.get_job(job.id).counts.succeeded >= 1, 30, "the first to run")
         time.sleep(3)
         held = client.get_job(job.id)
-        assert held.status == "running" and held.counts.succeeded < 10 and held.counts.failed == 0
-        db = Database(policies.settings.database_url_or_default)
+        assert held.status == "running" and held.counts.failed == 0
+        assert held.counts.succeeded < len(requests)
+        db = Database(stack.settings.database_url_or_default)
         with db.session() as s:
             waiting = s.scalar(
                 select(func.count())
@@ -320,13 +328,26 @@ def test_hold_waits_and_resumes_when_the_limit_is_raised(policies):
         db.dispose()
         assert waiting >= 1
         response = httpx.put(
-            f"{policies.api_url}/v1/admin/budgets/holder/daily/limit",
+            f"{stack.api_url}/v1/admin/budgets/{team}/daily/limit",
             json={"limit_usd": "1.00"},
             headers=ADMIN,
         )
         assert response.status_code == 200, response.text
         done = job.wait(timeout=60)
-    assert done.status == "completed" and done.counts.succeeded == 10
+        assert done.status == "completed" and done.counts.succeeded == len(requests)
+        return list(done.results())
+
+
+def test_hold_waits_and_resumes_when_the_limit_is_raised(policies):
+    held_then_raised(policies, "holder", batch(10))
+
+
+def test_hold_keeps_a_routed_request_on_its_tier_until_the_limit_is_raised(policies):
+    """Held, a routed request waits for its chosen tier's worst case to fit: it is neither
+    refused nor moved to a cheaper tier, and runs on the flagship once the limit is raised."""
+    routed = [{**r, "model": "auto", "metadata": {"tier": 1}} for r in batch(10, prefix="h")]
+    results = held_then_raised(policies, "routeholder", routed)
+    assert all(r.route.model == "gpt-4o" and r.model_used == "gpt-4o" for r in results)
 
 
 def test_the_velocity_breaker_pauses_only_the_runaway_team(policies):

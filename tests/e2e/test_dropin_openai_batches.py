@@ -56,21 +56,30 @@ def test_a_batch_runs_its_good_lines_and_reports_the_bad_ones(stack: Stack):
     with oa(stack) as client:
         file = upload(client, lines)
         assert (file.object, file.purpose, file.status, file.bytes) == (
-            "file", "batch", "processed", len(("\n".join(lines) + "\n").encode()))
+            "file",
+            "batch",
+            "processed",
+            len(("\n".join(lines) + "\n").encode()),
+        )
         assert file.expires_at == file.created_at + 30 * 86400
         assert client.files.retrieve(file.id).id == file.id
         assert client.files.content(file.id).text.splitlines() == lines
 
         batch = client.batches.create(
-            input_file_id=file.id, endpoint=URL, completion_window="24h",
+            input_file_id=file.id,
+            endpoint=URL,
+            completion_window="24h",
             metadata={"feature": "summarization", "run": tag},
         )
         assert batch.status == "in_progress" and batch.metadata["run"] == tag
         assert batch.output_file_id is None and batch.request_counts.total == 4
         batch = wait(client, batch.id)
         assert batch.status == "completed"
-        assert (batch.request_counts.total, batch.request_counts.completed,
-                batch.request_counts.failed) == (4, 2, 2)
+        assert (
+            batch.request_counts.total,
+            batch.request_counts.completed,
+            batch.request_counts.failed,
+        ) == (4, 2, 2)
         assert batch.completed_at and batch.usage.total_tokens > 0
 
         out = [json.loads(x) for x in client.files.content(batch.output_file_id).text.splitlines()]
@@ -132,9 +141,24 @@ def test_an_embeddings_batch_writes_embedding_bodies(stack: Stack):
     assert len(base64.b64decode(encoded["embedding"])) == 4 * 1536
     [error] = [json.loads(e) for e in errors]
     assert error["custom_id"] == "x" and error["response"]["status_code"] == 400
-    assert "embedding models: text-embedding-3-small" in (
-        error["response"]["body"]["error"]["message"]
+    assert (
+        "embedding models: text-embedding-3-small"
+        in (error["response"]["body"]["error"]["message"])
     )
+
+
+def test_an_embeddings_batch_over_fifty_thousand_inputs_fails_before_it_runs(stack: Stack):
+    url, model = "/v1/embeddings", "text-embedding-3-small"
+    body = {"model": model, "input": [f"text {i}" for i in range(2048)]}
+    lines = [json.dumps({"custom_id": f"e{n}", "method": "POST", "url": url, "body": body})
+             for n in range(25)]  # fmt: skip
+    with oa(stack) as client:
+        batch = client.batches.create(
+            input_file_id=upload(client, lines).id, endpoint=url, completion_window="24h"
+        )
+    assert batch.status == "failed" and batch.request_counts.completed == 0
+    [error] = batch.errors.data
+    assert error.code == "too_many_inputs" and "51,200 embedding inputs" in error.message
 
 
 def test_a_file_with_no_good_line_makes_a_failed_batch(stack: Stack):
@@ -167,7 +191,9 @@ def test_idempotency_key_returns_the_same_batch(stack: Stack):
         file = upload(client, [line("a", f"Say hello {key}")])
         ids = {
             client.batches.create(
-                input_file_id=file.id, endpoint=URL, completion_window="24h",
+                input_file_id=file.id,
+                endpoint=URL,
+                completion_window="24h",
                 extra_headers={"Idempotency-Key": key},
             ).id
             for _ in range(3)

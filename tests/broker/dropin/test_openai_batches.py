@@ -19,6 +19,7 @@ from broker.dropin.openai_batches import (
     output_line,
     parse_lines,
     render_file,
+    too_many_inputs,
 )
 from broker.errors import InvalidRequest
 from broker.store import Job, Request
@@ -88,15 +89,36 @@ def test_ids_round_trip():
 
 def job(**kw) -> Job:
     fields = dict(
-        id="job_" + "cd" * 12, team_id="t", feature="default", priority="medium",
-        status="running", n_total=3, n_succeeded=0, n_failed=0, n_cancelled=0, n_expired=0,
-        input_tokens=10, output_tokens=5, cost_micros=0, created_at=T0,
+        id="job_" + "cd" * 12,
+        team_id="t",
+        feature="default",
+        priority="medium",
+        status="running",
+        n_total=3,
+        n_succeeded=0,
+        n_failed=0,
+        n_cancelled=0,
+        n_expired=0,
+        input_tokens=10,
+        output_tokens=5,
+        cost_micros=0,
+        created_at=T0,
         surface="openai",
         surface_meta={
-            "endpoint": URL, "input_file_id": "file-1", "completion_window": "24h",
-            "metadata": {"k": "v"}, "created": int(T0.timestamp()),
-            "errors": [{"line": 2, "custom_id": None, "code": "invalid_json_line",
-                        "message": "line 2: not valid JSON", "param": None}],
+            "endpoint": URL,
+            "input_file_id": "file-1",
+            "completion_window": "24h",
+            "metadata": {"k": "v"},
+            "created": int(T0.timestamp()),
+            "errors": [
+                {
+                    "line": 2,
+                    "custom_id": None,
+                    "code": "invalid_json_line",
+                    "message": "line 2: not valid JSON",
+                    "param": None,
+                }
+            ],
         },
     )
     fields.update(kw)
@@ -139,10 +161,29 @@ def test_a_failed_batch_lists_its_errors():
     assert obj["request_counts"] == {"total": 1, "completed": 0, "failed": 1}
 
 
+def test_an_embeddings_batch_over_fifty_thousand_inputs_fails_as_a_whole():
+    assert too_many_inputs(50_000) is None
+    error = too_many_inputs(50_001)
+    assert error["code"] == "too_many_inputs" and "50,001" in error["message"]
+    failed = job(status="completed", n_total=0)
+    failed.surface_meta = {**failed.surface_meta, "failed": True, "errors": [error]}
+    obj = batch_object(failed)
+    assert obj["status"] == "failed" and obj["errors"]["data"][0]["line"] is None
+    assert obj["request_counts"] == {"total": 0, "completed": 0, "failed": 0}
+    assert obj["error_file_id"] is None  # no line failed: nothing to write
+
+
 def row(seq: int, status: str, **kw) -> Request:
     return Request(
-        id=f"req_{'cd' * 12}_{seq}", job_id="job_" + "cd" * 12, seq=seq, custom_id=f"c{seq}",
-        status=status, model="gpt-4o-mini", created_at=T0, finished_at=T0, **kw,
+        id=f"req_{'cd' * 12}_{seq}",
+        job_id="job_" + "cd" * 12,
+        seq=seq,
+        custom_id=f"c{seq}",
+        status=status,
+        model="gpt-4o-mini",
+        created_at=T0,
+        finished_at=T0,
+        **kw,
     )
 
 
