@@ -58,6 +58,7 @@ class AnswerSharing:
             provider=outcome.provider,
             output=outcome.output,
             finish_reason=outcome.finish_reason,
+            stop_sequence=outcome.stop_sequence,
             input_tokens=outcome.input_tokens,
             cached_input_tokens=outcome.cached_input_tokens,
             output_tokens=outcome.output_tokens,
@@ -65,7 +66,9 @@ class AnswerSharing:
             stored_at=time.time(),
         )
 
-        def fill(pipe: redis.client.Pipeline) -> None:  # one transaction: answer kept, flight landed
+        def fill(
+            pipe: redis.client.Pipeline,
+        ) -> None:  # one transaction: answer kept, flight landed
             self._flights.land_on(pipe, key)  # first: its first reply is the waiters
             if entry.cache_store:
                 put_on(pipe, answer, entry.cache_ttl_s, claimed.team_id, claimed.feature)

@@ -283,6 +283,7 @@ class Executor:
             result,
             output=completion.text,
             finish_reason=completion.finish_reason,
+            stop_sequence=completion.stop_sequence,
             input_tokens=completion.input_tokens,
             cached_input_tokens=completion.cached_input_tokens,
             output_tokens=completion.output_tokens,

@@ -51,6 +51,7 @@ class CachedAnswer:
     output_tokens: int
     cost_micros: int
     stored_at: float
+    stop_sequence: str | None = None  # entries kept before it was recorded have none
 
     def encode(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -68,6 +69,7 @@ class CachedAnswer:
         if (
             answer.key != key
             or not isinstance(answer.output, str)
+            or not isinstance(answer.stop_sequence, str | None)
             or not all(isinstance(n, int) and n >= 0 for n in (*ints, answer.cost_micros))
         ):
             log.warning("cache entry %s does not match its key or types: ignored", key[:12])

@@ -7,9 +7,10 @@
 thinking and MCP servers are refused. :func:`message` writes a finished request as the
 ``message`` object the SDK validates.
 
-``stop_sequence``, the sequence that ended an answer, is not recorded with it: when the
-provider stopped at one and the request gave exactly one, that is the one; with several it is
-null (which the SDK accepts), never a guess.
+``stop_sequence``, the sequence that ended an answer, is recorded when the provider said which
+(an Anthropic-format provider does; an OpenAI-format one does not): otherwise, when the request
+gave exactly one, that is the one; with several it is null (which the SDK accepts), never a
+guess.
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ def stop_sequence_of(row: Request) -> str | None:
     """The stop sequence that ended the answer, as far as the record tells (module doc)."""
     if anthropic_stop(row.finish_reason) != "stop_sequence":
         return None
+    if row.stop_sequence:
+        return row.stop_sequence
     stops = (row.payload or {}).get("stop") or []
     return stops[0] if len(stops) == 1 else None
 

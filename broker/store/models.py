@@ -140,6 +140,9 @@ class Request(Base):
     provider_used: Mapped[str | None] = mapped_column(String(64))
     output: Mapped[str | None] = mapped_column(Text)
     finish_reason: Mapped[str | None] = mapped_column(String(32))
+    stop_sequence: Mapped[str | None] = mapped_column(
+        String(1000), doc="The stop sequence that ended the answer, when the provider said."
+    )
     input_tokens: Mapped[int | None] = mapped_column(Integer)
     cached_input_tokens: Mapped[int | None] = mapped_column(Integer)
     output_tokens: Mapped[int | None] = mapped_column(Integer)

@@ -75,6 +75,7 @@ class Outcome:
     latency_ms: int
     output: str | None = None
     finish_reason: str | None = None
+    stop_sequence: str | None = None
     input_tokens: int = 0
     cached_input_tokens: int = 0
     output_tokens: int = 0
@@ -201,6 +202,7 @@ _FINISH = (
                     "provider_used",
                     "output",
                     "finish_reason",
+                    "stop_sequence",
                     "input_tokens",
                     "cached_input_tokens",
                     "output_tokens",
@@ -284,6 +286,7 @@ def _finish_params(claimed: Claimed, outcome: Outcome, now: datetime) -> dict[st
         "b_provider_used": outcome.provider,
         "b_output": outcome.output,
         "b_finish_reason": outcome.finish_reason,
+        "b_stop_sequence": outcome.stop_sequence,
         "b_input_tokens": outcome.input_tokens,
         "b_cached_input_tokens": outcome.cached_input_tokens,
         "b_output_tokens": outcome.output_tokens,

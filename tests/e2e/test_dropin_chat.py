@@ -194,6 +194,17 @@ def test_anthropic_stop_sequences_and_top_k_sync_and_streamed(stack: Stack):
         ) as stream:
             streamed = "".join(stream.text_stream)
             final = stream.get_final_message()
+        # With several, the one the provider stopped at is recorded (never a guess).
+        several = ["never-in-the-answer", "."]
+        named = client.messages.create(
+            model="claude-haiku-4-5", max_tokens=40, messages=ask, stop_sequences=several
+        )
+        with client.messages.stream(
+            model="claude-haiku-4-5", max_tokens=40, messages=ask, stop_sequences=several
+        ) as stream:
+            replayed = stream.get_final_message()  # the same request again: the cache's
+    assert (named.stop_reason, named.stop_sequence) == ("stop_sequence", ".")
+    assert (replayed.stop_reason, replayed.stop_sequence) == ("stop_sequence", ".")
     text = full.content[0].text
     assert full.stop_sequence is None
     assert cut.content[0].text == text[: text.find(".")].rstrip()

@@ -92,6 +92,8 @@ class Completion:
     provider_request_id: str | None
     model: str
     rate: RateSignal | None = None
+    #: The stop sequence that ended the answer, when the wire format says which.
+    stop_sequence: str | None = None
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,8 @@ def test_build_refuses_a_json_format_it_cannot_honour(haiku, payload, form, word
 def test_parse_stop_sequence(anthropic_example: dict) -> None:
     body = anthropic_example
     body.update(stop_reason="stop_sequence", stop_sequence="##")
-    assert adapter.parse(200, headers(), dumps(body)).finish_reason == "stop_sequence"
+    completion = adapter.parse(200, headers(), dumps(body))
+    assert (completion.finish_reason, completion.stop_sequence) == ("stop_sequence", "##")
 
 
 def test_parse_documented_example(anthropic_example_text: str) -> None:

@@ -217,6 +217,16 @@ def test_anthropic_usage_splits_cache_fields_and_takes_the_cumulative_counts() -
     assert completion.output_tokens == 3
 
 
+def test_anthropic_names_the_stop_sequence_that_ended_the_answer() -> None:
+    stopped = b'"delta":{"stop_reason":"stop_sequence","stop_sequence":"##"}'
+    raw = ANTHROPIC_STREAM.replace(
+        b'"delta":{"stop_reason":"end_turn","stop_sequence":null}', stopped
+    )
+    _, completion = read("anthropic", raw)
+    assert (completion.finish_reason, completion.stop_sequence) == ("stop_sequence", "##")
+    assert read("anthropic", ANTHROPIC_STREAM)[1].stop_sequence is None
+
+
 def test_anthropic_skips_other_blocks_pings_and_unnamed_or_unknown_events() -> None:
     thinking = (
         sse_event({"type": "content_block_start", "index": 0,

@@ -134,6 +134,7 @@ def parse(status: int, headers: httpx.Headers, body: bytes) -> Completion:
             output_tokens=output,
             provider_request_id=rid,
             model=field(data, "model", str),
+            stop_sequence=field(data, "stop_sequence", str, optional=True),
         )
     except BodyError as exc:
         raise MalformedResponse(

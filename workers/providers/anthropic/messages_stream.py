@@ -37,6 +37,7 @@ class MessagesStreamReader:
         self._usage: dict[str, Any] = {}
         self._parts: list[str] = []
         self._stop_reason: str | None = None
+        self._stop_sequence: str | None = None
         self._stopped = False
         self._handlers: dict[str, Callable[[dict[str, Any]], str | None]] = {
             "message_start": self._message_start,
@@ -88,6 +89,7 @@ class MessagesStreamReader:
             output_tokens=output,
             provider_request_id=self._rid,
             model=model,
+            stop_sequence=self._stop_sequence,
         )
 
     # --- one handler per event name; each returns the text the event adds --------------------
@@ -111,6 +113,7 @@ class MessagesStreamReader:
         reason = field(event, "delta.stop_reason", str, optional=True)
         if reason is not None:
             self._stop_reason = reason
+            self._stop_sequence = field(event, "delta.stop_sequence", str, optional=True)
         usage = field(event, "usage", dict, optional=True) or {}
         self._usage.update({k: v for k, v in usage.items() if v is not None})
 
