@@ -32,6 +32,7 @@ from sqlalchemy import func, select
 from broker import redis_keys
 from broker.config.broker_toml import BrokerConfig
 from broker.config.budgets import BudgetConfig
+from broker.config.routes import JUDGE_FRAMING_BYTES
 from broker.money import format_usd, usd_to_micros
 from broker.queues import QueueEntry
 from broker.store import BudgetLimit, Database, LedgerEntry
@@ -60,10 +61,24 @@ class Scope:
 
 
 def cost_bound(config: BrokerConfig, model: str, entry: QueueEntry) -> int:
-    """The most a request can cost on ``model``, in micro-dollars, rounded up."""
+    """The most a request can cost on ``model``, in micro-dollars, rounded up: with the
+    judge's call when its route's cascade has a judge read that tier's answers."""
     m = config.model(model)
     bound = entry.input_bound * m.input_price + entry.max_output * m.output_price
-    return math.ceil(bound)
+    return math.ceil(bound) + _judge_bound(config, model, entry)
+
+
+def _judge_bound(config: BrokerConfig, model: str, entry: QueueEntry) -> int:
+    """The judge reads the request (``input_bound`` bytes: no more tokens than that), the
+    answer (at most ``max_output`` tokens, counted twice for another tokenizer) and its
+    framing, and writes at most ``judge_max_tokens``."""
+    route = config.route(entry.route) if entry.route != "-" else None
+    cascade = route.cascade if route is not None else None
+    if cascade is None or cascade.judge is None or model not in route.tiers[:-1]:
+        return 0
+    judge = config.model(cascade.judge)
+    tokens_in = entry.input_bound + 2 * entry.max_output + JUDGE_FRAMING_BYTES
+    return math.ceil(tokens_in * judge.input_price + cascade.judge_max_tokens * judge.output_price)
 
 
 class BudgetLimits(Reread[dict[str, int]]):

@@ -4,17 +4,21 @@ The checks (:mod:`workers.validators`) run on the answer of every tier but the r
 Their verdict is recorded in the request's route decision (``checks``: tier, model, accepted
 or the check that turned it down and why, shadow or not). A turned-down answer escalates the
 request to the next tier (:class:`~broker.store.transitions.Escalation`), unless the cascade
-is in shadow mode, where the answer stands and only the verdict is kept.
+is in shadow mode, where the answer stands and only the verdict is kept. When the cascade
+names a judge, an answer the checks accept is read by it too (:mod:`workers.judge`), and its
+call is recorded and charged with the attempt.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Protocol
 
-from broker.config.broker_toml import BrokerConfig, RouteConfig
+from broker.config.broker_toml import BrokerConfig
+from broker.config.routes import CascadeConfig, RouteConfig
 from broker.store.cascades import Escalation
-from broker.store.transitions import Claimed, Outcome
-from workers.validators import judge
+from broker.store.transitions import Call, Claimed, Outcome
+from workers.validators import Verdict, judge
 
 
 def _reviewing(config: BrokerConfig, claimed: Claimed) -> tuple[RouteConfig, int] | None:
@@ -33,15 +37,32 @@ def may_escalate(config: BrokerConfig, claimed: Claimed) -> bool:
     return reviewing is not None and not reviewing[0].cascade.shadow
 
 
+class AskJudge(Protocol):
+    """Makes the judge's call (:mod:`workers.judge`): its verdict, and the calls it made."""
+
+    def __call__(
+        self, cascade: CascadeConfig, asked: dict, answer: str
+    ) -> tuple[Verdict, tuple[Call, ...]]: ...
+
+
 def review(
-    config: BrokerConfig, claimed: Claimed, outcome: Outcome
+    config: BrokerConfig, claimed: Claimed, outcome: Outcome, ask_judge: AskJudge | None = None
 ) -> tuple[Outcome, Escalation | None]:
-    """The outcome (with the verdict in its route decision) and the escalation, if any."""
+    """The outcome (with the verdict in its route decision, and the judge's calls and cost
+    when one was asked) and the escalation, if any."""
     reviewing = _reviewing(config, claimed)
     if reviewing is None:
         return outcome, None
     route, tier = reviewing
-    verdict = judge(outcome.output, outcome.finish_reason, claimed.payload, route.cascade.checks)
+    cascade = route.cascade
+    verdict = judge(outcome.output, outcome.finish_reason, claimed.payload, cascade.checks)
+    if verdict.accept and cascade.judge is not None and ask_judge is not None:
+        verdict, calls = ask_judge(cascade, claimed.payload, outcome.output or "")
+        outcome = replace(
+            outcome,
+            calls=outcome.calls + calls,
+            cost_micros=outcome.cost_micros + sum(c.cost_micros for c in calls),
+        )
     decision = dict(claimed.route_decision or {"route": route.name})
     decision["checks"] = [
         *decision.get("checks", []),
@@ -51,10 +72,10 @@ def review(
             "accept": verdict.accept,
             "check": verdict.check,
             "reason": verdict.reason,
-            "shadow": route.cascade.shadow,
+            "shadow": cascade.shadow,
         },
     ]
-    if verdict.accept or route.cascade.shadow:
+    if verdict.accept or cascade.shadow:
         return replace(outcome, route_decision=decision), None
     next_model = route.tiers[tier + 1]
     decision.update(tier=tier + 1, model=next_model, escalated=True)

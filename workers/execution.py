@@ -25,22 +25,24 @@ import redis
 
 from broker import queues
 from broker.config.broker_toml import BrokerConfig, ProviderConfig
+from broker.config.routes import CascadeConfig
 from broker.deltas import DeltaWriter
 from broker.errors import ProviderRateLimited
 from broker.pipelines import Pipelines
 from broker.store.cascades import Escalation
-from broker.store.transitions import Claimed, HandBack, Outcome
+from broker.store.transitions import Call, Claimed, HandBack, Outcome
 from broker.telemetry import logs
 from schedulers.budgets import Budgets
 from schedulers.feedback import Feedback
 from schedulers.ticket import Ticket
-from workers import cascade
+from workers import cascade, judge
 from workers.answers import AnswerSharing
 from workers.attempts import AttemptResult, Attempts
 from workers.breakers import Breakers
 from workers.fallback import Fail, after_error
 from workers.providers import ProviderClient, cache_savings
 from workers.recorder import Recorder
+from workers.validators import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +143,9 @@ class Executor:
             )
             if result.completion is not None:
                 outcome = self._succeeded(ticket, started, result)
-                outcome, escalation = cascade.review(self._config, claimed, outcome)
+                outcome, escalation = cascade.review(
+                    self._config, claimed, outcome, self._ask_judge
+                )
                 if escalation is not None:
                     self._escalate(ticket, claimed, outcome, escalation, result)
                 else:
@@ -161,6 +165,19 @@ class Executor:
         finally:
             if not reported:  # recording failed: at least give the slot back
                 self._feedback.release(ticket)
+
+    def _ask_judge(
+        self, config: CascadeConfig, asked: dict, answer: str
+    ) -> tuple[Verdict, tuple[Call, ...]]:
+        """The cascade's judge reads ``answer``: one attempt on its model (retried, through
+        the breakers), its calls recorded with the attempt it judges."""
+        model = self._config.model(config.judge)
+        result = self._attempts.run(
+            self._client_for(self._config.provider(model.provider)),
+            model,
+            judge.payload(asked, answer, config.judge_max_tokens),
+        )
+        return judge.verdict_of(result), result.calls
 
     def _deltas(self, ticket: Ticket, claimed: Claimed) -> DeltaWriter | None:
         """Where a streamed request's text goes as it is written; None for the rest, and for

@@ -273,8 +273,7 @@ class BrokerConfig(_Strict):
             return None
         allowed = ", ".join(self.model_names(kind)) or "none configured"
         return (
-            f"{model!r} is a model for {found} requests, not {kind} ones; "
-            f"{kind} models: {allowed}"
+            f"{model!r} is a model for {found} requests, not {kind} ones; {kind} models: {allowed}"
         )
 
     def route(self, name: str) -> RouteConfig | None:
@@ -398,6 +397,13 @@ def _check_references(config: BrokerConfig, source: str) -> None:
                 raise ConfigError(
                     source, f"routes[{i}].tiers[{j}]", f"{tier!r} is not a chat model"
                 )
+        judge = route.cascade.judge if route.cascade else None
+        if judge is not None and (judge not in models or config.model(judge).kind != "chat"):
+            raise ConfigError(
+                source,
+                f"routes[{i}].cascade.judge",
+                f"{judge!r} is not a chat model in the catalog",
+            )
     for i, provider in enumerate(config.providers):
         if provider.kind is ProviderKind.SIMULATED and provider.wire is None:
             raise ConfigError(source, f"providers[{i}].wire", "a simulated provider needs wire")

@@ -83,17 +83,28 @@ class RoutePin(RouteTarget):
 
 
 Check = Literal["empty", "refusal", "truncated", "json", "answer_format"]
+JUDGE_FRAMING_BYTES = 1024
+"""What the judge's request adds to the request and answer it reads (its instructions and
+the tags around them), in bytes, with room: part of the judge's cost bound."""
 
 
 class CascadeConfig(_Strict):
     """A cheaper tier answers first; the checks accept its answer or escalate the request to
     the next tier (through the scheduler: a fresh reservation, fairness, limits). With
-    ``shadow`` the verdicts are recorded and nothing escalates, to calibrate before acting."""
+    ``shadow`` the verdicts are recorded and nothing escalates, to calibrate before acting.
+
+    ``judge`` names a chat model of the catalog that reads what the checks accepted and says
+    whether it answers the request (:mod:`workers.judge`); its call is billed to the request,
+    and the reservation covers it."""
 
     checks: list[Check] = Field(
         default_factory=lambda: ["empty", "refusal", "truncated", "json", "answer_format"]
     )
     shadow: bool = False
+    judge: str | None = Field(default=None, description="A small chat model that judges.")
+    judge_max_tokens: int = Field(
+        default=200, ge=16, le=4096, description="The judge's verdict and its reason."
+    )
 
 
 class RouteConfig(_Strict):

@@ -1,16 +1,21 @@
 """Routes on real processes: a tier chosen at submission, a cascade that escalates a turned-down
-answer through the scheduler, both attempts charged and attributed, and fallback inside a tier.
-(Budgets with routes: tests/e2e/test_budgets.py.)"""
+answer through the scheduler, both attempts charged and attributed, an LLM judge whose call is
+billed with the attempt it judged, and fallback inside a tier. (Budgets with routes:
+tests/e2e/test_budgets.py.)"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 
 from broker.client import BrokerClient
+from broker.config.broker_toml import DEFAULT_CONFIG
+from broker.config.settings import Settings
+from broker.local.processes import free_port
 from broker.local.stack import Stack
 from broker.store import Database, LedgerEntry, Request
 
@@ -60,6 +65,67 @@ def test_a_cascade_escalates_and_charges_both_tiers(stack: Stack):
     assert sorted(model for model, _ in rows) == ["gpt-4o", "gpt-4o-mini"]  # both charged
     assert escalated.cost_micros == sum(cost for _, cost in rows)
     assert job.cost_micros == stored == ledger
+
+
+JUDGED_ROUTE = """
+[[routes]]
+name = "judged"
+tiers = ["gpt-4o-mini", "gpt-4o"]
+learned = "off"
+cascade = { judge = "gpt-4.1-nano" }
+"""
+
+
+@pytest.fixture(scope="module")
+def judged(module_database_url: str, tmp_path_factory) -> Iterator[Stack]:
+    """A stack whose route ``judged`` has gpt-4.1-nano read what its small tier writes."""
+    tmp = tmp_path_factory.mktemp("judged")
+    config = tmp / "broker.toml"
+    config.write_text(DEFAULT_CONFIG.read_text() + JUDGED_ROUTE)
+    settings = Settings(
+        database_url=module_database_url,
+        data_dir=tmp / "data",
+        api_port=free_port(),
+        config_path=config,
+    )
+    with Stack(settings) as running:
+        yield running
+
+
+def test_the_judge_reads_each_accepted_answer_and_its_call_is_billed(judged: Stack):
+    tag = uuid.uuid4().hex[:8]
+    requests = [
+        {
+            "custom_id": f"j{i}",
+            "model": "judged",
+            "max_tokens": 1000,  # the simulator's answers end before it: not truncated
+            "messages": [{"role": "user", "content": f"[{tag}] Tell me about river {i}."}],
+        }
+        for i in range(8)
+    ]
+    with BrokerClient(judged.api_url, "ib-dev-platform") as client:
+        job = client.submit_batch(requests, feature="data-extraction").wait(timeout=120)
+        results = list(job.results())
+    for result in results:
+        assert result.status == "succeeded", result.error
+        [check] = result.route.checks
+        assert check.check == "judge" and check.model == "gpt-4o-mini"
+        judged_calls = [c for c in result.calls if c.model == "gpt-4.1-nano"]
+        assert len(judged_calls) == 1 and judged_calls[0].cost_micros > 0
+        if check.accept:  # the small tier's answer stands; the judge was paid with it
+            assert result.model_used == "gpt-4o-mini" and not result.route.escalated
+            assert check.reason.startswith("the judge accepts")
+        else:  # escalated through the scheduler: the flagship answered
+            assert result.model_used == "gpt-4o" and result.route.escalated
+            assert check.reason.startswith("the judge escalates")
+        assert result.cost_micros == sum(c.cost_micros for c in result.calls)
+    db = Database(judged.settings.database_url_or_default)
+    with db.session() as s:
+        ledger = s.scalar(
+            select(func.sum(LedgerEntry.cost_micros)).where(LedgerEntry.job_id == job.id)
+        )
+    db.dispose()
+    assert ledger == job.cost_micros == sum(r.cost_micros for r in results)
 
 
 def test_a_tiers_model_failing_falls_back_down_that_tiers_chain(stack: Stack):

@@ -52,6 +52,20 @@ def test_the_worst_case_bound_rounds_up(config):
     assert cost_bound(config, "gpt-4o-mini", QueueEntry("r", "gpt-4o-mini", 1, 1, 0)) == 1
 
 
+def test_a_judged_tier_reserves_the_judges_call_too(config):
+    data = config.model_dump(mode="json")
+    data["routes"][0]["cascade"] = {"judge": "gpt-4.1-nano", "judge_max_tokens": 200}
+    judged = parse_config(data)
+    entry = QueueEntry("r", "gpt-4o-mini", 100, 50, 0, route="auto")
+    # the answer: 100 × $0.15 + 50 × $0.60 = 45; the judge (gpt-4.1-nano) reads the request,
+    # twice the answer's 50 tokens and 1,024 bytes of framing at $0.10, and writes 200 at $0.40:
+    # 122.4 + 80, rounded up to 203.
+    assert cost_bound(judged, "gpt-4o-mini", entry) == 45 + 203
+    last_tier = QueueEntry("r", "gpt-4o", 100, 50, 0, route="auto")
+    assert cost_bound(judged, "gpt-4o", last_tier) == 750  # no judge after the last tier
+    assert cost_bound(judged, "gpt-4o-mini", QueueEntry("r", "gpt-4o-mini", 100, 50, 0)) == 45
+
+
 def test_reserve_is_all_or_nothing_and_settles_once_per_attempt(redis_client, budgets):
     scopes = budgets.scopes("product", "search", "run-7")
     # The trace ceiling ($0.003) is the tightest: 2,000 fits, another 2,000 does not.

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from broker.config.broker_toml import load_config, parse_config
+from broker.errors import ConfigError
 from broker.schemas.http import RequestIn
-from broker.store.transitions import Claimed, Outcome
+from broker.store.transitions import Call, Claimed, Outcome
 from broker.submission import payload_of
 from workers.cascade import review
-from workers.validators import judge
+from workers.validators import Verdict, judge
 
 CHECKS = ["empty", "refusal", "truncated", "json", "answer_format"]
 
@@ -132,3 +133,64 @@ def test_the_json_check_reads_the_stored_response_format(form):
     assert judge('{"river": "Nile"}', "stop", payload, ["json"]).accept
     plain = payload_of(request.model_copy(update={"response_format": None}))
     assert judge("The Nile", "stop", plain, ["json"]).accept  # text asked for: no check
+
+
+# --- the LLM judge (workers.judge): asked only for what the checks accept, billed ------------
+
+
+def judged_config(shadow: bool = False, judge_model: str = "gpt-4.1-nano"):
+    data = load_config().model_dump(mode="json")
+    data["routes"][0]["cascade"] = {"checks": CHECKS, "shadow": shadow, "judge": judge_model}
+    return parse_config(data)
+
+
+class FakeJudge:
+    """Says ``verdict``, at a cost of 7 micro-dollars, and remembers what it read."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        self.verdict, self.read = verdict, []
+
+    def __call__(self, cascade, asked, answer):
+        self.read.append((cascade.judge, answer))
+        return self.verdict, (Call(cascade.judge, "sim-openai", "succeeded", 3, cost_micros=7),)
+
+
+def test_the_judge_reads_what_the_checks_accept_and_its_call_is_billed():
+    ask = FakeJudge(Verdict(False, "judge", "the judge escalates: wrong sum"))
+    kept, escalation = review(
+        judged_config(), claimed("gpt-4o-mini", "What is 2+2?"), outcome("gpt-4o-mini", "5"), ask
+    )
+    assert ask.read == [("gpt-4.1-nano", "5")]
+    assert escalation is not None and escalation.next_model == "gpt-4o"
+    assert escalation.route_decision["checks"][0]["check"] == "judge"
+    assert kept.cost_micros == 40 + 7 and kept.calls[-1].model == "gpt-4.1-nano"
+
+
+def test_the_judge_is_not_asked_about_what_a_check_turned_down():
+    ask = FakeJudge(Verdict(True, "judge", "the judge accepts: fine"))
+    kept, escalation = review(
+        judged_config(),
+        claimed("gpt-4o-mini", "Respond in JSON: two colours"),
+        outcome("gpt-4o-mini", "red"),
+        ask,
+    )
+    assert ask.read == [] and escalation is not None and kept.cost_micros == 40
+
+
+def test_a_judge_in_shadow_mode_is_recorded_and_the_answer_stands():
+    ask = FakeJudge(Verdict(False, "judge", "the judge escalates: vague"))
+    kept, escalation = review(
+        judged_config(shadow=True), claimed("gpt-4o-mini", "Hi"), outcome("gpt-4o-mini", "Hi!"), ask
+    )
+    assert escalation is None and kept.cost_micros == 47
+    assert kept.route_decision["checks"][0] == {
+        "tier": 0, "model": "gpt-4o-mini", "accept": False, "check": "judge",
+        "reason": "the judge escalates: vague", "shadow": True,
+    }  # fmt: skip
+
+
+def test_a_judge_must_be_a_chat_model_of_the_catalog():
+    with pytest.raises(ConfigError, match=r"cascade\.judge.*not a chat model"):
+        judged_config(judge_model="text-embedding-3-small")
+    with pytest.raises(ConfigError, match=r"cascade\.judge"):
+        judged_config(judge_model="no-such-model")
