@@ -1,4 +1,5 @@
-"""Turning a validated batch into Job and Request rows and queue entries, all or nothing.
+"""The :class:`Submitter`: turning a validated batch into Job and Request rows and queue
+entries, all or nothing.
 
 The rows are bulk-inserted in one transaction; the queue push happens inside it, so a Redis
 failure rolls the rows back. Validation happens before anything is written: a rejected
@@ -15,6 +16,11 @@ team's and feature's policy and the request's own ``cache`` control) is written 
 once, in the same transaction, and never queued: it reserves and charges nothing. The others
 carry their cache token (key, TTL, read/store) on their row and queue entry, for the scheduler
 (hits found later, single-flight) and the worker (keeping the answer).
+
+This module holds the validation against the catalog, the choice of model and the writing;
+the request's payload (:mod:`broker.submission.payloads`), the 429s
+(:mod:`broker.submission.admission`) and the cache's answers
+(:mod:`broker.submission.known_answers`) are its siblings.
 """
 
 from __future__ import annotations
@@ -29,82 +35,23 @@ from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from broker import queues
-from broker.cache.exact import ExactCache, request_key, scope_of
-from broker.cache.semantic.serving import Query, SemanticCache, split_final_turn
+from broker.cache.semantic.serving import SemanticCache
 from broker.config.broker_toml import BrokerConfig, TeamConfig
 from broker.config.settings import Settings
 from broker.embeddings.local import LocalEmbedder
-from broker.errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable, TooManyRequests
+from broker.errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable
 from broker.ids import new_job_id, request_id
-from broker.money import format_usd
 from broker.queues import QueueEntry
 from broker.schemas.http import JobCreate, RequestIn
 from broker.states import JobStatus, Priority, RequestStatus
 from broker.store import Database, Job, Request
-from broker.store.cache_hits import Hit, count_hits, hit_fields
+from broker.store.cache_hits import Hit, count_hits
 from broker.store.models import utcnow
-from broker.telemetry import metrics, redaction
-from broker.webhooks import ssrf
-from schedulers.budgets import BudgetLimits, Budgets
-from schedulers.ratelimits import RateLimits
+from broker.submission.admission import Admission
+from broker.submission.known_answers import KnownAnswers
+from broker.submission.payloads import check_webhook_url, payload_of, tokens_of, unhonoured
+from broker.telemetry import metrics
 from schedulers.tiers.choose import TierChooser, TierDecision
-from workers.providers import adapter_for
-from workers.providers.base import Unsupported
-
-
-def check_webhook_url(url: str, allow_hosts: list[str]) -> None:
-    """400 naming ``webhook_url`` when its host is, or resolves to, a non-public address (the
-    SSRF guard, :mod:`broker.webhooks.ssrf`). A host that does not resolve now is accepted:
-    every delivery checks again, and fails with the reason."""
-    try:
-        ssrf.check_url(url, allow_hosts)
-    except ssrf.UnresolvableHost:
-        return
-    except ssrf.UnsafeWebhookUrl as exc:
-        raise InvalidRequest(f"webhook_url: {exc}", field="webhook_url") from exc
-
-
-def payload_of(request: RequestIn, redact: bool = False) -> dict:
-    """The request as stored and sent to the provider: a chat request's messages, ``max_tokens``
-    and ``temperature``, and those of ``top_p``, ``stop``, ``seed``, ``top_k`` and
-    ``response_format`` that are set (absent ones are left out, so a request without them keeps
-    the payload, and the cache key, it always had); or an embedding request's texts
-    (``kind: embedding``). With ``redact`` the text is stored with personal data replaced
-    (:mod:`broker.telemetry.redaction`); stop sequences and schemas are kept as given."""
-    clean = redaction.redact if redact else (lambda text: text)
-    if request.input is not None:
-        return {
-            "kind": "embedding",
-            "input": [clean(text) for text in request.input],
-            "dimensions": request.dimensions,
-            "encoding_format": request.encoding_format or "float",
-        }
-    assert request.messages is not None  # RequestIn holds one or the other
-    return {
-        "messages": [{**m.model_dump(), "content": clean(m.content)} for m in request.messages],
-        "max_tokens": request.max_tokens,
-        "temperature": request.temperature,
-        **request.chat_parameters(),
-    }
-
-
-def unhonoured(config: BrokerConfig, model: str, request: RequestIn) -> Unsupported | None:
-    """A parameter of ``request`` that ``model``'s provider cannot honour (``top_k`` on an
-    OpenAI-format model, a ``json_object`` format on an Anthropic one), or None. Refused at
-    submission for the model a request runs on; a model further down its chain refuses it
-    when called (the request then fails naming it, rather than answer another question)."""
-    parameters = request.chat_parameters()
-    if not parameters:
-        return None
-    wire = config.provider_for_model(model).wire_format
-    return adapter_for(wire).unsupported(parameters)
-
-
-def tokens_of(request: RequestIn, payload: dict) -> int:
-    """What a request may use, for the submission rate limit (tokens per minute): its input's
-    bound in tokens and its ``max_tokens``."""
-    output = 0 if request.is_embedding else request.max_tokens
-    return queues.payload_input_bound(payload) // 4 + output
 
 
 @dataclass(frozen=True)
@@ -271,34 +218,23 @@ class Submitter:
         return decision.model, decision
 
     def __post_init__(self) -> None:
-        # Frozen: set once here. Both only read and write Redis (and the budget limits table).
-        object.__setattr__(self, "_limits", RateLimits(self.redis, self.config))
-        budgets = Budgets(self.redis, self.db, self.config, BudgetLimits(self.db, self.config))
-        object.__setattr__(self, "_budgets", budgets)
-        object.__setattr__(self, "_cache", ExactCache(self.redis))
+        # Frozen: set once here. Admission only reads and writes Redis (and the budget limits
+        # table); the known answers only read the cache.
+        admission = Admission(self.redis, self.db, self.config, self.submissions_per_minute)
+        object.__setattr__(self, "_admission", admission)
         object.__setattr__(self, "_tiers", TierChooser())
         if self.semantic is None and any(
             p.mode == "semantic" for p in (self.config.cache, *self.config.cache.policies)
         ):
             object.__setattr__(self, "semantic", SemanticCache(self.redis, LocalEmbedder.shared()))
+        object.__setattr__(self, "_known", KnownAnswers(self.config, self.redis, self.semantic))
 
     def cache_token(
         self, team_id: str, feature: str, request: RequestIn, model: str, payload: dict
     ) -> str | None:
         """``<key>/<ttl_s>/<r|w|rw>`` for a cacheable request (see :class:`QueueEntry`), or
         None when its policy, scope or cache control leaves it out of the cache."""
-        policy = self.config.cache.policy(team_id, feature)
-        scope = scope_of(policy, team_id, feature, request.metadata)
-        control = request.cache
-        read = control is None or control.read
-        store = control is None or control.store
-        if scope is None or not (read or store):
-            return None
-        ttl = min(control.ttl_s or policy.ttl_s, policy.ttl_s) if control else policy.ttl_s
-        flags = ("r" if read else "") + ("w" if store else "")
-        # How the vectors are written back is not part of the answer: both share one entry.
-        asked = {k: v for k, v in payload.items() if k != "encoding_format"}
-        return f"{request_key(scope, model, asked)}/{ttl}/{flags}"
+        return self._known.token(team_id, feature, request, model, payload)
 
     def admit(
         self,
@@ -312,50 +248,7 @@ class Submitter:
         feature's), or, under the ``reject`` budget policy, into a budget that is already
         spent. ``payloads``: the requests' :func:`payload_of`, in order."""
         tokens = sum(tokens_of(r, payload) for r, payload in zip(batch.requests, payloads))
-        self._admit(team, batch.feature, len(batch.requests), tokens, key_sha256)
-
-    def _admit(
-        self, team: TeamConfig, feature: str, count: int, tokens: int, key_sha256: str | None
-    ) -> None:
-        try:
-            if key_sha256 is not None and self.submissions_per_minute:
-                self._admit_key(key_sha256)
-            wait = self._limits.admit(team.id, feature, count, tokens)
-            if wait is not None:
-                raise TooManyRequests(
-                    f"team {team.id!r} (feature {feature!r}) is over its submission rate "
-                    f"limit; retry in {wait:.0f} s",
-                    type_="rate_limited",
-                    retry_after=wait,
-                )
-            if team.budget_policy != "reject":
-                return
-            scopes = self._budgets.scopes(team.id, feature, None)
-            state = self._budgets.snapshot(scopes)
-        except redis.RedisError as exc:
-            raise ServiceUnavailable(f"the queue (Redis) is unreachable: {exc}") from exc
-        for scope in scopes:
-            spent, reserved = state[scope.key]
-            if spent + reserved >= scope.limit:
-                assert scope.end is not None  # team and feature budgets have windows
-                raise TooManyRequests(
-                    f"budget {scope.label} is spent: {format_usd(spent)} spent and "
-                    f"{format_usd(reserved)} reserved of {format_usd(scope.limit)}; it renews at "
-                    f"{scope.end.isoformat()}",
-                    type_="budget_exceeded",
-                    retry_after=(scope.end - utcnow()).total_seconds(),
-                )
-
-    def _admit_key(self, key_sha256: str) -> None:
-        per_minute = self.submissions_per_minute
-        wait = self._limits.admit_key(key_sha256, per_minute)
-        if wait is not None:
-            raise TooManyRequests(
-                f"this API key is over its {per_minute} submissions per minute "
-                f"(submissions_per_minute); retry in {max(1, round(wait))} s",
-                type_="rate_limited",
-                retry_after=wait,
-            )
+        self._admission.admit(team, batch.feature, len(batch.requests), tokens, key_sha256)
 
     def submit(
         self,
@@ -400,7 +293,7 @@ class Submitter:
         self._check_size(stream.count)
         if batch.webhook_url:
             check_webhook_url(batch.webhook_url, self.config.webhooks.allow_private_hosts)
-        self._admit(team, batch.feature, stream.count, stream.tokens, key_sha256)
+        self._admission.admit(team, batch.feature, stream.count, stream.tokens, key_sha256)
         job = self._job(team, batch, stream.count, surface, surface_meta)
 
         def parts() -> Iterator[Prepared]:
@@ -502,7 +395,9 @@ class Submitter:
                 route=decision.route if decision else "-",
             )
             entries.append((priority, entry))
-        hits = self._answer_known(job.id, team_id, batch, rows, entries, now)
+        hits = self._known.answer(
+            job.id, team_id, batch.feature, batch.requests, rows, entries, now
+        )
         return Prepared(rows, entries, hits)
 
     def _write(self, job: Job, team_id: str, parts: Iterable[Prepared]) -> Job:
@@ -538,88 +433,3 @@ class Submitter:
             self.redis, ((h.kind, h.answer.model, h.answer.cost_micros) for h in hits)
         )
         return job
-
-    def _answer_known(
-        self,
-        job_id: str,
-        team_id: str,
-        batch: JobCreate,
-        rows: list[dict],
-        entries: list[tuple],
-        now,
-    ) -> list[Hit]:
-        """Write the requests the cache can answer now as hits (in ``rows``, in place): exact
-        matches, then, where the policy is semantic, matches of the final user turn."""
-        keys = [e.cache_key for _, e in entries if e.cache_read]
-        if not keys:
-            return []
-        found = {key: ("exact", answer) for key, answer in self._cache.get_many(keys).items()}
-        by_request = self._semantic_matches(team_id, batch, rows, entries, found)
-        if not found and not by_request:
-            return []
-        hits = []
-        sample = next(iter({**found, **by_request}.values()))[1]
-        blank = dict.fromkeys(hit_fields("exact", sample, now))
-        for row, (_, entry) in zip(rows, entries):
-            for name, value in blank.items():  # one insert for all: every row the same keys
-                row.setdefault(name, value)
-            known = by_request.get(row["id"]) or (
-                found.get(entry.cache_key) if entry.cache_read else None
-            )
-            if known is not None:
-                kind, answer = known
-                row.update(hit_fields(kind, answer, now))
-                hits.append(
-                    Hit(
-                        row["id"],
-                        job_id,
-                        kind,
-                        answer,
-                        row["team_id"],
-                        row["feature"],
-                        row["trace_id"],
-                    )
-                )
-        return hits
-
-    def _semantic_matches(
-        self,
-        team_id: str,
-        batch: JobCreate,
-        rows: list[dict],
-        entries: list[tuple],
-        exact: dict,
-    ) -> dict[str, tuple]:
-        """Request id → ("semantic", answer) for requests of a semantic policy that no exact
-        entry answers and whose final user turn matches a cached one (:mod:`broker.cache.semantic`)."""
-        policy = self.config.cache.policy(team_id, batch.feature)
-        if self.semantic is None or policy.mode != "semantic":
-            return {}
-        queries = []
-        for row, request, (_, entry) in zip(rows, batch.requests, entries):
-            if not entry.cache_read or entry.cache_key in exact:
-                continue
-            scope = scope_of(policy, team_id, batch.feature, request.metadata)
-            split = (
-                split_final_turn(batch.feature, scope, row["model"], row["payload"])
-                if scope
-                else None
-            )
-            if split is not None:
-                queries.append(
-                    Query(
-                        row["id"],
-                        *split,
-                        entry.cache_key,
-                        policy.max_wrong_hit_rate,
-                        entry.cache_store,
-                        entry.cache_ttl_s,
-                    )
-                )
-        matches = self.semantic.lookup(queries)
-        answers = self._cache.get_many(m.exact_key for m in matches.values())
-        return {
-            rid: ("semantic", answers[m.exact_key])
-            for rid, m in matches.items()
-            if m.exact_key in answers
-        }
