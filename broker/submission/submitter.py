@@ -395,9 +395,7 @@ class Submitter:
                 route=decision.route if decision else "-",
             )
             entries.append((priority, entry))
-        hits = self._known.answer(
-            job.id, team_id, batch.feature, batch.requests, rows, entries, now
-        )
+        hits = self._known.answer(job.id, team_id, batch.feature, requests, rows, entries, now)
         return Prepared(rows, entries, hits)
 
     def _write(self, job: Job, team_id: str, parts: Iterable[Prepared]) -> Job:

@@ -112,3 +112,28 @@ def test_a_source_shorter_than_it_said_fails_whole(submitter, db, settings):
             settings.config.team("product"), JobCreate(feature="search", requests=[]), short
         )
     assert counts(db) == before
+
+
+class AskedSemantic:
+    """A semantic cache that finds nothing and remembers which requests it was asked about."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def lookup(self, queries) -> dict:
+        self.asked.extend(q.request_id for q in queries)
+        return {}
+
+
+def test_a_streamed_batch_under_a_semantic_policy_asks_the_semantic_cache(
+    db, redis_client, settings
+):
+    semantic = AskedSemantic()
+    submitter = Submitter(db, redis_client, settings.config, semantic=semantic)
+    team = settings.config.team("product")
+    job = submitter.submit_stream(
+        team, JobCreate(feature="chatbot", requests=[]), stream_of([request(i) for i in range(N)])
+    )
+    assert sorted(semantic.asked) == sorted(
+        f"req_{job.id.removeprefix('job_')}_{i}" for i in range(N)
+    )
