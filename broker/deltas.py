@@ -16,6 +16,8 @@ worker appends an end mark once the request's outcome is recorded; the stream ex
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,7 +87,11 @@ class Delta:
 
 
 class DeltaReader:
-    """Reads one request's deltas in order (the API process's side)."""
+    """Reads one request's deltas in order (the API process's side).
+
+    Redis failing reads as nothing written, after the wait: the reader's caller goes on
+    looking at the database, and the answer comes whole from the record.
+    """
 
     def __init__(self, client: aioredis.Redis, request_id: str) -> None:
         self._client = client
@@ -94,7 +100,12 @@ class DeltaReader:
 
     async def read(self, block_ms: int) -> list[Delta]:
         """What was appended since the last read, waiting up to ``block_ms`` for something."""
-        replies = await self._client.xread({self._key: self._last}, count=512, block=block_ms)
+        try:
+            replies = await self._client.xread({self._key: self._last}, count=512, block=block_ms)
+        except redis.RedisError as exc:
+            log.warning("deltas of %s unreadable (%s); the record will tell", self._key, exc)
+            await asyncio.sleep(block_ms / 1000)
+            return []
         found: list[Delta] = []
         for _key, entries in replies or ():
             for entry_id, fields in entries:
@@ -107,4 +118,5 @@ class DeltaReader:
         return found
 
     async def discard(self) -> None:
-        await self._client.delete(self._key)
+        with contextlib.suppress(redis.RedisError):  # it expires anyway
+            await self._client.delete(self._key)

@@ -9,9 +9,12 @@ from types import SimpleNamespace
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from broker import redis_keys
-from broker.deltas import TTL_S, DeltaReader, DeltaWriter
+from broker.deltas import TTL_S, Delta, DeltaReader, DeltaWriter
 from broker.dropin.live import BROKEN, Live
 from broker.dropin.streams import openai_of
 
@@ -123,9 +126,32 @@ def test_a_request_that_failed_after_its_first_words_ends_with_its_error(
 
 
 def test_a_writer_without_redis_lets_the_call_go_on(redis_server):
-    dead = redis.Redis(port=1, socket_connect_timeout=0.2)
+    dead = redis.Redis(port=1, retry=Retry(NoBackoff(), 0))
     writer = DeltaWriter(dead, RID, attempt=1, model="m")
     sink = writer.call()
     sink("Hello")  # logged once, then no more tries
     sink(" world")
     writer.end()
+
+
+def test_a_reader_without_redis_reads_nothing_and_the_answer_comes_from_the_row():
+    async def scenario() -> list[bytes]:
+        dead = aioredis.Redis(port=1, retry=AsyncRetry(NoBackoff(), 0))
+        reader = DeltaReader(dead, RID)
+        assert await reader.read(10) == []
+        first = [Delta("1.1", "Hel", "m")]  # read before Redis went away
+        rows = iter([None, row("Hello")])
+
+        async def ended():
+            return next(rows, row("Hello"))
+
+        live = Live(RID, reader, first, ended, block_ms=10)
+        return [e async for e in live.events(openai_of(False))]
+
+    events = [e.decode().removeprefix("data: ").strip() for e in asyncio.run(scenario())]
+    text = "".join(
+        json.loads(e)["choices"][0]["delta"].get("content", "")
+        for e in events
+        if e != "[DONE]" and json.loads(e).get("choices")
+    )
+    assert text == "Hello" and events[-1] == "[DONE]"
