@@ -325,12 +325,15 @@ def status_of(stack: Stack, request_id: str) -> str:
         return session.get(Request, request_id).status
 
 
-def test_a_streamed_chat_completion_arrives_as_the_provider_writes_it(stack: Stack, slow_stream):
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-haiku-4-5"])  # either wire format
+def test_a_streamed_chat_completion_arrives_as_the_provider_writes_it(
+    stack: Stack, slow_stream, model: str
+):
     prompt = unique("Describe a long river in detail.")
     with (
         oa(stack) as client,
         client.chat.completions.with_streaming_response.create(
-            model="gpt-4o-mini",
+            model=model,
             messages=[{"role": "user", "content": prompt}],
             max_tokens=60,
             stream=True,
