@@ -46,6 +46,13 @@ def fair_corrections() -> str:
     return f"{PREFIX}:vtc:correction"
 
 
+def output_lengths() -> str:
+    """Hash ``<team>|<feature>|<model>|s`` and ``|n`` → output tokens written and answers
+    counted, by workers; fair queueing's estimate of an answer's length
+    (:mod:`schedulers.fairness`)."""
+    return f"{PREFIX}:vtc:outputs"
+
+
 def fair_floor() -> str:
     """The smallest backlogged counter when last seen: where an idle team re-enters."""
     return f"{PREFIX}:vtc:floor"

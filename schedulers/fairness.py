@@ -15,6 +15,13 @@ counter, so their counters never differ by more than U. A counter differs from t
 team actually received only by the estimates of its requests still in flight (each at most U),
 so the weight-normalised service received differs by at most U + K·U ≤ 2U + K·U.
 
+A request is charged at dispatch what its answer is expected to write, not all of its
+``max_tokens``: the mean output of the answers its team's feature has had on its model
+(:class:`OutputEstimates`), capped at ``max_tokens``, once there are enough of them. U, and so
+the bound, then follows what answers use rather than what requests allow: with ``max_tokens``
+ten times the answers' length, the charge at dispatch was ten times the service, and two equal
+teams' service drifted apart by as much while the corrections came in.
+
 Counters live in Redis and only the leading scheduler writes them (a standby that takes over
 carries on from them); workers add their corrections to a separate hash that the leader folds
 in at the start of each round. Within a round the pick is a binary heap over the backlogged
@@ -24,7 +31,9 @@ teams: O(log teams) per request, whatever the length of the queues.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
 
 import redis
 
@@ -145,6 +154,90 @@ class FairQueue:
     def forget_leadership(self) -> None:
         """After losing the lease the next round starts without knowing who was backlogged."""
         self._previous = None
+
+
+class OutputEstimates:
+    """Output tokens an answer of a team's feature on a model is expected to write: the mean of
+    those written so far, read from Redis at most once per ``refresh_s``. With fewer than
+    :attr:`MIN_ANSWERS` of them, the mean of the model's answers for every team and feature,
+    else of every answer: a team or model that just arrived is charged like the others, not
+    at its ``max_tokens`` (which would serve it ten times slower than a team charged by its
+    answers). Before any answers, ``max_tokens`` is charged. Counts past :attr:`DECAY_AT` are
+    halved (sums too), so the mean follows a feature's answers as they change.
+    """
+
+    MIN_ANSWERS = 20
+    DECAY_AT = 2_000
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        refresh_s: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._redis = client
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._read_at: float | None = None
+        self._means: dict[tuple[str, str, str], float] = {}
+        self._model_means: dict[str, float] = {}
+        self._overall: float | None = None
+
+    def refresh(self) -> None:
+        now = self._clock()
+        if self._read_at is not None and now - self._read_at < self._refresh_s:
+            return
+        self._read_at = now
+        raw = self._redis.hgetall(redis_keys.output_lengths())
+        totals: dict[tuple[str, str, str], list[int]] = {}
+        for field, value in raw.items():
+            try:  # team and feature names have no "|"; a model's may
+                team, feature, rest = field.decode().split("|", 2)
+                model, part = rest.rsplit("|", 1)
+                totals.setdefault((team, feature, model), [0, 0])[part == "n"] = int(value)
+            except ValueError:
+                continue  # not one of ours: estimates nothing
+        self._means = {
+            key: written / count
+            for key, (written, count) in totals.items()
+            if count >= self.MIN_ANSWERS
+        }
+        by_model: dict[str, list[int]] = {}
+        for (_, _, model), (written, count) in totals.items():
+            sums = by_model.setdefault(model, [0, 0])
+            sums[0] += written
+            sums[1] += count
+        self._model_means = {
+            model: written / count
+            for model, (written, count) in by_model.items()
+            if count >= self.MIN_ANSWERS
+        }
+        written, count = (sum(sums[i] for sums in by_model.values()) for i in (0, 1))
+        self._overall = written / count if count >= self.MIN_ANSWERS else None
+        old = {key: sums for key, sums in totals.items() if sums[1] > self.DECAY_AT}
+        if old:
+            with self._redis.pipeline(transaction=False) as pipe:
+                for key, (written, count) in old.items():
+                    field = "|".join(key) + "|"
+                    pipe.hincrby(redis_keys.output_lengths(), field + "s", -(written // 2))
+                    pipe.hincrby(redis_keys.output_lengths(), field + "n", -(count // 2))
+                pipe.execute()
+
+    def output(self, team: str, feature: str, model: str, max_output: int) -> int:
+        """The output to charge at dispatch: the mean, rounded up, at most ``max_output``."""
+        mean = (
+            self._means.get((team, feature, model)) or self._model_means.get(model) or self._overall
+        )
+        return max_output if mean is None else min(max_output, math.ceil(mean))
+
+
+def record_output(
+    pipe: redis.client.Pipeline, team: str, feature: str, model: str, tokens: int
+) -> None:
+    """Worker side: an answer of ``team``'s ``feature`` on ``model`` wrote ``tokens``."""
+    field = f"{team}|{feature}|{model}|"
+    pipe.hincrby(redis_keys.output_lengths(), field + "s", tokens)
+    pipe.hincrby(redis_keys.output_lengths(), field + "n", 1)
 
 
 def record_service(pipe: redis.client.Pipeline, team: str, charged: float, actual: float) -> None:

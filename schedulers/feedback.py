@@ -22,7 +22,7 @@ from broker.telemetry import metrics
 from schedulers.alerts import Alerts
 from schedulers.budgets import Budgets
 from schedulers.capacity import release
-from schedulers.fairness import ServiceMeter, record_service
+from schedulers.fairness import ServiceMeter, record_output, record_service
 from schedulers.ratelimits import RateLimits
 from schedulers.ticket import Ticket
 from workers.breakers import Breakers
@@ -82,6 +82,8 @@ class Feedback:
             self._healthy(pipe, ticket, healthy)
             if recorded:  # wakes an API call waiting for it (an SDK call), in this round trip
                 pipe.publish(redis_keys.request_ended(ticket.request_id), b"")
+                if succeeded:
+                    record_output(pipe, ticket.team, entry.feature, ticket.model, output_tokens)
                 metrics.count_finished(
                     pipe,
                     ticket.provider,

@@ -26,7 +26,7 @@ from broker.queues import QueueEntry
 from broker.states import Priority
 from schedulers.capacity import InFlight
 from schedulers.dispatch import Pick, hold
-from schedulers.fairness import ServiceMeter
+from schedulers.fairness import OutputEstimates, ServiceMeter
 from schedulers.feedback import Feedback
 from schedulers.loop import Scheduler
 from schedulers.ratelimits import RateLimits
@@ -93,6 +93,7 @@ class Harness:
             limits,
             self.pool,  # type: ignore[arg-type]
             weights=lambda: self.weights,
+            outputs=OutputEstimates(self.client, refresh_s=0),  # a round is the harness's time
         )
         self._seq = 0
 

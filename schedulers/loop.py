@@ -44,7 +44,7 @@ from schedulers.budgets import BudgetRound, Budgets
 from schedulers.caching import CacheCheck, Known
 from schedulers.capacity import InFlight, Room
 from schedulers.dispatch import Dispatcher, Pick
-from schedulers.fairness import FairQueue, Round, ServiceMeter
+from schedulers.fairness import FairQueue, OutputEstimates, Round, ServiceMeter
 from schedulers.holding import Holding
 from schedulers.leader import Leadership
 from schedulers.parking import Parking
@@ -87,6 +87,7 @@ class Scheduler:
         leadership: Leadership | None = None,
         breakers: Breakers | None = None,
         caching: CacheCheck | None = None,
+        outputs: OutputEstimates | None = None,
         idle_wait_s: float = 0.2,
     ) -> None:
         self._redis = client
@@ -97,6 +98,7 @@ class Scheduler:
         self._router = Router(config)
         self._meter = ServiceMeter(config)
         self._fair = FairQueue(client)
+        self._outputs = outputs or OutputEstimates(client)
         self._weights = weights or (lambda: {t.id: t.weight for t in config.teams})
         self._paused = paused or set
         self._budgets = budgets if budgets is not None and budgets.enabled else None
@@ -141,6 +143,7 @@ class Scheduler:
         if self._caching is not None:
             known = self._caching.look(e for q in queues.values() for e in q.cache_readers())
         round_ = self._fair.start_round(teams, weights)
+        self._outputs.refresh()
         decided = self._pick(round_, queues, room, known)
         if known is not None:  # flights up before their tasks can finish
             self._caching.before_dispatch(known)
@@ -259,7 +262,8 @@ class Scheduler:
             provider, model = verdict.provider, verdict.model
             room.take(provider, model, tokens, *guard)
             queues[team].take(priority)
-            service = self._meter.service(model, entry.est_input, entry.max_output)
+            output = self._outputs.output(team, entry.feature, model, entry.max_output)
+            service = self._meter.service(model, entry.est_input, output)
             round_.charge(service)
             if known is not None:
                 known.picked(entry)

@@ -11,7 +11,7 @@ import pytest
 
 from broker.config.broker_toml import load_config
 from broker.states import Priority
-from schedulers.fairness import FairQueue, Round, ServiceMeter
+from schedulers.fairness import FairQueue, OutputEstimates, Round, ServiceMeter, record_output
 from schedulers.harness import Harness, jain_index
 
 CONCURRENCY = 16
@@ -142,3 +142,87 @@ def test_round_refund_takes_back_a_charge():
     round_.charge(10.0)
     round_.refund("a", 10.0)
     assert round_.counters["a"] == 0.0
+
+
+# --- what a request is charged at dispatch: its answer's expected length ---------------------
+
+
+def recorded(redis_client, answers: dict[tuple[str, str, str], list[int]]) -> None:
+    with redis_client.pipeline() as pipe:
+        for (team, feature, model), lengths in answers.items():
+            for tokens in lengths:
+                record_output(pipe, team, feature, model, tokens)
+        pipe.execute()
+
+
+def test_the_charge_is_the_mean_answer_once_there_are_enough(redis_client):
+    now = [0.0]
+    estimates = OutputEstimates(redis_client, refresh_s=1.0, clock=lambda: now[0])
+    recorded(redis_client, {("a", "chatbot", "gpt-4o-mini"): [100, 121] * 10})
+    recorded(redis_client, {("a", "search", "gpt-4o-mini"): [50] * 19})  # too few to tell
+    recorded(redis_client, {("b", "chatbot", "gpt|odd"): [3000] * 20})  # a "|" in a model name
+    estimates.refresh()
+    assert estimates.output("a", "chatbot", "gpt-4o-mini", 1000) == 111  # 110.5, rounded up
+    assert estimates.output("a", "chatbot", "gpt-4o-mini", 64) == 64  # never past max_tokens
+    # too few of its own: the model's answers for everyone, (20 × 110.5 + 19 × 50) / 39 = 81.03
+    assert estimates.output("a", "search", "gpt-4o-mini", 1000) == 82
+    assert estimates.output("b", "chatbot", "gpt-4o-mini", 1000) == 82  # a newcomer too
+    # a model with no answers yet: every answer's mean, (20 × 110.5 + 19 × 50 + 20 × 3000) / 59
+    assert estimates.output("b", "chatbot", "gpt-4.1", 5000) == 1071
+    assert estimates.output("b", "chatbot", "gpt|odd", 5000) == 3000
+    recorded(redis_client, {("a", "search", "gpt-4o-mini"): [50]})
+    estimates.refresh()  # within refresh_s: not read again
+    assert estimates.output("a", "search", "gpt-4o-mini", 1000) == 82
+    now[0] = 1.5
+    estimates.refresh()
+    assert estimates.output("a", "search", "gpt-4o-mini", 1000) == 50
+
+
+def test_before_any_answers_max_tokens_is_charged(redis_client):
+    estimates = OutputEstimates(redis_client, refresh_s=0)
+    recorded(redis_client, {("a", "f", "m"): [10] * (OutputEstimates.MIN_ANSWERS - 1)})
+    estimates.refresh()
+    assert estimates.output("a", "f", "m", 700) == 700
+
+
+def test_old_answers_count_for_less_as_new_ones_come(redis_client):
+    estimates = OutputEstimates(redis_client, refresh_s=0)
+    recorded(redis_client, {("a", "f", "m"): [100] * (OutputEstimates.DECAY_AT + 2)})
+    estimates.refresh()  # counts halved (the mean kept)
+    assert estimates.output("a", "f", "m", 1000) == 100
+    recorded(redis_client, {("a", "f", "m"): [400] * 1001})
+    estimates.refresh()
+    assert estimates.output("a", "f", "m", 1000) == 250  # (1001×100 + 1001×400) / 2002
+
+
+def test_a_team_joining_a_busy_provider_gets_its_share_at_once(redis_client, config):
+    """max_tokens 2,000, answers of at most 200. a runs alone and fills every slot; then b
+    arrives. Charged at max_tokens, each of a's requests in flight counts ten answers' worth
+    when b is lifted to a's counter, so a is served ahead of b until they all come back;
+    charged at the mean answer, b gets its share from the start. Service over the first
+    rounds after b arrives stays within the bound computed from what answers use."""
+    harness = Harness(redis_client, config, weights={"a": 1.0, "b": 1.0}, seed=11)
+
+    def sizes() -> list:
+        return [
+            (est_in, 2_000, used_in, out)
+            for est_in, _, used_in, out in harness.random_sizes(
+                1_000, max_input=400, max_output=200
+            )
+        ]
+
+    harness.submit("a", sizes())
+    for _ in range(10):  # a alone: its first answers set the estimate, its requests fill up
+        harness.step()
+    before = dict(harness.normalised())
+    harness.submit("b", sizes())
+    used = harness.meter.service("gpt-4o-mini", 400, 200)
+    bound = 2 * used + CONCURRENCY * used
+    worst = 0.0
+    for _ in range(40):
+        harness.step()
+        service = harness.normalised()
+        gained = [service.get(t, 0.0) - before.get(t, 0.0) for t in "ab"]
+        worst = max(worst, abs(gained[0] - gained[1]))
+    print(f"\nmax difference {worst:.0f} weighted tokens; bound from answers {bound:.0f}")
+    assert worst <= bound
