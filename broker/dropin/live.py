@@ -36,6 +36,7 @@ class Live:
         self._pending = first
         self._ended = ended
         self._block_ms = block_ms
+        self._row_seen: Request | None = None  # found ended while reading the text
         texts = [d for d in first if not d.ended]
         self._try = texts[0].try_id
         self.model = texts[0].model
@@ -74,13 +75,16 @@ class Live:
                 if delta.text:
                     yield delta.text
             self._pending = await self._reader.read(self._block_ms)
-            if not self._pending and await self._ended() is not None:
+            if not self._pending and (row := await self._ended()) is not None:
+                self._row_seen = row
                 self._pending = await self._reader.read(1)  # what came before the end
                 if not self._pending:
                     return
 
     async def _row(self) -> Request:
         """The recorded row, once the request has ended (another try may still be running)."""
+        if self._row_seen is not None:
+            return self._row_seen
         while (row := await self._ended()) is None:
             await self._reader.read(self._block_ms)
         return row

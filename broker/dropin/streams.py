@@ -157,13 +157,3 @@ def replay(stream_of: StreamOf, row: Request) -> Iterator[bytes]:
         if piece:
             yield stream.delta(piece)
     yield from stream.tail(row)
-
-
-def openai_chunks(row: Request, include_usage: bool) -> Iterator[bytes]:
-    """A recorded answer as ``chat.completion.chunk`` events."""
-    return replay(openai_of(include_usage), row)
-
-
-def anthropic_events(row: Request) -> Iterator[bytes]:
-    """A recorded answer as the Messages stream."""
-    return replay(anthropic_of, row)

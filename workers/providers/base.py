@@ -22,6 +22,7 @@ import httpx
 
 from broker.config.broker_toml import ModelConfig
 from broker.errors import (
+    MalformedResponse,
     ProviderError,
     ProviderRateLimited,
     ProviderRejected,
@@ -146,6 +147,35 @@ class StreamReader(Protocol):
         """The whole completion, once the stream has ended; ``MalformedResponse`` naming
         what never arrived when it ended early."""
         ...
+
+
+class StreamAccumulator:
+    """What each wire format's :class:`StreamReader` keeps alike: the status and request-id
+    headers it was answered with, the id and model the body names, the text so far, and how
+    a broken stream is reported. Subclasses set :attr:`provider` and :attr:`id_headers`."""
+
+    provider: str
+    id_headers: tuple[str, ...]
+
+    def __init__(self, status: int = 200, headers: httpx.Headers | None = None) -> None:
+        self._status = status
+        self._header_rid = request_id(headers or httpx.Headers(), *self.id_headers)
+        self._body_id: str | None = None
+        self._model: str | None = None
+        self._parts: list[str] = []
+
+    @property
+    def _rid(self) -> str | None:
+        """The request id: the header's, else the id in the body."""
+        return self._header_rid or self._body_id
+
+    def _malformed(self, what: str) -> MalformedResponse:
+        return MalformedResponse(
+            f"HTTP {self._status} event stream: {what}",
+            provider=self.provider,
+            status=self._status,
+            provider_request_id=self._rid,
+        )
 
 
 class WireAdapter(Protocol):

@@ -127,7 +127,7 @@ def test_the_message_says_why_it_stopped(finish_reason, stop, stop_reason, stop_
 def test_the_stream_ends_with_the_same_stop_reason_and_sequence():
     events = [
         json.loads(line.removeprefix(b"data: "))
-        for chunk in streams.anthropic_events(row("stop_sequence", ["###"]))
+        for chunk in streams.replay(streams.anthropic_of, row("stop_sequence", ["###"]))
         for line in chunk.split(b"\n")
         if line.startswith(b"data: ")
     ]

@@ -21,21 +21,25 @@ from typing import Any
 
 import httpx
 
-from broker.errors import MalformedResponse
 from workers.providers.anthropic import api, errors, messages
-from workers.providers.base import BodyError, Completion, decode_event, field, request_id
+from workers.providers.base import (
+    BodyError,
+    Completion,
+    StreamAccumulator,
+    decode_event,
+    field,
+)
 
 
-class MessagesStreamReader:
+class MessagesStreamReader(StreamAccumulator):
     """Accumulates one Messages stream (see the module docstring)."""
 
+    provider = "anthropic"
+    id_headers = api.REQUEST_ID_HEADERS
+
     def __init__(self, status: int = 200, headers: httpx.Headers | None = None) -> None:
-        self._status = status
-        self._header_rid = request_id(headers or httpx.Headers(), *api.REQUEST_ID_HEADERS)
-        self._message_id: str | None = None
-        self._model: str | None = None
+        super().__init__(status, headers)
         self._usage: dict[str, Any] = {}
-        self._parts: list[str] = []
         self._stop_reason: str | None = None
         self._stop_sequence: str | None = None
         self._stopped = False
@@ -47,10 +51,6 @@ class MessagesStreamReader:
             "message_stop": self._message_stop,
             "error": self._error,
         }
-
-    @property
-    def _rid(self) -> str | None:
-        return self._header_rid or self._message_id
 
     def feed(self, event: str, data: str) -> str | None:
         handler = self._handlers.get(event)
@@ -95,7 +95,7 @@ class MessagesStreamReader:
     # --- one handler per event name; each returns the text the event adds --------------------
 
     def _message_start(self, event: dict[str, Any]) -> None:
-        self._message_id = field(event, "message.id", str, optional=True)
+        self._body_id = field(event, "message.id", str, optional=True)
         self._model = field(event, "message.model", str)
         self._usage.update(field(event, "message.usage", dict))
 
@@ -122,11 +122,3 @@ class MessagesStreamReader:
 
     def _error(self, event: dict[str, Any]) -> None:
         raise errors.classify_stream_error(event, "anthropic", self._rid)
-
-    def _malformed(self, what: str) -> MalformedResponse:
-        return MalformedResponse(
-            f"HTTP {self._status} event stream: {what}",
-            provider="anthropic",
-            status=self._status,
-            provider_request_id=self._rid,
-        )

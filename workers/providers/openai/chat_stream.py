@@ -16,13 +16,12 @@ from typing import Any
 
 import httpx
 
-from broker.errors import MalformedResponse
 from workers.providers.base import (
     BodyError,
     Completion,
+    StreamAccumulator,
     decode_event,
     field,
-    request_id,
 )
 from workers.providers.openai import api, chat, errors
 
@@ -30,21 +29,16 @@ from workers.providers.openai import api, chat, errors
 DONE = "[DONE]"
 
 
-class ChatStreamReader:
+class ChatStreamReader(StreamAccumulator):
     """Accumulates one Chat Completions stream (see the module docstring)."""
 
+    provider = "openai"
+    id_headers = api.REQUEST_ID_HEADERS
+
     def __init__(self, status: int = 200, headers: httpx.Headers | None = None) -> None:
-        self._status = status
-        self._header_rid = request_id(headers or httpx.Headers(), *api.REQUEST_ID_HEADERS)
-        self._body_id: str | None = None
-        self._model: str | None = None
-        self._parts: list[str] = []
+        super().__init__(status, headers)
         self._finish_reason: str | None = None
         self._usage: tuple[int, int, int] | None = None  # uncached, cached, output
-
-    @property
-    def _rid(self) -> str | None:
-        return self._header_rid or self._body_id
 
     def feed(self, event: str, data: str) -> str | None:
         if data.strip() == DONE:
@@ -99,11 +93,3 @@ class ChatStreamReader:
         if text:
             self._parts.append(text)
         return text or None
-
-    def _malformed(self, what: str) -> MalformedResponse:
-        return MalformedResponse(
-            f"HTTP {self._status} event stream: {what}",
-            provider="openai",
-            status=self._status,
-            provider_request_id=self._rid,
-        )

@@ -39,9 +39,7 @@ def build(model: ModelConfig, payload: dict, api_key: str | None) -> HttpCall:
     }
     if payload.get("dimensions") is not None:
         body["dimensions"] = payload["dimensions"]
-    return HttpCall(
-        path=api.EMBEDDINGS_PATH, headers=api.headers(api_key), json=body, reader=parse
-    )
+    return HttpCall(path=api.EMBEDDINGS_PATH, headers=api.headers(api_key), json=body, reader=parse)
 
 
 def parse(status: int, headers: httpx.Headers, body: bytes) -> Completion:
