@@ -122,16 +122,28 @@ class Scheduler:
         self._settled_other = 0
         if self._caching is not None:
             self._settled_other += self._sweep_flights()
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(redis_keys.backlogged_teams())
+            pipe.scard(redis_keys.parked_teams())
+            backlogged, parked_teams = pipe.execute()
+        if not backlogged and not parked_teams:
+            # Nothing queued or parked: the round would end empty, so it skips working out the
+            # room (several round trips). The round after a dispatch and the one a finished
+            # attempt wakes are mostly this, and on the interactive path they take CPU the
+            # request's own work needs.
+            return 0
         breakers = self._breakers.allowances if self._breakers is not None else None
         room = Room(self._in_flight, self._limits, breakers)
         window = room.window()
         if window == 0:
             return 0
         if self._refusing is None or self._refusing - room.refusing:
-            self._settled_other += self._parking.release(lambda e: self._routable(e, room))
+            released = self._parking.release(lambda e: self._routable(e, room))
+            if released:  # their teams are backlogged again
+                backlogged = self._redis.smembers(redis_keys.backlogged_teams())
+            self._settled_other += released
         self._refusing = room.refusing
         paused = self._paused()
-        backlogged = self._redis.smembers(redis_keys.backlogged_teams())
         teams = sorted(t for t in (raw.decode() for raw in backlogged) if t not in paused)
         if not teams:
             return 0

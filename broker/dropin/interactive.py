@@ -23,6 +23,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 import redis
@@ -35,9 +36,9 @@ from broker.deltas import Delta, DeltaReader
 from broker.dropin.live import Live
 from broker.dropin.wire import TRACE_HEADER, feature_of
 from broker.errors import InvalidRequest
-from broker.ids import request_id
+from broker.ids import new_job_id, request_id
 from broker.schemas.http import JobCreate, Priority, RequestIn
-from broker.states import RequestStatus
+from broker.states import JobStatus, RequestStatus
 from broker.store import Database, Request, transitions
 from broker.submission import Submitter
 
@@ -118,10 +119,14 @@ class Interactive:
         is_disconnected: Callable[[], Awaitable[bool]],
     ) -> Request:
         """Submit ``request`` and return its row once it has ended (any terminal state)."""
-        job_id, rid = await self._submit(team, request, headers, streamed=False)
-        event = self.listener.register(rid)
+        job_id = new_job_id()
+        rid = request_id(job_id, 0)
+        event = self.listener.register(rid)  # before the request exists: its end is not missed
         try:
-            return await self._wait(job_id, rid, is_disconnected, lambda: self._woken(event))
+            ended = await self._submit(job_id, team, request, headers, streamed=False)
+            return await self._wait(
+                job_id, rid, is_disconnected, lambda: self._woken(event), look_first=ended
+            )
         finally:
             self.listener.unregister(rid)
 
@@ -134,7 +139,9 @@ class Interactive:
     ) -> Request | Live:
         """Submit ``request`` as streamed: its row if it ended before any of its text was
         written (a cache hit, a refusal, a failure), else its answer as it is written."""
-        job_id, rid = await self._submit(team, request, headers, streamed=True)
+        job_id = new_job_id()
+        rid = request_id(job_id, 0)
+        ended = await self._submit(job_id, team, request, headers, streamed=True)
         reader = DeltaReader(self.listener.client, rid)
         block_ms = max(1, int(self.poll_s * 1000))
 
@@ -144,7 +151,7 @@ class Interactive:
             return found if any(not d.ended for d in found) else None
 
         try:
-            first = await self._wait(job_id, rid, is_disconnected, written)
+            first = await self._wait(job_id, rid, is_disconnected, written, look_first=ended)
         except BaseException:
             await reader.discard()
             raise
@@ -154,9 +161,15 @@ class Interactive:
         return Live(rid, reader, first, lambda: run_in_threadpool(self._ended, rid), block_ms)
 
     async def _submit(
-        self, team: TeamConfig, request: RequestIn, headers: Mapping[str, str], streamed: bool
-    ) -> tuple[str, str]:
-        """The one-request job's id and its request's."""
+        self,
+        job_id: str,
+        team: TeamConfig,
+        request: RequestIn,
+        headers: Mapping[str, str],
+        streamed: bool,
+    ) -> bool:
+        """Submit the one-request job ``job_id``; whether it ended at once (its answer was in
+        the cache)."""
         priority = headers.get(PRIORITY_HEADER, Priority.HIGH.value)
         if priority not in {p.value for p in Priority}:
             raise InvalidRequest(
@@ -174,11 +187,13 @@ class Interactive:
         # Not counted against the key's submissions_per_minute, a limit on creating batches:
         # an interactive call is bounded by budgets, trace ceilings and provider limits.
         try:
-            job = await run_in_threadpool(self.submitter.submit, team, batch, streamed=streamed)
+            job = await run_in_threadpool(
+                partial(self.submitter.submit, streamed=streamed, job_id=job_id), team, batch
+            )
         except InvalidRequest as exc:  # one request, not a batch: named as the caller wrote it
             field = (exc.field or "").removeprefix("requests[0].") or None
             raise type(exc)(exc.message.replace(" at requests[0]", ""), field=field) from exc
-        return job.id, request_id(job.id, 0)
+        return JobStatus(job.status).is_terminal
 
     async def _wait(
         self,
@@ -186,14 +201,20 @@ class Interactive:
         rid: str,
         is_disconnected: Callable[[], Awaitable[bool]],
         pause: Callable[[], Awaitable[T | None]],
+        *,
+        look_first: bool,
     ) -> Request | T:
-        """The row once it has ended, or what ``pause`` returned first: it is awaited between
-        looks at the database and returns None when it found nothing."""
+        """The row once it has ended, or what ``pause`` returned first: it is awaited before
+        each look at the database and returns None when it found nothing. ``look_first``: look
+        before the first pause (a request just queued cannot have ended, so a look then is a
+        read on the answer's path for nothing; the pause wakes when it ends)."""
         deadline: float | None = asyncio.get_running_loop().time() + self.wait_s
         while True:
-            row = await run_in_threadpool(self._ended, rid)
-            if row is not None:
-                return row
+            if look_first:
+                row = await run_in_threadpool(self._ended, rid)
+                if row is not None:
+                    return row
+            look_first = True
             found = await pause()
             if found is not None:
                 return found

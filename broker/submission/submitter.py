@@ -259,15 +259,18 @@ class Submitter:
         surface: str | None = None,
         surface_meta: dict | None = None,
         streamed: bool = False,
+        job_id: str | None = None,
     ) -> Job:
         """Validate, admit and write ``batch``; ``key_sha256`` (the caller's key's digest)
         counts it against that key's submissions per minute. ``surface`` and ``surface_meta``
         record the drop-in SDK surface it came through (:mod:`broker.dropin`); ``streamed``
-        marks requests whose caller reads the answer as it is written."""
+        marks requests whose caller reads the answer as it is written. ``job_id``: the id to
+        give the job (from :func:`broker.ids.new_job_id`), for a caller that must be ready
+        for its end before the job exists; a new one by default."""
         self.validate(batch)
         payloads = [payload_of(request, self.redact) for request in batch.requests]
         self.admit(team, batch, payloads, key_sha256)
-        job = self._job(team, batch, len(batch.requests), surface, surface_meta)
+        job = self._job(team, batch, len(batch.requests), surface, surface_meta, job_id)
         # Prepared before the transaction: cache lookups (and embeddings) hold no lock.
         prepared = self._prepare(job, batch, batch.requests, payloads, 0)
         if streamed:
@@ -316,10 +319,11 @@ class Submitter:
         count: int,
         surface: str | None,
         surface_meta: dict | None,
+        job_id: str | None = None,
     ) -> Job:
         now = utcnow()
         return Job(
-            id=new_job_id(),
+            id=job_id or new_job_id(),
             team_id=team.id,
             feature=batch.feature,
             priority=batch.priority,

@@ -13,6 +13,7 @@ from broker import queues, redis_keys
 from broker.cache.exact import request_key
 from broker.config.broker_toml import load_config
 from broker.errors import InvalidRequest
+from broker.ids import new_job_id, request_id
 from broker.queues import QueueEntry
 from broker.schemas.http import JobCreate, RequestIn
 from broker.store import Request
@@ -235,3 +236,13 @@ def test_what_each_provider_honours_is_accepted(submitter):
     submitter.validate(batch(model="claude-haiku-4-5", top_k=40, top_p=0.5, stop="END", seed=1))
     submitter.validate(batch(model="claude-haiku-4-5", response_format=SCHEMA))
     submitter.validate(batch(model="gpt-4o-mini", response_format={"type": "json_object"}))
+
+
+def test_a_caller_may_name_the_job_before_it_exists(submitter, db):
+    """An interactive call waits for its request's end before submitting it, so it picks the
+    job's id (and with it the request's) itself."""
+    job_id = new_job_id()
+    job = submitter.submit(submitter.config.team("product"), batch(), job_id=job_id)
+    assert job.id == job_id
+    with db.session() as session:
+        assert session.get(Request, request_id(job_id, 0)).job_id == job_id

@@ -101,6 +101,26 @@ def test_a_finished_attempt_frees_its_slot(scheduler, submit, redis_client):
     assert scheduler.run_once() == 1
 
 
+def test_a_round_with_nothing_queued_or_parked_skips_the_room(
+    scheduler, submit, redis_client, monkeypatch
+):
+    """The round after a dispatch, and the one a finished attempt wakes, find the queues
+    empty: they end before asking Redis for slots, rate limits and breakers."""
+    import schedulers.loop
+
+    assert scheduler.run_once() == 0, "a new leader works out the room once"
+    submit("product", 2)
+    assert scheduler.run_once() == 2
+    rooms = []
+    real = schedulers.loop.Room
+    monkeypatch.setattr(schedulers.loop, "Room", lambda *a: rooms.append(a) or real(*a))
+    assert scheduler.run_once() == 0
+    assert rooms == []
+    submit("product", 1)
+    assert scheduler.run_once() == 1  # queued work: the round works out its room again
+    assert len(rooms) == 1
+
+
 def test_high_priority_goes_before_queued_low(scheduler, submit, redis_client):
     submit("product", 50, priority="low")
     high_job = submit("product", 1, priority="high")
