@@ -33,7 +33,29 @@ TTL_S = 120
 """A stream no one has written to for this long is gone (its reader has the database)."""
 MAX_ENTRIES = 100_000
 """Bounds a runaway stream; far above the deltas of any answer."""
-_TRY, _MODEL, _TEXT, _END = b"try", b"model", b"text", b"end"
+_TRY, _MODEL, _TEXT, _END, _INPUT = b"try", b"model", b"text", b"end", b"input"
+
+
+class CallSink:
+    """One provider call's deltas: called with each text, told the input tokens when the
+    provider reports them before the text (they go with the call's first text, for the reader
+    to put in its surface's first event)."""
+
+    def __init__(self, append: Callable[[dict], None], try_id: str, model: str) -> None:
+        self._append = append
+        self._try, self._model = try_id, model
+        self._input: tuple[int, int] | None = None
+        self._texts = 0
+
+    def started(self, input_tokens: tuple[int, int]) -> None:
+        self._input = input_tokens
+
+    def __call__(self, text: str) -> None:
+        fields = {_TRY: self._try, _MODEL: self._model, _TEXT: text}
+        if self._texts == 0 and self._input is not None:
+            fields[_INPUT] = "{},{}".format(*self._input)
+        self._texts += 1
+        self._append(fields)
 
 
 class DeltaWriter:
@@ -52,11 +74,10 @@ class DeltaWriter:
         self._calls = 0
         self._broken = False
 
-    def call(self) -> Callable[[str], None]:
+    def call(self) -> CallSink:
         """The sink for the next provider call's deltas."""
         self._calls += 1
-        name = f"{self._attempt}.{self._calls}"
-        return lambda text: self._append({_TRY: name, _MODEL: self._model, _TEXT: text})
+        return CallSink(self._append, f"{self._attempt}.{self._calls}", self._model)
 
     def end(self) -> None:
         self._append({_END: b"1"})
@@ -78,12 +99,15 @@ class DeltaWriter:
 
 @dataclass(frozen=True, slots=True)
 class Delta:
-    """One appended entry: a try's text and the model writing it, or the end mark."""
+    """One appended entry: a try's text and the model writing it, or the end mark. A try's
+    first text carries the input tokens (uncached, cached) when the provider reported them
+    before the text."""
 
     try_id: str
     text: str
     model: str = ""
     ended: bool = False
+    input_tokens: tuple[int, int] | None = None
 
 
 class DeltaReader:
@@ -114,9 +138,20 @@ class DeltaReader:
                     found.append(Delta("", "", ended=True))
                 else:
                     texts = (fields[_TRY], fields[_TEXT], fields[_MODEL])
-                    found.append(Delta(*(t.decode() for t in texts)))
+                    found.append(Delta(*(t.decode() for t in texts), input_tokens=_input(fields)))
         return found
 
     async def discard(self) -> None:
         with contextlib.suppress(redis.RedisError):  # it expires anyway
             await self._client.delete(self._key)
+
+
+def _input(fields: dict) -> tuple[int, int] | None:
+    raw = fields.get(_INPUT)
+    if raw is None:
+        return None
+    try:
+        uncached, cached = (int(n) for n in raw.split(b","))
+    except ValueError:  # not ours to fail on: the tail has the recorded usage
+        return None
+    return uncached, cached

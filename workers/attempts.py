@@ -102,7 +102,8 @@ class Attempts:
                 if deltas is None:
                     completion = client.complete(model, payload)
                 else:
-                    completion = client.stream(model, payload, deltas.call())
+                    sink = deltas.call()
+                    completion = client.stream(model, payload, sink, sink.started)
             except Exception as exc:
                 code = exc.code if isinstance(exc, ProviderError) else "internal_error"
                 calls.append(Call(model.name, provider, code, _ms(started), str(exc)))

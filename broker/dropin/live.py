@@ -40,12 +40,13 @@ class Live:
         texts = [d for d in first if not d.ended]
         self._try = texts[0].try_id
         self.model = texts[0].model
+        self._input_tokens = texts[0].input_tokens  # as the provider reported them at the start
 
     async def events(self, stream_of: StreamOf) -> AsyncIterator[bytes]:
         """The surface's events: head, the text as it is written, and the tail from the row
         (or an error event)."""
         stream = stream_of(self.request_id, self.model, None)
-        yield stream.head()
+        yield stream.head(self._input_tokens)
         sent: list[str] = []
         try:
             async for text in self._texts():

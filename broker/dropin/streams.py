@@ -35,7 +35,11 @@ def _sse(data: Any, event: str | None = None) -> bytes:
 class Stream(Protocol):
     """One surface's events for one answer."""
 
-    def head(self) -> bytes: ...
+    def head(self, input_tokens: tuple[int, int] | None = None) -> bytes:
+        """The first events; ``input_tokens`` (uncached, cached): what the provider reported
+        before the text of an answer still being written, for a surface that starts with
+        them."""
+        ...
 
     def delta(self, text: str) -> bytes: ...
 
@@ -65,7 +69,7 @@ class OpenAIStream:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         return _sse({**self._base, "choices": [choice]})
 
-    def head(self) -> bytes:
+    def head(self, input_tokens: tuple[int, int] | None = None) -> bytes:
         return self._chunk({"role": "assistant", "content": "", "refusal": None})
 
     def delta(self, text: str) -> bytes:
@@ -89,11 +93,20 @@ class AnthropicStream:
     def __init__(self, request_id: str, model: str, usage: dict | None = None) -> None:
         self._id = anthropic_wire.message_id_of(request_id)
         self._model = model
-        self._usage = usage or {"input_tokens": 0, "output_tokens": 0}
+        self._usage = usage  # a whole answer's; None while it is being written
 
-    def head(self) -> bytes:
-        """Usage as known at the start: a live answer's input tokens are known once it is
-        recorded, and ``message_delta`` carries them (SDKs older than 0.50 keep the zero)."""
+    def head(self, input_tokens: tuple[int, int] | None = None) -> bytes:
+        """Usage as known at the start: a whole answer's, or the input tokens a live one's
+        provider reported before its text. An OpenAI-format provider reports them only at the
+        end, so its live answer starts with zero and ``message_delta`` carries them (SDKs
+        older than 0.50 keep the zero)."""
+        uncached, cached = input_tokens or (0, 0)
+        usage = self._usage or {
+            "input_tokens": uncached,
+            "output_tokens": 0,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": cached,
+        }
         start = {
             "id": self._id,
             "type": "message",
@@ -102,7 +115,7 @@ class AnthropicStream:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": self._usage,
+            "usage": usage,
         }
         block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}  # fmt: skip
         return (

@@ -16,7 +16,7 @@ from redis.retry import Retry
 from broker import redis_keys
 from broker.deltas import TTL_S, Delta, DeltaReader, DeltaWriter
 from broker.dropin.live import BROKEN, Live
-from broker.dropin.streams import openai_of
+from broker.dropin.streams import anthropic_of, openai_of
 
 RID = "req_0123_0"
 
@@ -155,3 +155,34 @@ def test_a_reader_without_redis_reads_nothing_and_the_answer_comes_from_the_row(
         if e != "[DONE]" and json.loads(e).get("choices")
     )
     assert text == "Hello" and events[-1] == "[DONE]"
+
+
+def test_input_tokens_reported_before_the_text_start_an_anthropic_live_answer(
+    redis_client, redis_server
+):
+    """Anthropic's SDKs before 0.50 take the input tokens from ``message_start`` only."""
+    writer = DeltaWriter(redis_client, RID, attempt=1, model="m")
+    sink = writer.call()
+    sink.started((25, 7))
+    sink("Hello")
+    sink(" world")
+    writer.end()
+
+    async def scenario() -> tuple[list[Delta], list[bytes]]:
+        client = aioredis.Redis.from_url(redis_server.url)
+        first = await DeltaReader(client, RID).read(1000)
+        reader = DeltaReader(client, RID)
+        live = Live(RID, reader, await reader.read(1000), _ended_at_once, block_ms=20)
+        events = [e async for e in live.events(anthropic_of)]
+        await client.aclose()
+        return first, events
+
+    first, events = asyncio.run(scenario())
+    assert [d.input_tokens for d in first] == [(25, 7), None, None]
+    start = json.loads(events[0].decode().split("data: ")[1].split("\n")[0])
+    usage = start["message"]["usage"]
+    assert (usage["input_tokens"], usage["cache_read_input_tokens"]) == (25, 7)
+
+
+async def _ended_at_once():
+    return row("Hello world")

@@ -66,6 +66,9 @@ def main(api_url: str, key: str) -> None:
         messages=[{"role": "user", "content": f"Stream to an old SDK {tag}"}],
     ) as stream:
         assert "".join(stream.text_stream) == stream.get_final_message().content[0].text
+    # Before 0.50 the SDK takes the input tokens from message_start only: a live answer's
+    # start carries what its (Anthropic-format) provider reported at its own start.
+    assert stream.get_final_message().usage.input_tokens > 0, stream.get_final_message()
     print(f"ok openai {openai.__version__} anthropic {anthropic.__version__}")
 
 

@@ -137,6 +137,11 @@ class StreamReader(Protocol):
     :class:`Completion` ``parse`` would have read from the same answer sent whole.
     """
 
+    #: The input tokens (uncached, cached) the provider reported before the text (Anthropic's
+    #: ``message_start``); None until then, and throughout from a format that reports usage
+    #: only at the end (OpenAI's).
+    input_tokens: tuple[int, int] | None
+
     def feed(self, event: str, data: str) -> str | None:
         """Take one event (its name, "message" or "" when it had none, and its data) and
         return the answer text it adds, or None. Raises ``MalformedResponse`` for an event
@@ -163,6 +168,7 @@ class StreamAccumulator:
         self._body_id: str | None = None
         self._model: str | None = None
         self._parts: list[str] = []
+        self.input_tokens: tuple[int, int] | None = None
 
     @property
     def _rid(self) -> str | None:

@@ -117,11 +117,17 @@ class ProviderClient:
             return replace(completion, rate=RateSignal.from_headers(headers))
 
     def stream(
-        self, model: ModelConfig, payload: dict, on_delta: Callable[[str], None]
+        self,
+        model: ModelConfig,
+        payload: dict,
+        on_delta: Callable[[str], None],
+        on_start: Callable[[tuple[int, int]], None] | None = None,
     ) -> Completion:
         """One attempt, streamed: ``on_delta`` gets each piece of the answer's text as it
         arrives, in order, and the result is the :class:`Completion` :meth:`complete` would
-        have returned for the same answer (the pieces joined are its text).
+        have returned for the same answer (the pieces joined are its text). ``on_start`` gets
+        the input tokens (uncached, cached) once, before the text, when the provider reports
+        them at the start (Anthropic's Messages; an OpenAI stream reports usage at its end).
 
         Errors are those of :meth:`complete`, plus the classified error of an error event sent
         mid-stream and ``MalformedResponse`` for a stream that ended early or is no event stream
@@ -135,13 +141,20 @@ class ProviderClient:
         with closing(deltas):
             while True:
                 try:
-                    text = next(deltas)
+                    piece = next(deltas)
                 except StopIteration as done:
                     return done.value
-                on_delta(text)  # outside the call's error mapping: its errors are the caller's
+                # Outside the call's error mapping: their errors are the caller's.
+                if isinstance(piece, str):
+                    on_delta(piece)
+                elif on_start is not None:
+                    on_start(piece)
 
-    def _streamed(self, model: ModelConfig, payload: dict) -> Generator[str, None, Completion]:
-        """The streamed call: yields each non-empty text delta, returns the completion."""
+    def _streamed(
+        self, model: ModelConfig, payload: dict
+    ) -> Generator[str | tuple[int, int], None, Completion]:
+        """The streamed call: yields the input tokens once the reader knows them, and each
+        non-empty text delta; returns the completion."""
         with self._calling():
             call = self.adapter.stream_build(model, payload, self.__api_key)
             started = time.monotonic()
@@ -153,8 +166,13 @@ class ProviderClient:
                     raise self.adapter.classify(status, headers, body, self.provider.name)
                 _require_event_stream(status, headers, self.provider.name)
                 reader = self.adapter.stream_reader(status, headers)
+                reported = False
                 for event in httpx_sse.EventSource(response).iter_sse():
-                    if text := reader.feed(event.event, event.data):
+                    text = reader.feed(event.event, event.data)
+                    if not reported and reader.input_tokens is not None:
+                        reported = True
+                        yield reader.input_tokens
+                    if text:
                         yield text
                 completion = reader.finish()
             log.debug(

@@ -374,11 +374,14 @@ def test_deltas_arrive_in_order_and_the_completion_is_the_plain_calls(
     model = request.getfixturevalue("mini" if wire == "openai" else "haiku")
     whole = openai_example_text if wire == "openai" else anthropic_example_text
     handler = serving(wire, whole)
-    deltas: list[str] = []
+    deltas: list = []
     with client_for(provider, handler) as client:
-        streamed = client.stream(model, payload, deltas.append)
+        streamed = client.stream(model, payload, deltas.append, deltas.append)
         plain = client.complete(model, payload)
-    assert deltas == ["Hello", " there."]
+    if wire == "anthropic":  # message_start's input usage, before the text
+        assert deltas == [(plain.input_tokens, plain.cached_input_tokens), "Hello", " there."]
+    else:  # an OpenAI stream reports usage only at its end
+        assert deltas == ["Hello", " there."]
     assert streamed == plain
     assert streamed.rate is not None and streamed.rate.remaining_requests == 99
     asked, answered = handler.sent  # type: ignore[attr-defined]

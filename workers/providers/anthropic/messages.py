@@ -149,7 +149,13 @@ def usage(data: dict[str, Any]) -> tuple[int, int, int]:
     price; ``cache_creation_input_tokens`` is billed at the plain input price (Anthropic charges
     cache writes a premium we do not model), so it is added to the input tokens.
     """
+    uncached, cached = input_usage(data)
+    return uncached, cached, token_count(data, "usage.output_tokens")
+
+
+def input_usage(data: dict[str, Any]) -> tuple[int, int]:
+    """Input and cached input tokens of a message's ``usage`` (see :func:`usage`)."""
     uncached = token_count(data, "usage.input_tokens")
     created = token_count(data, "usage.cache_creation_input_tokens", optional=True)
     cached = token_count(data, "usage.cache_read_input_tokens", optional=True)
-    return uncached + created, cached, token_count(data, "usage.output_tokens")
+    return uncached + created, cached

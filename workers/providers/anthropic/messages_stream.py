@@ -1,7 +1,8 @@
 """Reading a streamed Anthropic Messages answer (``stream: true``).
 
 Every event is named, and the reader dispatches on the name as the official SDK does:
-``message_start`` carries the message's id, model and input usage; ``content_block_start`` and
+``message_start`` carries the message's id, model and input usage (known from then on as
+:attr:`~workers.providers.base.StreamReader.input_tokens`); ``content_block_start`` and
 ``content_block_delta`` (``text_delta``) carry the text; ``message_delta`` the stop reason and
 the cumulative usage (its counts replace the earlier ones); ``message_stop`` ends the message.
 ``ping``, unnamed and unknown events are skipped, and so are blocks other than text (thinking,
@@ -98,6 +99,7 @@ class MessagesStreamReader(StreamAccumulator):
         self._body_id = field(event, "message.id", str, optional=True)
         self._model = field(event, "message.model", str)
         self._usage.update(field(event, "message.usage", dict))
+        self.input_tokens = messages.input_usage({"usage": self._usage})
 
     def _block_start(self, event: dict[str, Any]) -> str | None:
         if field(event, "content_block", dict).get("type") != "text":
