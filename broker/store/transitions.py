@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from broker.states import JobStatus, RequestStatus
@@ -72,25 +72,35 @@ class Dispatched:
     attempt: int
 
 
+# Built once: every scheduling round runs them, and building a statement (and its cache key)
+# cost as much as running it (0.40 against 0.20 ms a one-request dispatch on SQLite).
+_DISPATCH = (
+    update(_R)
+    .where(_R.c.id.in_(bindparam("b_ids", expanding=True)), _R.c.status == RequestStatus.QUEUED)
+    .values(
+        status=RequestStatus.DISPATCHED,
+        attempts=_R.c.attempts + 1,
+        dispatched_at=bindparam("b_now"),
+    )
+    .returning(_R.c.id, _R.c.job_id, _R.c.attempts)
+)
+_START_JOBS = (
+    update(_J)
+    .where(_J.c.id.in_(bindparam("b_jobs", expanding=True)), _J.c.status == JobStatus.QUEUED)
+    .values(status=JobStatus.RUNNING, started_at=bindparam("b_now"))
+)
+
+
 def mark_dispatched(session: Session, request_ids: Sequence[str]) -> list[Dispatched]:
     """queued → dispatched for those still queued; starts their jobs. Returns the winners, in
     the order of ``request_ids`` (PostgreSQL's RETURNING has none of its own)."""
     if not request_ids:
         return []
     now = utcnow()
-    rows = session.execute(
-        update(_R)
-        .where(_R.c.id.in_(request_ids), _R.c.status == RequestStatus.QUEUED)
-        .values(status=RequestStatus.DISPATCHED, attempts=_R.c.attempts + 1, dispatched_at=now)
-        .returning(_R.c.id, _R.c.job_id, _R.c.attempts)
-    ).all()
+    rows = session.execute(_DISPATCH, {"b_ids": list(request_ids), "b_now": now}).all()
     job_ids = sorted({row.job_id for row in rows})
     if job_ids:
-        session.execute(
-            update(_J)
-            .where(_J.c.id.in_(job_ids), _J.c.status == JobStatus.QUEUED)
-            .values(status=JobStatus.RUNNING, started_at=now)
-        )
+        session.execute(_START_JOBS, {"b_jobs": job_ids, "b_now": now})
     place = {rid: i for i, rid in enumerate(request_ids)}
     rows.sort(key=lambda row: place[row.id])
     return [Dispatched(row.id, row.job_id, row.attempts) for row in rows]
