@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Depends, Request
 from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 
 from broker.api.errors import store_errors
 from broker.api.resources import resources_of
@@ -66,14 +67,19 @@ def _touch(db, key_id: str) -> None:
         log.warning("could not record the use of key %s: %s", key_id, type(exc).__name__)
 
 
-def authenticate(request: Request) -> TeamConfig:
+async def authenticate(request: Request) -> TeamConfig:
     """FastAPI dependency: the team whose key is in ``Authorization: Bearer ...`` (or, as the
     Anthropic SDK sends it, ``x-api-key``).
 
-    The key's digest is left in ``request.state.api_key_sha256`` for per-key limits.
+    The key's digest is left in ``request.state.api_key_sha256`` for per-key limits. Async: a
+    key from broker.toml is found without I/O, on the event loop (FastAPI runs a plain ``def``
+    dependency in a worker thread, a hop on every request); only a run-time key's lookup in
+    the database goes to a thread.
     """
     digest = hash_api_key(_bearer(request, "your team's API key", x_api_key=True))
-    team = team_of_key(request, digest)
+    team = resources_of(request).config.team_by_key_hash(digest)
+    if team is None:
+        team = await run_in_threadpool(team_of_key, request, digest)
     if team is None:
         raise AuthenticationFailed("unknown API key")
     request.state.api_key_sha256 = digest

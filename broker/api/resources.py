@@ -30,8 +30,14 @@ class ApiResources:
 
 
 def resources_of(request: Request) -> ApiResources:
-    """The resources of the app serving ``request`` (a FastAPI dependency)."""
+    """The resources of the app serving ``request``."""
     return request.app.state.broker
 
 
-Resources = Annotated[ApiResources, Depends(resources_of)]
+async def _resources(request: Request) -> ApiResources:
+    """:func:`resources_of` as a dependency. Async because FastAPI runs a plain ``def``
+    dependency in a worker thread: a thread hop on every request, for an attribute read."""
+    return resources_of(request)
+
+
+Resources = Annotated[ApiResources, Depends(_resources)]
