@@ -23,10 +23,35 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
+from redis.exceptions import NoScriptError
 
 Fill = Callable[[Pipeline], None]
 
 _STOP = object()
+
+
+def execute_unchecked(pipe: Pipeline) -> list[Any]:
+    """``pipe.execute()`` for a pipeline that is not a transaction, without the ``SCRIPT
+    EXISTS`` round trip redis-py sends first whenever a pipeline holds a Lua script (one more
+    round trip each time the scheduler works out a round's room, takes its slots and pops its
+    queues). Outside a transaction each command stands alone, so a script the server does not
+    know (Redis restarted empty, or its scripts flushed) fails only its own command: that one
+    is loaded and run again by itself, as the check would have done ahead, and the others ran
+    once. Raises the first error left, as ``execute`` does."""
+    if pipe.transaction:
+        raise ValueError("a transaction's scripts are checked before it runs: use execute()")
+    scripts = {script.sha: script for script in pipe.scripts}
+    stack = list(pipe.command_stack)
+    pipe.scripts.clear()
+    replies = pipe.execute(raise_on_error=False)
+    for i, reply in enumerate(replies):
+        if isinstance(reply, NoScriptError):
+            _, sha, count, *rest = stack[i][0]  # EVALSHA sha numkeys keys... args...
+            replies[i] = scripts[sha](keys=rest[:count], args=rest[count:])
+    error = next((reply for reply in replies if isinstance(reply, Exception)), None)
+    if error is not None:
+        raise error
+    return replies
 
 
 class Pipelines:

@@ -28,6 +28,7 @@ from sqlalchemy import select
 
 from broker import redis_keys
 from broker.config.broker_toml import BrokerConfig
+from broker.pipelines import execute_unchecked
 from broker.queues import QueueEntry
 from broker.states import Priority, RequestStatus
 from broker.store import Database, Request, transitions
@@ -224,4 +225,4 @@ def hold(
             in_flight.add(pipe, provider, request_ids)
         limits.take(pipe, taken)
         metrics.count_dispatches(pipe, ((p.provider, p.model) for p in picks))
-        pipe.execute()
+        execute_unchecked(pipe)

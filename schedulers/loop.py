@@ -37,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from broker import queues as queues_module
 from broker import redis_keys
 from broker.config.broker_toml import BrokerConfig
+from broker.pipelines import execute_unchecked
 from broker.queues import QueueEntry, now_ms
 from broker.states import PRIORITY_ORDER, Priority
 from schedulers.budget_policy import Verdict, decide
@@ -186,7 +187,7 @@ class Scheduler:
                 args=[redis_keys.team_queue_prefix(), *teams],
                 client=pipe,
             )
-            pipe.execute()
+            execute_unchecked(pipe)
         for pick in bounced:
             queues_module.push_front(self._redis, pick.team, pick.priority, [pick.entry])
         self._settled_other += len(decided.failed) + len(decided.held) + len(decided.parked)

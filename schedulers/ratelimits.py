@@ -26,6 +26,7 @@ import redis
 
 from broker import redis_keys
 from broker.config.broker_toml import BrokerConfig
+from broker.pipelines import execute_unchecked
 from workers.providers.base import RateSignal
 
 #: How much later than its dispatch one request may reach the provider compared to another.
@@ -177,7 +178,7 @@ class RateLimits:
             self._run(pipe, "take", {b: 0.0 for b in self.all_buckets})
             for scope in self.scopes:
                 pipe.exists(redis_keys.rate_blocked(scope))
-            replies = pipe.execute()
+            replies = execute_unchecked(pipe)
         levels = {}
         if self.all_buckets:
             levels = {b.key: float(v) for b, v in zip(self.all_buckets, replies[0])}

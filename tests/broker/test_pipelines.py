@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
-from broker.pipelines import BatchedPipelines, Pipelines
+from broker.pipelines import BatchedPipelines, Pipelines, execute_unchecked
 
 DOUBLE = "return tonumber(ARGV[1]) * 2"
 
@@ -115,3 +115,53 @@ def test_a_broken_round_trip_fails_its_callers_and_the_thread_serves_on(redis_cl
     finally:
         waiting.shutdown(wait=False, cancel_futures=True)
         batched.close()
+
+
+INCR_BY = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+
+
+def script_checks(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return int(stats.get("cmdstat_script|exists", {}).get("calls", 0))
+
+
+def test_a_pipeline_runs_its_scripts_without_asking_whether_redis_has_them(
+    redis_client: redis.Redis,
+) -> None:
+    script = redis_client.register_script(INCR_BY)
+    script(keys=["t:n"], args=[1])  # loaded
+    before = script_checks(redis_client)
+    with redis_client.pipeline(transaction=False) as pipe:
+        script(keys=["t:n"], args=[2], client=pipe)
+        pipe.incr("t:other")
+        assert execute_unchecked(pipe) == [3, 1]
+    assert script_checks(redis_client) == before
+
+
+def test_a_script_redis_lost_is_loaded_and_run_once_and_the_rest_once(
+    redis_client: redis.Redis,
+) -> None:
+    script = redis_client.register_script(INCR_BY)
+    script(keys=["t:m"], args=[1])
+    redis_client.script_flush()  # as after a restart: the server knows no script
+    with redis_client.pipeline(transaction=False) as pipe:
+        pipe.incr("t:before")
+        script(keys=["t:m"], args=[5], client=pipe)
+        pipe.incr("t:after")
+        assert execute_unchecked(pipe) == [1, 6, 1]
+    assert redis_client.mget("t:before", "t:m", "t:after") == [b"1", b"6", b"1"]
+
+
+def test_a_command_error_is_raised_after_the_others_ran(redis_client: redis.Redis) -> None:
+    redis_client.set("t:text", "x")
+    with redis_client.pipeline(transaction=False) as pipe:
+        pipe.incr("t:text")  # not an integer
+        pipe.incr("t:count")
+        with pytest.raises(redis.ResponseError):
+            execute_unchecked(pipe)
+    assert redis_client.get("t:count") == b"1"
+
+
+def test_a_transaction_is_refused(redis_client: redis.Redis) -> None:
+    with redis_client.pipeline(transaction=True) as pipe, pytest.raises(ValueError):
+        execute_unchecked(pipe)
