@@ -197,11 +197,6 @@ class Executor:
         recorded = self._recorder.finish(claimed, outcome)
         if deltas is not None:  # its reader takes the rest from the row now
             deltas.end()
-        # First the feedback, which announces the end to a waiting SDK call (it reads the
-        # row, committed now): an interactive answer does not wait for the cache's round trip.
-        # A repeat of the request that arrives before the answer is kept finds its flight
-        # still up and waits for it (single-flight), so it is not paid twice.
-        self._report(ticket, outcome, result, recorded)
         if self._sharing is not None and recorded:
             if outcome.succeeded:
                 self._sharing.succeeded(ticket, claimed, outcome)
@@ -218,6 +213,7 @@ class Executor:
                 outcome.latency_ms,
                 outcome.cost_micros,
             )
+        self._report(ticket, outcome, result, recorded)
 
     def _escalate(
         self,
