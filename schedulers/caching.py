@@ -3,8 +3,9 @@
 Submission answers what the cache already holds (:mod:`broker.submission`); this is the second
 look, just before dispatch, for what was not known then. Each round, before picking:
 
-1. :meth:`CacheCheck.look` reads, in two pipelined round trips, the cached answers and the
-   flights up (:mod:`broker.cache.flights`) for the peeked entries that may read the cache.
+1. :meth:`CacheCheck.look` reads, in two round trips, the flights up
+   (:mod:`broker.cache.flights`) and then the cached answers for the peeked entries that may
+   read the cache.
 2. While picking, :meth:`Known.decide` says, for the request at a team's head: ``hit`` (its
    answer is cached: it completes free, taking no slot, no rate limit and no reservation),
    ``wait`` (an identical request is in flight, or was picked this round: it waits for that
@@ -88,7 +89,12 @@ class CacheCheck:
         if not keys:
             return Known()
         try:
-            return Known(self._cache.get_many(keys), self._flights.leaders(keys))
+            # Flights first: a landing stores the answer and ends the flight in one
+            # transaction, so one that lands between the two reads is seen flying, then
+            # answered (a hit). The other way round it could be seen neither answered nor
+            # flying, and a repeat would be called again.
+            flying = self._flights.leaders(keys)
+            return Known(self._cache.get_many(keys), flying)
         except redis.RedisError as exc:
             log.warning("single-flight unavailable, taking the plain path: %s", exc)
             return Known()

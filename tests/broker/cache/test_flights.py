@@ -63,3 +63,39 @@ def test_a_request_never_waits_for_its_own_flight():
     known = Known(flying={KEY: "req_a_0"})
     assert known.decide("product", Priority.HIGH, entry("req_a_0")) == "go"
     assert known.decide("product", Priority.HIGH, entry("req_a_1")) == "wait"
+
+
+def test_a_flight_that_lands_while_the_round_looks_is_a_hit_not_a_second_call(
+    redis_client, settings, db, monkeypatch
+):
+    """The round reads flights and answers in two round trips; a worker's landing (answer kept
+    and flight ended in one transaction) may fall between them. Whichever read comes first,
+    the repeat must be answered or wait, never called again."""
+    from broker.cache.exact import CachedAnswer, ExactCache, put_on
+    from schedulers.caching import CacheCheck
+
+    flights = Flights(redis_client, ttl_s=60)
+    start(flights, redis_client, "req_a_0", [])
+    answer = CachedAnswer(
+        KEY, "req_a_0", "gpt-4o-mini", "sim-openai", "hi", "stop", 5, 0, 1, 9, 0.0
+    )
+    landed = []
+
+    def land_after(read):
+        def first_read_then_land(self, keys):
+            found = read(self, keys)
+            if not landed:  # the worker lands between the round's two reads
+                landed.append(True)
+                with redis_client.pipeline(transaction=True) as pipe:
+                    flights.land_on(pipe, KEY)
+                    put_on(pipe, answer, 60, "product", "chatbot")
+                    pipe.execute()
+            return found
+
+        return first_read_then_land
+
+    monkeypatch.setattr(Flights, "leaders", land_after(Flights.leaders))
+    monkeypatch.setattr(ExactCache, "get_many", land_after(ExactCache.get_many))
+    known = CacheCheck(redis_client, db, settings.config).look([entry("req_a_1")])
+    assert landed
+    assert known.decide("product", Priority.HIGH, entry("req_a_1")) == "hit"
