@@ -217,10 +217,8 @@ class OutputEstimates:
         old = {key: sums for key, sums in totals.items() if sums[1] > self.DECAY_AT}
         if old:
             with self._redis.pipeline(transaction=False) as pipe:
-                for key, (written, count) in old.items():
-                    field = "|".join(key) + "|"
-                    pipe.hincrby(redis_keys.output_lengths(), field + "s", -(written // 2))
-                    pipe.hincrby(redis_keys.output_lengths(), field + "n", -(count // 2))
+                for (team, feature, model), (written, count) in old.items():
+                    _add_output(pipe, team, feature, model, -(written // 2), -(count // 2))
                 pipe.execute()
 
     def output(self, team: str, feature: str, model: str, max_output: int) -> int:
@@ -235,9 +233,18 @@ def record_output(
     pipe: redis.client.Pipeline, team: str, feature: str, model: str, tokens: int
 ) -> None:
     """Worker side: an answer of ``team``'s ``feature`` on ``model`` wrote ``tokens``."""
+    _add_output(pipe, team, feature, model, tokens, 1)
+
+
+def _add_output(
+    pipe: redis.client.Pipeline, team: str, feature: str, model: str, written: int, answers: int
+) -> None:
+    """The one place the fields ``team|feature|model|s`` (tokens) and ``…|n`` (answers) of
+    :func:`broker.redis_keys.output_lengths` are written (:meth:`OutputEstimates.refresh`
+    parses them)."""
     field = f"{team}|{feature}|{model}|"
-    pipe.hincrby(redis_keys.output_lengths(), field + "s", tokens)
-    pipe.hincrby(redis_keys.output_lengths(), field + "n", 1)
+    pipe.hincrby(redis_keys.output_lengths(), field + "s", written)
+    pipe.hincrby(redis_keys.output_lengths(), field + "n", answers)
 
 
 def record_service(pipe: redis.client.Pipeline, team: str, charged: float, actual: float) -> None:

@@ -111,11 +111,16 @@ def message_id_of(request_id: str) -> str:
 
 
 def usage_of(row: Request) -> dict[str, Any]:
+    return usage(row.input_tokens or 0, row.cached_input_tokens or 0, row.output_tokens or 0)
+
+
+def usage(input_tokens: int, cached_input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    """A message's ``usage`` (cache writes are billed as input, so none are reported apart)."""
     return {
-        "input_tokens": row.input_tokens or 0,
-        "output_tokens": row.output_tokens or 0,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
         "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": row.cached_input_tokens or 0,
+        "cache_read_input_tokens": cached_input_tokens,
     }
 
 

@@ -100,13 +100,7 @@ class AnthropicStream:
         provider reported before its text. An OpenAI-format provider reports them only at the
         end, so its live answer starts with zero and ``message_delta`` carries them (SDKs
         older than 0.50 keep the zero)."""
-        uncached, cached = input_tokens or (0, 0)
-        usage = self._usage or {
-            "input_tokens": uncached,
-            "output_tokens": 0,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": cached,
-        }
+        usage = self._usage or anthropic_wire.usage(*(input_tokens or (0, 0)), 0)
         start = {
             "id": self._id,
             "type": "message",
