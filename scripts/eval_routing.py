@@ -4,19 +4,25 @@
 
 DIR is in the layout of ``../shared/data/routing`` (``mmlu/mmlu_<subject>.csv``,
 ``gsm8k_responses.csv``: each question with whether the weak and the strong model answered it
-correctly). Every question is scored by a router that never saw it (cross-fitting):
+correctly). Every question is scored by a router that never saw it (cross-fitting, 5 folds),
+in two ways:
 
-- MMLU: group k-fold by subject — the router predicting a subject was trained on the other
-  subjects only, so a score says something about subjects nobody trained on;
-- GSM8K: k-fold by question;
-- each fold's router also trains on all of the *other* dataset (not the one being scored), as
-  the shipped router trains on everything; the model variant is chosen inside each fold by
-  grouped out-of-fold validation on that fold's training rows (never on the held-out rows).
+- **held-out questions** (the headline figures): k-fold by question; the router trains on the
+  other folds, as a router trained on your own traffic (``inference-broker router train``)
+  serves more of the same traffic. The model variant is chosen inside each fold by
+  out-of-fold validation on that fold's training rows, held out by row;
+- **held-out groups**, where a dataset has groups of several questions (MMLU: its subjects):
+  group k-fold, the router predicting a subject trained on the other subjects only, and its
+  variant chosen holding out whole subjects too. This says what the router knows of topics
+  nobody trained it on (what the shipped router faces on a company's traffic).
+
+Each fold's router also trains on all of the *other* datasets (not the one being scored).
 
 For each dataset it prints our router, random routing and the oracle: RouterBench's AIQ, the
 share of strong calls needed to reach 95% of strong-only accuracy, and accuracy at strong
-shares 0%, 10%, ..., 100%. ``--json`` prints one object instead. ``--cache DIR`` keeps the
-embeddings (keyed by a hash of the prompts) so a second run skips the slow part.
+shares 0%, 10%, ..., 100%. ``--json`` prints one object instead (the held-out-groups figures
+under ``unseen_groups``). ``--cache DIR`` keeps the embeddings (keyed by a hash of the
+prompts) so a second run skips the slow part.
 """
 
 from __future__ import annotations
@@ -35,13 +41,13 @@ from rich.table import Table
 from schedulers.tiers.curves import Curve, oracle_curve, random_curve, routing_curve
 from schedulers.tiers.data import LabelledQuestion, load_routing_dir
 from schedulers.tiers.features import FeatureExtractor
-from schedulers.tiers.fitting import group_splits
+from schedulers.tiers.fitting import HoldOut, group_splits, holdout_groups
 from schedulers.tiers.learned import fit_from_features
 
 GRID = [i / 10 for i in range(11)]
 SPLIT_TEXT = {
-    "mmlu": "group {k}-fold by subject (trained on the other subjects + all other datasets)",
-    "gsm8k": "{k}-fold by question (trained on the other folds + all other datasets)",
+    "rows": "{k}-fold by question (trained on the other folds + all other datasets)",
+    "groups": "group {k}-fold: {groups} groups (trained on the other groups + all other datasets)",
 }
 
 
@@ -66,18 +72,21 @@ def cross_fit(
     matrices: dict[str, np.ndarray],
     extractor: FeatureExtractor,
     folds: int,
+    hold_out: HoldOut,
 ) -> tuple[np.ndarray, list[str]]:
-    """Held-out scores for every question of ``name`` and the variant chosen in each fold."""
+    """Held-out scores for every question of ``name`` (folds of questions, or of whole groups)
+    and the variant chosen in each fold."""
     questions = datasets[name]
     others = [o for o in datasets if o != name]
     other_rows = [q.row() for o in others for q in datasets[o]]
     other_x = [matrices[o] for o in others]
     scores = np.zeros(len(questions))
     chosen = []
-    for train_idx, test_idx in group_splits(len(questions), [q.group for q in questions], folds, 0):
+    groups = holdout_groups([q.row() for q in questions], hold_out)
+    for train_idx, test_idx in group_splits(len(questions), groups, folds, 0):
         rows = [questions[i].row() for i in train_idx] + other_rows
         x = np.vstack([matrices[name][train_idx], *other_x])
-        router = fit_from_features(x, rows, extractor.spec)
+        router = fit_from_features(x, rows, extractor.spec, hold_out=hold_out)
         test = matrices[name][test_idx]
         if router.model.spec.embedder != extractor.spec.embedder:
             test = test[:, extractor.spec.embedding_dim :]
@@ -124,28 +133,39 @@ def print_tables(console: Console, results: dict[str, dict], header: str) -> Non
     for name, r in results.items():
         table = Table(
             title=f"{name}: {r['questions']} questions, {r['groups']} groups; "
-            f"weak {r['weak_accuracy']:.1%}, strong {r['strong_accuracy']:.1%}; "
-            f"split: {r['split']}"
+            f"weak {r['weak_accuracy']:.1%}, strong {r['strong_accuracy']:.1%}"
         )
         table.add_column("router")
         table.add_column("AIQ", justify="right")
         table.add_column("strong share @95%", justify="right")
         for s in GRID:
             table.add_column(f"{s:.0%}", justify="right")
-        for label, key, share_key, aiq_key in (
-            ("learned (held out)", "router", "strong_share_at_95", "aiq"),
-            ("random", "random", "random_strong_share_at_95", "random_aiq"),
-            ("oracle", "oracle", "oracle_strong_share_at_95", "oracle_aiq"),
-        ):
-            curve = r["curves"][key]
+        rows = [("learned, held-out questions", r["curves"]["router"], r)]
+        unseen = r.get("unseen_groups")
+        if unseen:
+            rows.append(("learned, held-out groups", unseen["curve"], unseen))
+        rows += [
+            ("random", r["curves"]["random"], _prefixed(r, "random_")),
+            ("oracle", r["curves"]["oracle"], _prefixed(r, "oracle_")),
+        ]
+        for label, curve, figures in rows:
             table.add_row(
                 label,
-                f"{r[aiq_key]:.4f}",
-                f"{r[share_key]:.1%}",
+                f"{figures['aiq']:.4f}",
+                f"{figures['strong_share_at_95']:.1%}",
                 *(f"{curve[f'{s:.1f}']:.3f}" for s in GRID),
             )
         console.print(table)
-        console.print(f"  variants chosen per fold: {', '.join(r['chosen_per_fold'])}\n")
+        console.print(f"  held-out questions: {r['split']}")
+        console.print(f"    variants chosen per fold: {', '.join(r['chosen_per_fold'])}")
+        if unseen:
+            console.print(f"  held-out groups: {unseen['split']}")
+            console.print(f"    variants chosen per fold: {', '.join(unseen['chosen_per_fold'])}")
+        console.print()
+
+
+def _prefixed(result: dict, prefix: str) -> dict:
+    return {key: result[prefix + key] for key in ("aiq", "strong_share_at_95")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,12 +181,22 @@ def main(argv: list[str] | None = None) -> int:
     matrices = {name: features_for(extractor, qs, args.cache) for name, qs in datasets.items()}
     results: dict[str, dict] = {}
     for name, questions in datasets.items():
-        scores, chosen = cross_fit(name, datasets, matrices, extractor, args.folds)
-        k = min(args.folds, len({q.group for q in questions}))
+        scores, chosen = cross_fit(name, datasets, matrices, extractor, args.folds, "rows")
         results[name] = evaluate(name, questions, scores) | {
-            "split": SPLIT_TEXT.get(name, "group {k}-fold").format(k=k),
+            "split": SPLIT_TEXT["rows"].format(k=min(args.folds, len(questions))),
             "chosen_per_fold": chosen,
         }
+        groups = len({q.group for q in questions})
+        if 1 < groups < len(questions):  # groups of several questions: a harder second split
+            scores, chosen = cross_fit(name, datasets, matrices, extractor, args.folds, "groups")
+            unseen = evaluate(name, questions, scores)
+            results[name]["unseen_groups"] = {
+                "strong_share_at_95": unseen["strong_share_at_95"],
+                "aiq": unseen["aiq"],
+                "curve": unseen["curves"]["router"],
+                "split": SPLIT_TEXT["groups"].format(k=min(args.folds, groups), groups=groups),
+                "chosen_per_fold": chosen,
+            }
     features = extractor.spec.embedder or f"lexical only ({extractor.spec.degraded_reason})"
     for result in results.values():
         result["features"] = features

@@ -4,6 +4,7 @@ calibrate it to what you ask for, and show what a stored router is."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -22,6 +23,13 @@ def _describe(router: LearnedRouter, path: Path) -> None:
         f"  trained on {data.get('rows', '?'):,} rows from {len(data.get('files', []))} files"
     )
     console.print(f"  features: {len(spec['lexical'])} lexical, embedding: {embedding}")
+    selection = router.info.get("selection", {})
+    if selection:
+        held_out = "whole groups" if selection.get("grouped") else "rows"
+        console.print(
+            f"  model: {selection.get('chosen')}, chosen by {selection.get('metric')} "
+            f"on held-out {held_out}"
+        )
     console.print(
         f"  threshold {router.threshold:.4f}: "
         f"{_share_at(router, router.threshold):.0%} of the training traffic to the strong tier"
@@ -66,12 +74,22 @@ def register(main: click.Group) -> None:
         is_flag=True,
         help="No embedding features, even when the embedder is installed.",
     )
+    @click.option(
+        "--hold-out",
+        type=click.Choice(["rows", "groups"]),
+        default="rows",
+        show_default=True,
+        help="What choosing the model validates on: prompts it did not train on (a router for "
+        "traffic like SOURCE), or whole groups, such as an MMLU subject (a router for topics "
+        "SOURCE does not have; the shipped one).",
+    )
     def train_command(
         source: Path,
         out: Path,
         strong_share: float | None,
         quality: float | None,
         lexical_only: bool,
+        hold_out: Literal["rows", "groups"],
     ) -> None:
         """Train on SOURCE: JSON lines of {"prompt": ..., "acceptable": true|false} (was the
         cheaper tier's answer acceptable), or a directory in the layout of
@@ -82,7 +100,10 @@ def register(main: click.Group) -> None:
             rows = load_training_rows(source)
         except ValueError as exc:  # names the file and line to fix
             raise click.ClickException(str(exc)) from exc
-        trained = train(rows, use_embeddings=not lexical_only)
+        try:
+            trained = train(rows, use_embeddings=not lexical_only, hold_out=hold_out)
+        except ValueError as exc:  # too few rows, or groups asked for and missing
+            raise click.ClickException(str(exc)) from exc
         if strong_share is not None:
             trained = trained.with_threshold(trained.threshold_for_strong_share(strong_share))
         elif quality is not None:

@@ -5,7 +5,8 @@ Two formats, both accepted by :func:`load_training_rows` (and so by
 
 - **JSONL**: one object per line, ``{"prompt": "...", "acceptable": true|false}``, optionally
   with ``"weak_correct"`` and ``"strong_correct"`` (booleans; when both are given ``acceptable``
-  may be left out and is derived). Blank lines are skipped; anything else that is not such an
+  may be left out and is derived), and ``"group"`` (a string: a topic, a feature; what
+  ``router train --hold-out groups`` holds out together). Blank lines are skipped; anything else that is not such an
   object is an error naming the file and line.
 - **a routing-data directory** in the layout of ``../shared/data/routing`` (RouteLLM's evals):
   ``mmlu/mmlu_<subject>.csv`` and/or ``gsm8k_responses.csv``, each with columns ``prompt``,
@@ -196,7 +197,10 @@ def _jsonl_row(line: str, where: str) -> TrainingRow:
         raise TrainingDataError(
             f"{where}: missing 'acceptable' (or both 'weak_correct' and 'strong_correct')"
         )
-    return TrainingRow(prompt, acceptable, weak, strong)
+    group = record.get("group")
+    if group is not None and (not isinstance(group, str) or not group):
+        raise TrainingDataError(f"{where}: 'group' must be a non-empty string when given")
+    return TrainingRow(prompt, acceptable, weak, strong, group)
 
 
 def _load_jsonl(path: Path) -> list[TrainingRow]:

@@ -4,8 +4,16 @@ Why logistic regression: it runs in microseconds on CPU, its parameters are a fe
 floats that JSON stores exactly (no pickle), and on this data nothing richer validated better
 (a cosine kNN on the embeddings did no better out of fold and would have to ship every
 training vector). A few honest variants — embedding + lexical at two regularisation strengths,
-lexical only — are compared by out-of-fold validation on the training rows alone, grouped so
-that a group (an MMLU subject) is never on both sides; the best is refitted on everything.
+lexical only — are compared by out-of-fold validation on the training rows alone; the best is
+refitted on everything. What is held out in validation is the caller's choice (``hold_out``):
+
+- ``"rows"``: prompts the model did not train on, from the same traffic. Right for a router
+  trained on your own traffic, which will see more of the same: the embedding learns which of
+  your topics and kinds of task the cheaper tier copes with.
+- ``"groups"``: whole groups (an MMLU subject) are never on both sides. Right for a router
+  that must serve topics it never saw (the shipped default, trained on public benchmarks):
+  what the embedding learns about a topic does not transfer to another, so this choice
+  usually falls to the lexical features.
 
 The calibration table maps a strong-call share to a score threshold (quantiles of the final
 model's scores on the training traffic) and to the quality reached at that share out of fold:
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -27,14 +36,17 @@ from schedulers.tiers.features import FeatureSpec
 __all__ = [
     "CANDIDATES",
     "Candidate",
+    "HoldOut",
     "LinearModel",
     "calibration_table",
     "fit_linear",
     "group_splits",
+    "holdout_groups",
     "out_of_fold",
     "select",
 ]
 
+HoldOut = Literal["rows", "groups"]  # what validation holds out (see the module docstring)
 SHARE_STEPS = 101  # calibration rows: strong share 0%, 1%, ..., 100%
 
 
@@ -120,7 +132,8 @@ def out_of_fold(
     folds: int = 3,
     seed: int = 0,
 ) -> np.ndarray:
-    """Scores each row got from a model fitted without its group."""
+    """Scores each row got from a model fitted without its group (without itself when
+    ``groups`` is None)."""
     out = np.zeros(len(labels))
     for train_idx, test_idx in group_splits(len(labels), groups, folds, seed):
         model = fit_linear(features[train_idx], labels[train_idx], spec, candidate)
@@ -147,6 +160,22 @@ def validation_metric(scores: np.ndarray, rows: Sequence[TrainingRow]) -> tuple[
     return "roc_auc", float(roc_auc_score(labels, scores))
 
 
+def holdout_groups(rows: Sequence[TrainingRow], hold_out: HoldOut) -> list[str] | None:
+    """The groups validation holds out together: the rows' own groups for ``"groups"``, None
+    (each row alone) for ``"rows"``."""
+    if hold_out == "rows":
+        return None
+    if hold_out != "groups":
+        raise ValueError(f"hold_out must be 'rows' or 'groups', not {hold_out!r}")
+    missing = sum(r.group is None for r in rows)
+    if missing:
+        raise ValueError(
+            f"holding out groups needs a group on every row; {missing} of {len(rows)} have "
+            'none (give each JSON line a "group", or hold out rows)'
+        )
+    return [str(r.group) for r in rows]
+
+
 def select(
     features: np.ndarray,
     rows: Sequence[TrainingRow],
@@ -154,12 +183,13 @@ def select(
     candidates: Sequence[Candidate] = CANDIDATES,
     folds: int = 3,
     seed: int = 0,
+    hold_out: HoldOut = "rows",
 ) -> tuple[Candidate, np.ndarray, dict[str, float], str]:
-    """The best candidate by grouped out-of-fold validation, its out-of-fold scores, every
-    candidate's metric, and the metric's name. Candidates needing an embedding are skipped
-    when ``spec`` has none."""
+    """The best candidate by out-of-fold validation (holding out ``hold_out``: see the module
+    docstring), its out-of-fold scores, every candidate's metric, and the metric's name.
+    Candidates needing an embedding are skipped when ``spec`` has none."""
     labels = np.array([r.acceptable for r in rows], dtype=int)
-    groups = [r.group for r in rows] if all(r.group is not None for r in rows) else None
+    groups = holdout_groups(rows, hold_out)
     usable = [c for c in candidates if c.features == "lexical" or spec.embedder is not None]
     results: dict[str, float] = {}
     best: tuple[float, Candidate, np.ndarray] | None = None

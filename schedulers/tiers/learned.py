@@ -32,9 +32,11 @@ from schedulers.tiers.features import FeatureExtractor, FeatureSpec
 from schedulers.tiers.fitting import (
     CANDIDATES,
     Candidate,
+    HoldOut,
     LinearModel,
     calibration_table,
     fit_linear,
+    holdout_groups,
     select,
 )
 
@@ -172,15 +174,19 @@ def fit_from_features(
     seed: int = 0,
     training_data: dict[str, Any] | None = None,
     extractor: FeatureExtractor | None = None,
+    hold_out: HoldOut = "rows",
 ) -> LearnedRouter:
-    """Choose a candidate by grouped out-of-fold validation, refit it on all rows, calibrate.
+    """Choose a candidate by out-of-fold validation holding out ``hold_out`` (rows, or whole
+    groups: :mod:`.fitting`), refit it on all rows, calibrate.
 
     ``features`` is the full matrix of ``spec`` for ``rows`` (so callers can embed once).
     """
     rows = as_rows(rows)
     if len(rows) < 4:
         raise ValueError(f"need at least 4 training rows, got {len(rows)}")
-    chosen, oof, results, metric = select(features, rows, spec, candidates, folds, seed)
+    chosen, oof, results, metric = select(
+        features, rows, spec, candidates, folds, seed, hold_out=hold_out
+    )
     labels = np.array([r.acceptable for r in rows], dtype=int)
     model = fit_linear(features, labels, spec, chosen)
     used = features[:, spec.embedding_dim :] if model.spec.embedder != spec.embedder else features
@@ -192,7 +198,7 @@ def fit_from_features(
         "C": chosen.c,
         "metric": f"out-of-fold {metric}",
         "folds": folds,
-        "grouped": all(r.group is not None for r in rows),
+        "grouped": holdout_groups(rows, hold_out) is not None,
         "candidates": {name: round(value, 6) for name, value in results.items()},
     }
     router = LearnedRouter(
@@ -218,8 +224,10 @@ def train(
     candidates: Sequence[Candidate] = CANDIDATES,
     folds: int = 3,
     seed: int = 0,
+    hold_out: HoldOut = "rows",
 ) -> LearnedRouter:
-    """Train a router on ``(prompt, acceptable[, weak_correct, strong_correct, group])`` rows.
+    """Train a router on ``(prompt, acceptable[, weak_correct, strong_correct, group])`` rows,
+    validating on held-out rows or, with ``hold_out="groups"``, held-out groups.
 
     Uses the embedding when ``embedder`` is given or the local one loads, else lexical features
     only (flagged in the saved model). A :class:`TrainingSet` also records its source files.
@@ -237,4 +245,5 @@ def train(
         seed=seed,
         training_data=description or {"rows": len(items)},
         extractor=extractor,
+        hold_out=hold_out,
     )

@@ -59,3 +59,29 @@ def test_a_bad_training_line_is_named(tmp_path):
     result = CliRunner().invoke(main, ["router", "train", str(source), "--lexical-only"])
     assert result.exit_code == 1
     assert "bad.jsonl" in result.output and "2" in result.output
+
+
+@needs_training
+def test_holding_out_groups_needs_a_group_on_every_line(tmp_path):
+    lines = [
+        {
+            "prompt": f"Question {i} about topic {i % 4}",
+            "acceptable": i % 4 != 0,
+            "group": f"t{i % 4}",
+        }
+        for i in range(40)
+    ]
+    source = tmp_path / "traffic.jsonl"
+    source.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    out = tmp_path / "router.json"
+    args = ["router", "train", str(source), "--out", str(out), "--lexical-only"]
+    result = CliRunner().invoke(main, [*args, "--hold-out", "groups"])
+    assert result.exit_code == 0, result.output
+    assert "held-out whole groups" in " ".join(result.output.split())  # rich wraps lines
+    assert LearnedRouter.load(out).info["selection"]["grouped"] is True
+
+    del lines[7]["group"]
+    source.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    result = CliRunner().invoke(main, [*args, "--hold-out", "groups"])
+    assert result.exit_code == 1
+    assert "1 of 40 have none" in " ".join(result.output.split())

@@ -12,9 +12,14 @@ import pytest
 
 from schedulers.tiers import DEFAULT_ROUTER_PATH
 from schedulers.tiers.data import TrainingDataError, TrainingRow, load_training_rows
-from schedulers.tiers.features import LEXICAL_FEATURES, lexical_features, local_embedder_or_reason
-from schedulers.tiers.fitting import CANDIDATES
-from schedulers.tiers.learned import LearnedRouter, train
+from schedulers.tiers.features import (
+    LEXICAL_FEATURES,
+    FeatureSpec,
+    lexical_features,
+    local_embedder_or_reason,
+)
+from schedulers.tiers.fitting import CANDIDATES, select
+from schedulers.tiers.learned import LearnedRouter, fit_from_features, train
 
 needs_training = pytest.mark.skipif(
     importlib.util.find_spec("sklearn") is None or importlib.util.find_spec("scipy") is None,
@@ -238,3 +243,37 @@ def test_real_slice_with_the_local_embedder(embedder, tmp_path: Path) -> None:
     # The default router loads with the local embedder and decides.
     score, _ = LearnedRouter.load(DEFAULT_ROUTER_PATH, embedder=embedder).decide(prompts[0])
     assert 0.0 < score < 1.0
+
+
+def topic_traffic(topics: int = 10, per_topic: int = 40, seed: int = 0):
+    """Rows whose topic alone decides whether the cheaper tier copes (every other topic is
+    hard), with an embedding that tells the topics apart and lexical columns of noise."""
+    rng = np.random.default_rng(seed)
+    dim = 16
+    centres = rng.normal(size=(topics, dim))
+    rows, matrix = [], []
+    for topic in range(topics):
+        for i in range(per_topic):
+            rows.append(
+                TrainingRow(f"topic {topic} question {i}", topic % 2 == 0, group=f"t{topic}")
+            )
+            embedding = centres[topic] + 0.3 * rng.normal(size=dim)
+            matrix.append(np.concatenate([embedding, rng.normal(size=len(LEXICAL_FEATURES))]))
+    spec = FeatureSpec(embedder="fake-topics", embedding_dim=dim)
+    return np.array(matrix), rows, spec
+
+
+@needs_training
+def test_holding_out_rows_learns_topics_and_holding_out_groups_says_they_do_not_transfer():
+    features, rows, spec = topic_traffic()
+    embedding = next(c.name for c in CANDIDATES if c.features == "embedding+lexical")
+    _, _, by_rows, metric = select(features, rows, spec, hold_out="rows")
+    _, _, by_groups, _ = select(features, rows, spec, hold_out="groups")
+    assert metric == "roc_auc"
+    assert by_rows[embedding] > 0.95  # a prompt of a topic it trained on: the topic is known
+    assert by_groups[embedding] < 0.75  # a topic it never saw: nothing to go on
+    router = fit_from_features(features, rows, spec, hold_out="groups")
+    assert router.info["selection"]["grouped"] is True
+    assert fit_from_features(features, rows, spec).info["selection"]["grouped"] is False
+    with pytest.raises(ValueError, match="hold_out must be"):
+        select(features, rows, spec, hold_out="subjects")  # type: ignore[arg-type]
