@@ -73,7 +73,11 @@ class BrokerClient(ClientBase):
     def _send(self, call: Call) -> httpx.Response:
         try:
             response = self._http.request(
-                call.method, call.path, params=call.params, json=call.json, headers=call.headers
+                call.method,
+                call.path,
+                params=call.params,
+                content=call.content,
+                headers=call.headers,
             )
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc

@@ -439,3 +439,36 @@ def test_async_client_timeout_and_unreachable(fake: FakeBroker):
                 [r async for r in c.results_jsonl("job_1")]
 
     asyncio.run(scenario())
+
+
+def test_a_submitted_batch_carries_only_what_was_set_and_reads_back_the_same() -> None:
+    from broker.client._base import submit_call
+    from broker.schemas.http import JobCreate
+
+    requests = [
+        {"custom_id": "a", "model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]},
+        {
+            "custom_id": "b",
+            "model": "gpt-4o",
+            "max_tokens": 5,
+            "temperature": 0,
+            "stop": "END",
+            "response_format": {"type": "json_object"},
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "x"},
+            ],
+        },
+        {"custom_id": "c", "model": "text-embedding-3-small", "input": ["one", "two"]},
+    ]
+    call = submit_call(
+        requests, feature="chatbot", priority="high", webhook_url=None, metadata={"k": "v"}
+    )
+    sent = json.loads(call.content)
+    assert call.headers == {"content-type": "application/json"}
+    assert sent["requests"][0] == requests[0]  # no nulls, no defaults: what the caller gave
+    assert "webhook_events" not in sent and "completion_window" not in sent
+    # The server, applying its defaults, reads the same batch the client validated.
+    assert JobCreate.model_validate_json(call.content) == JobCreate.model_validate(
+        {"feature": "chatbot", "priority": "high", "metadata": {"k": "v"}, "requests": requests}
+    )
