@@ -65,7 +65,10 @@ DONE_KEY = "bench:done"
 
 
 def baseline_app(settings: Settings):
+    """Celery as the broker configures it (acks late, the visibility timeout), on kombu's own
+    Redis transport: bare Celery, not the broker's client-reusing one (workers/transport.py)."""
     app = create_celery_app(settings)
+    app.conf.broker_transport = None  # the URL's scheme picks kombu's transport
     app.conf.result_backend = settings.redis_url
     return app
 
@@ -142,7 +145,7 @@ def run_round_trip_baseline(settings: Settings, queues: list[str], n: int) -> fl
 
 
 def run_baseline(settings: Settings, queues: list[str], n: int) -> float:
-    app = create_celery_app(settings)
+    app = baseline_app(settings)
     client = redis.Redis.from_url(settings.redis_url)
     client.set(DONE_KEY, 0)
     started = time.perf_counter()
@@ -182,7 +185,9 @@ def run_broker(api_url: str, n: int) -> tuple[float, float]:
 def single_ticket_config(tmp: Path) -> Path:
     """The packaged ``broker.toml`` with one ticket per Celery message for every provider."""
     text, count = re.subn(
-        r"(?m)^(concurrency\s*=\s*\d+.*)$", r"\1\ntickets_per_message = 1", DEFAULT_CONFIG.read_text()
+        r"(?m)^(concurrency\s*=\s*\d+.*)$",
+        r"\1\ntickets_per_message = 1",
+        DEFAULT_CONFIG.read_text(),
     )
     path = tmp / "single.toml"
     path.write_text(text)

@@ -53,6 +53,8 @@ def create_celery_app(settings: Settings) -> Celery:
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        # kombu's Redis transport, reusing its redis-py client (workers/transport.py)
+        broker_transport="workers.transport:Transport",
         worker_hijack_root_logger=False,
         task_default_queue="broker.default",
     )

@@ -67,6 +67,9 @@ def flower_celery_app(settings: Settings):
     """The workers' Celery app, knowing every provider queue (for Flower's queue lengths)."""
     app = create_celery_app(settings)
     app.conf.task_queues = [Queue(p.queue) for p in settings.config.providers]
+    # kombu's own Redis transport: Flower reads queue lengths by the broker URL's scheme, which
+    # a transport given by class path does not have (the workers' one only saves CPU).
+    app.conf.broker_transport = None
     return app
 
 
