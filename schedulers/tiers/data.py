@@ -6,8 +6,8 @@ Two formats, both accepted by :func:`load_training_rows` (and so by
 - **JSONL**: one object per line, ``{"prompt": "...", "acceptable": true|false}``, optionally
   with ``"weak_correct"`` and ``"strong_correct"`` (booleans; when both are given ``acceptable``
   may be left out and is derived), and ``"group"`` (a string: a topic, a feature; what
-  ``router train --hold-out groups`` holds out together). Blank lines are skipped; anything else that is not such an
-  object is an error naming the file and line.
+  ``router train --hold-out groups`` holds out together). Blank lines are skipped; anything
+  else that is not such an object is an error naming the file and line.
 - **a routing-data directory** in the layout of ``../shared/data/routing`` (RouteLLM's evals):
   ``mmlu/mmlu_<subject>.csv`` and/or ``gsm8k_responses.csv``, each with columns ``prompt``,
   the weak model's and the strong model's correctness (``True``/``False``).

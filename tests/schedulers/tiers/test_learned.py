@@ -153,10 +153,13 @@ def test_jsonl_loader_accepts_good_lines(tmp_path: Path) -> None:
     path = tmp_path / "rows.jsonl"
     path.write_text(
         '{"prompt": "a", "acceptable": true}\n\n'
-        '{"prompt": "b", "weak_correct": false, "strong_correct": true}\n'
+        '{"prompt": "b", "weak_correct": false, "strong_correct": true, "group": "maths"}\n'
     )
     loaded = load_training_rows(path)
-    assert [(r.prompt, r.acceptable) for r in loaded.rows] == [("a", True), ("b", False)]
+    assert [(r.prompt, r.acceptable, r.group) for r in loaded.rows] == [
+        ("a", True, None),
+        ("b", False, "maths"),
+    ]
     assert loaded.describe()["files"][0]["rows"] == 2
 
 
@@ -168,6 +171,7 @@ def test_jsonl_loader_accepts_good_lines(tmp_path: Path) -> None:
         ('{"acceptable": true}', "'prompt' must be a non-empty string"),
         ('{"prompt": "a", "acceptable": "yes"}', "'acceptable' must be true or false"),
         ('{"prompt": "a"}', "missing 'acceptable'"),
+        ('{"prompt": "a", "acceptable": true, "group": 3}', "'group' must be a non-empty"),
     ],
 )
 def test_jsonl_loader_names_the_bad_line(tmp_path: Path, line: str, message: str) -> None:
