@@ -67,8 +67,7 @@ DONE_KEY = "bench:done"
 def baseline_app(settings: Settings):
     """Celery as the broker configures it (acks late, the visibility timeout), on kombu's own
     Redis transport: bare Celery, not the broker's client-reusing one (workers/transport.py)."""
-    app = create_celery_app(settings)
-    app.conf.broker_transport = None  # the URL's scheme picks kombu's transport
+    app = create_celery_app(settings, kombu_transport=True)
     app.conf.result_backend = settings.redis_url
     return app
 

@@ -26,7 +26,10 @@ EXECUTE_MANY = "workers.execute_many"
 VISIBILITY_TIMEOUT_S = 3600
 
 
-def create_celery_app(settings: Settings) -> Celery:
+def create_celery_app(settings: Settings, *, kombu_transport: bool = False) -> Celery:
+    """The Celery app of the workers and the scheduler. ``kombu_transport``: kombu's own Redis
+    transport instead of :mod:`workers.transport` (for Flower, which reads queue lengths by the
+    broker URL's scheme, and for the benchmarks' bare-Celery baseline)."""
     longest = settings.config.longest_attempt_s()
     if longest >= VISIBILITY_TIMEOUT_S:
         # Redis would hand a task still running to another worker.
@@ -53,8 +56,9 @@ def create_celery_app(settings: Settings) -> Celery:
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
-        # kombu's Redis transport, reusing its redis-py client (workers/transport.py)
-        broker_transport="workers.transport:Transport",
+        # kombu's Redis transport, reusing its redis-py client (workers/transport.py); None:
+        # the URL's scheme picks kombu's own
+        broker_transport=None if kombu_transport else "workers.transport:Transport",
         worker_hijack_root_logger=False,
         task_default_queue="broker.default",
     )

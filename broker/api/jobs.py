@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from broker.api.auth import authenticate
-from broker.api.json_bodies import OrjsonRoute
 from broker.api.params import AfterSeq, BeforeJob, JobId
 from broker.api.resources import Resources
 from broker.api.views import job_out, result_out
@@ -19,7 +18,6 @@ from broker.store import queries, transitions
 router = APIRouter(
     prefix="/v1/jobs",
     tags=["jobs"],
-    route_class=OrjsonRoute,  # a batch's body is large: orjson reads it
     responses={
         400: {"model": ErrorBody},
         401: {"model": ErrorBody},

@@ -65,11 +65,8 @@ def basic_auth(settings: Settings, address: str) -> str | None:
 
 def flower_celery_app(settings: Settings):
     """The workers' Celery app, knowing every provider queue (for Flower's queue lengths)."""
-    app = create_celery_app(settings)
+    app = create_celery_app(settings, kombu_transport=True)  # queue lengths by the URL scheme
     app.conf.task_queues = [Queue(p.queue) for p in settings.config.providers]
-    # kombu's own Redis transport: Flower reads queue lengths by the broker URL's scheme, which
-    # a transport given by class path does not have (the workers' one only saves CPU).
-    app.conf.broker_transport = None
     return app
 
 

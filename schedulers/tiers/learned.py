@@ -36,7 +36,6 @@ from schedulers.tiers.fitting import (
     LinearModel,
     calibration_table,
     fit_linear,
-    holdout_groups,
     select,
 )
 
@@ -198,7 +197,7 @@ def fit_from_features(
         "C": chosen.c,
         "metric": f"out-of-fold {metric}",
         "folds": folds,
-        "grouped": holdout_groups(rows, hold_out) is not None,
+        "grouped": hold_out == "groups",  # select() refused groups asked for and missing
         "candidates": {name: round(value, 6) for name, value in results.items()},
     }
     router = LearnedRouter(
